@@ -1,0 +1,280 @@
+"""The `newsletter` command: a thin layer that parses arguments and calls the library.
+
+A user's mistake (bad setting, unreadable file, SMTP refusing to talk) is one
+line on stderr and an exit code a cron wrapper can act on; see the README.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import edition
+from .config import Settings, load_settings
+from .delivery import DeliveryReport
+from .errors import NewsletterError
+from .outbox import start_outbox
+from .store import Status, Store
+from .subscribers import export_csv, import_csv, normalise_email
+
+EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: some subscribers are left for the next run
+
+app = typer.Typer(
+    help="The Arabic morning newsletter: the day's main international stories, every morning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)
+app.add_typer(subscribers_app, name="subscribers")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+log = logging.getLogger("newsletter")
+
+DateOption = Annotated[
+    Optional[str],
+    typer.Option("--date", help="Issue date, YYYY-MM-DD (default: today in NEWSLETTER_TIMEZONE)."),
+]
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _issue_date(settings: Settings, value: str | None) -> dt.date:
+    if value is None:
+        return edition.today(settings)
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date like 2026-11-24", param_hint="--date") from None
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "aiosmtplib", "mail.log", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False) -> None:
+    _setup_logging(verbose)
+
+
+# --- the morning edition --------------------------------------------------
+
+
+@app.command()
+def select(date: DateOption = None) -> None:
+    """Show which stories the issue would carry, why, and what was left out."""
+    settings = _settings()
+    store = Store(settings.database_url)
+    draft = edition.draft_edition(settings, store, _issue_date(settings, date))
+    selection = draft.selection
+    out.print(f"Window: {selection.window_start:%Y-%m-%d %H:%M} → {selection.window_end:%Y-%m-%d %H:%M} UTC; "
+              f"{len(draft.feeds.stories)} item(s) from {len(settings.feeds) - len(draft.feeds.failures)} feed(s)")
+    for failure in draft.feeds.failures:
+        out.print(f"[red]feed failed[/red] {failure}")
+    out.print("\n[bold]Chosen[/bold]")
+    for rank, event in enumerate(selection.events, start=1):
+        out.print(f"{rank}. {event.story.title}", markup=False)
+        out.print(f"   {event.story.url}", markup=False)
+        out.print(f"   score {event.score}: {event.reasons()}", markup=False)
+        for merged in event.merged:
+            out.print(f"   + same event: {merged.source}: {merged.title}", markup=False)
+    out.print("\n[bold]Left out[/bold]")
+    for dropped in selection.dropped:
+        out.print(f"- {dropped.story.source}: {dropped.story.title}", markup=False)
+        out.print(f"  {dropped.reason}", markup=False)
+    if not selection.events:
+        raise typer.Exit(3)
+
+
+@app.command()
+def render(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write issue.html, issue.txt, issue.json into.")],
+    date: DateOption = None,
+) -> None:
+    """Build the issue and write it to files, without sending anything."""
+    settings = _settings()
+    store = Store(settings.database_url)
+    issue_date = _issue_date(settings, date)
+    stored = store.get_issue(issue_date.isoformat())
+    if stored is not None:
+        rendered = edition.as_rendered(stored)
+    else:
+        rendered = edition.render_draft(settings, edition.draft_edition(settings, store, issue_date))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "issue.html").write_text(rendered.html, encoding="utf-8")
+    (out_dir / "issue.txt").write_text(rendered.text, encoding="utf-8")
+    manifest = {"date": issue_date.isoformat(), "subject": rendered.subject, "preheader": rendered.preheader,
+                "stories": rendered.stories}
+    (out_dir / "issue.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+    size = len(rendered.html.encode("utf-8"))
+    out.print(f"Wrote {out_dir / 'issue.html'} ({size / 1024:.1f} KB, Gmail clips above 102 KB), "
+              f"issue.txt and issue.json: {len(rendered.stories)} stories.")
+
+
+class _ProgressReporter:
+    """A progress bar on a terminal, a log line per batch otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.progress: Progress | None = None
+        self.task = None
+        if err.is_terminal:
+            self.progress = Progress(
+                TextColumn("Sending"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]} failed"), TimeRemainingColumn(), console=err,
+            )
+            self.task = self.progress.add_task("send", total=total, failed=0)
+
+    def __enter__(self) -> _ProgressReporter:
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def __call__(self, report: DeliveryReport) -> None:
+        if self.progress:
+            self.progress.update(self.task, completed=report.attempted, failed=report.failed + report.refused)
+        else:
+            rate = report.sent / max(time.monotonic() - report.started, 1e-9)
+            log.info("progress: %d/%d attempted, %d sent, %d failed, %d refused (%.0f msg/s)",
+                     report.attempted, self.total, report.sent, report.failed, report.refused, rate)
+
+
+@app.command()
+def send(date: DateOption = None) -> None:
+    """Send the day's issue to every active subscriber who has not received it yet.
+
+    Safe to run again: only subscribers without a delivery are sent to.
+    Exit codes: 0 complete, 75 some left for the next run, 2 bad setting,
+    3 no story to send.
+    """
+    settings = _settings()
+    store = Store(settings.database_url)
+    issue_date = _issue_date(settings, date)
+    pending_estimate = store.count_subscribers(Status.active)
+    with _ProgressReporter(pending_estimate) as progress:
+        result = edition.send_edition(settings, store, issue_date, on_progress=progress)
+    report = result.report
+    state = "built and frozen" if result.built_now else "already frozen, resending to whoever is missing it"
+    out.print(f"Issue {result.issue.issue_date} ({state}): {result.issue.subject}", markup=False)
+    out.print(
+        f"Sent {report.sent}, failed {report.failed} (will retry), refused {report.refused}, "
+        f"skipped {result.already_done} (already delivered) of {result.active} active; "
+        f"{report.elapsed:.1f} s, {report.rate:.0f} msg/s"
+    )
+    if not report.complete:
+        err.print(f"Incomplete: {report.failed} subscriber(s) left for the next `newsletter send`."
+                  + (" Interrupted." if report.interrupted else ""))
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+@app.command(hidden=True)
+def outbox(
+    folder: Annotated[Path, typer.Option("--outbox", help="Folder for received .eml files.")] = Path("outbox"),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 2525,
+) -> None:
+    """Run a local SMTP server that saves every message as an .eml file (for demos)."""
+    controller, _ = start_outbox(folder, port=port)
+    err.print(f"Outbox SMTP server on 127.0.0.1:{controller.port}, saving to {folder}/ (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        controller.stop()
+
+
+# --- subscribers ------------------------------------------------------------
+
+StatusOption = Annotated[Optional[Status], typer.Option("--status", help="Only subscribers with this status.")]
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    email: str,
+    name: Annotated[str, typer.Option(help="The reader's name, used in the To: header.")] = "",
+    status: Annotated[Status, typer.Option(help="Initial status.")] = Status.active,
+) -> None:
+    """Add one subscriber (active unless told otherwise)."""
+    settings = _settings()
+    address = normalise_email(email)
+    if Store(settings.database_url).add_subscriber(address, name.strip(), status):
+        out.print(f"Added {address} ({status.value}).")
+    else:
+        out.print(f"{address} is already on the list; nothing changed.")
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Annotated[Path, typer.Argument(help="CSV with an email column (and optionally name), header optional.")],
+) -> None:
+    """Import subscribers from CSV; bad rows are reported by line, the rest go in."""
+    settings = _settings()
+    report = import_csv(Store(settings.database_url), file)
+    for line in report.rejected:
+        err.print(f"rejected {line}", markup=False)
+    out.print(f"Imported {report.added}, skipped {report.duplicates} duplicate(s), rejected {len(report.rejected)}.")
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+@subscribers_app.command("export")
+def subscribers_export(status: StatusOption = None) -> None:
+    """Write the list as CSV (email, name, status, dates) to stdout."""
+    settings = _settings()
+    export_csv(Store(settings.database_url), sys.stdout, status)
+
+
+@subscribers_app.command("list")
+def subscribers_list(status: StatusOption = None) -> None:
+    """Show subscribers and their status, with a count per status."""
+    settings = _settings()
+    store = Store(settings.database_url)
+    for row in store.iter_subscribers(status):
+        out.print(f"{row['email']}\t{row['status']}\t{row['name']}", markup=False)
+    counts = {s.value: store.count_subscribers(s) for s in Status}
+    err.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(email: str) -> None:
+    """Unsubscribe an address (kept as unsubscribed so it is never mailed again)."""
+    settings = _settings()
+    address = normalise_email(email)
+    if Store(settings.database_url).set_status(address, Status.unsubscribed):
+        out.print(f"{address} is unsubscribed.")
+    else:
+        err.print(f"{address} is not on the list.")
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except NewsletterError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

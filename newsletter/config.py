@@ -1,0 +1,134 @@
+"""All settings in one place, read once at the edge (CLI) and passed down.
+
+Every field is documented in `.env.example`; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+SAMPLE_FEEDS_DIR = PACKAGE_DIR / "sample_feeds"
+
+
+def _sample_feeds() -> list[str]:
+    return sorted(str(p) for p in SAMPLE_FEEDS_DIR.iterdir() if p.suffix in {".xml", ".atom"})
+
+
+class SmtpTls(str, Enum):
+    none = "none"
+    starttls = "starttls"
+    tls = "tls"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSLETTER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    feeds: Annotated[list[str], NoDecode] = Field(default_factory=_sample_feeds)
+    sections: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["دولي", "الدولي", "العالم", "عالمي", "عربي ودولي", "international", "world"]
+    )
+    max_stories: int = Field(default=6, ge=1, le=50)
+    timezone: str = "Europe/Paris"
+    edition_time: dt.time = dt.time(7, 0)
+    window_hours: int = Field(default=24, ge=1, le=168)
+    feed_timeout: float = Field(default=15.0, gt=0)
+    feed_max_bytes: int = Field(default=5_000_000, gt=0)
+
+    database_url: str = f"sqlite:///{PROJECT_DIR / 'subscribers' / 'subscribers.sqlite3'}"
+    templates_dir: Path = PROJECT_DIR / "templates"
+
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_tls: SmtpTls = SmtpTls.none
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    smtp_connections: int = Field(default=10, ge=1, le=500)
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+
+    from_address: str = "newsletter@localhost"
+    from_name: str = "الرسالة الإخبارية"
+    reply_to: str = ""
+    list_id: str = ""
+    unsubscribe_mailto: str = ""
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: str = "change-me"
+
+    @field_validator("feeds", "sections", mode="before")
+    @classmethod
+    def _json_or_comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("feeds")
+    @classmethod
+    def _feeds_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one feed URL or file path")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Beirut)") from None
+        return value
+
+    @field_validator("from_address")
+    @classmethod
+    def _plausible_address(cls, value: str) -> str:
+        if "@" not in value:
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def sender_domain(self) -> str:
+        return self.from_address.rsplit("@", 1)[1]
+
+    @property
+    def effective_list_id(self) -> str:
+        return self.list_id or f"morning.{self.sender_domain}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning a validation failure into one line naming the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "NEWSLETTER_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"setting {name}: {message}") from None
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise ConfigError(f"settings: {exc}") from None

@@ -1,0 +1,111 @@
+"""One morning's edition, end to end: feeds → selection → render → freeze → send.
+
+The CLI (and later the preview server) call these functions; each takes the
+settings and the store it needs instead of reading them from globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from .config import Settings
+from .delivery import DeliveryReport, ProgressCallback, Sender
+from .errors import NoStoriesError
+from .feeds import FeedBatch, read_feeds
+from .message import MessageTemplate
+from .render import Issue, RenderedIssue, Renderer, issue_from_selection
+from .selection import Selection, select_stories
+from .store import Status, Store, StoredIssue
+
+log = logging.getLogger(__name__)
+
+
+def today(settings: Settings) -> dt.date:
+    return dt.datetime.now(settings.zone).date()
+
+
+def window_end(settings: Settings, date: dt.date, now: dt.datetime | None = None) -> dt.datetime:
+    """The edition's cut-off: the morning send time that day, or now if that is still ahead."""
+    cutoff = dt.datetime.combine(date, settings.edition_time, tzinfo=settings.zone)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return min(cutoff, now).astimezone(dt.timezone.utc)
+
+
+@dataclass
+class Draft:
+    """Everything known about an edition before it is frozen."""
+
+    date: dt.date
+    feeds: FeedBatch
+    selection: Selection
+    issue: Issue
+
+
+def draft_edition(settings: Settings, store: Store, date: dt.date) -> Draft:
+    """Read the feeds and choose the stories; report failed feeds but carry on."""
+    batch = read_feeds(settings.feeds, settings.feed_timeout, settings.feed_max_bytes)
+    for failure in batch.failures:
+        log.warning("feed skipped: %s", failure)
+    selection = select_stories(
+        batch.stories,
+        window_end=window_end(settings, date),
+        window=dt.timedelta(hours=settings.window_hours),
+        sections=settings.sections,
+        max_stories=settings.max_stories,
+        already_sent=store.sent_story_urls(before_date=date.isoformat()),
+    )
+    return Draft(date, batch, selection, issue_from_selection(selection, date))
+
+
+def render_draft(settings: Settings, draft: Draft) -> RenderedIssue:
+    if not draft.issue.stories:
+        start, end = draft.selection.window_start, draft.selection.window_end
+        raise NoStoriesError(
+            f"no international story published between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC "
+            f"in {len(settings.feeds)} feed(s) ({len(draft.feeds.failures)} failed); nothing to send"
+        )
+    return Renderer(settings.templates_dir, settings.base_url).render(draft.issue)
+
+
+def freeze_edition(settings: Settings, store: Store, date: dt.date) -> tuple[StoredIssue, bool]:
+    """The issue for `date` as first sent; built now if this is the first run that day.
+
+    Returns the issue and whether it was built by this call. Freezing makes
+    a re-run send exactly what the first run sent, even if feeds changed.
+    """
+    stored = store.get_issue(date.isoformat())
+    if stored is not None:
+        return stored, False
+    rendered = render_draft(settings, draft_edition(settings, store, date))
+    stored = store.save_issue(date.isoformat(), rendered.subject, rendered.preheader, rendered.html,
+                              rendered.text, rendered.stories)
+    return stored, True
+
+
+def as_rendered(stored: StoredIssue) -> RenderedIssue:
+    return RenderedIssue(dt.date.fromisoformat(stored.issue_date), stored.subject, stored.preheader,
+                         stored.html, stored.text, stored.stories)
+
+
+@dataclass
+class SendResult:
+    issue: StoredIssue
+    built_now: bool
+    report: DeliveryReport
+    already_done: int
+    active: int
+
+
+def send_edition(settings: Settings, store: Store, date: dt.date,
+                 on_progress: ProgressCallback | None = None) -> SendResult:
+    """Send the day's issue to every active subscriber who has not received it."""
+    issue, built_now = freeze_edition(settings, store, date)
+    active = store.count_subscribers(Status.active)
+    already_done = sum(store.delivery_counts(issue.id).get(o, 0) for o in ("sent", "refused"))
+    template = MessageTemplate(as_rendered(issue), settings)
+    sender = Sender(store, template, issue.id, settings, on_progress)
+    report = asyncio.run(sender.run())
+    return SendResult(issue, built_now, report, already_done, active)

@@ -1,0 +1,44 @@
+"""Errors a user can cause, each with a message that says what to do.
+
+Anything raised from here is caught at the CLI edge and printed as one line;
+everything else is a bug and keeps its traceback.
+"""
+
+
+class NewsletterError(Exception):
+    """Root of the errors the CLI reports as one line."""
+
+    exit_code = 1
+
+
+class ConfigError(NewsletterError):
+    """A setting has a wrong value; the run cannot start."""
+
+    exit_code = 2
+
+
+class FeedError(NewsletterError):
+    """One news source could not be read; the others still count."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class NoStoriesError(NewsletterError):
+    """The selection came out empty: there is nothing worth sending."""
+
+
+class TemplateError(NewsletterError):
+    """A template in templates/ could not be rendered."""
+
+
+class SubscriberError(NewsletterError):
+    """A subscriber address or row is invalid."""
+
+
+class SendLockedError(NewsletterError):
+    """Another `newsletter send` is already working on this issue."""
+
+    exit_code = 75

@@ -1,0 +1,185 @@
+"""Read the newsroom's feeds (RSS 2.0 and Atom) into plain `Story` records.
+
+Remote sources are fetched concurrently; a source that fails is reported and
+skipped, so one broken feed never costs the morning issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import feedparser
+import httpx
+import lxml.html
+from lxml.etree import ParserError
+
+from .errors import FeedError
+
+USER_AGENT = "arabic-morning-newsletter/0.1 (+https://github.com/)"
+_SPACES = re.compile(r"\s+")
+_BLOCK_TAGS = ("p", "div", "br", "li", "tr", "td", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote")
+
+
+@dataclass(frozen=True)
+class Story:
+    """One report from one feed. Everything in it is untrusted text."""
+
+    url: str
+    title: str
+    summary: str
+    published: dt.datetime | None
+    source: str
+    position: int
+    image: str | None = None
+    image_alt: str = ""
+    categories: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class FeedBatch:
+    """What a read of all sources produced: the stories and the sources that failed."""
+
+    stories: list[Story]
+    failures: list[FeedError]
+
+
+def plain_text(fragment: str) -> str:
+    """Strip tags, decode entities and collapse whitespace in a feed's HTML fragment."""
+    if not fragment:
+        return ""
+    if "<" in fragment or "&" in fragment:
+        try:
+            root = lxml.html.fragment_fromstring(fragment, create_parent="div")
+        except (ParserError, ValueError):
+            pass
+        else:
+            for block in root.iter(*_BLOCK_TAGS):
+                block.tail = " " + (block.tail or "")  # «البلاد.وأعلنت» must not run together
+            fragment = root.text_content()
+    return _SPACES.sub(" ", fragment).strip()
+
+
+def _first_image_in_html(fragment: str) -> str | None:
+    if "<img" not in fragment:
+        return None
+    try:
+        root = lxml.html.fragment_fromstring(fragment, create_parent="div")
+    except (ParserError, ValueError):
+        return None
+    sources = root.xpath("//img/@src")
+    return str(sources[0]) if sources else None
+
+
+def _image_of(entry: feedparser.FeedParserDict) -> str | None:
+    for media in entry.get("media_content", []) + entry.get("media_thumbnail", []):
+        url = media.get("url")
+        if url and media.get("medium", "image") == "image":
+            return url
+    for link in entry.get("enclosures", []) + entry.get("links", []):
+        if link.get("type", "").startswith("image/") and link.get("href"):
+            return link["href"]
+    for content in [entry.get("summary", "")] + [c.get("value", "") for c in entry.get("content", [])]:
+        url = _first_image_in_html(content)
+        if url:
+            return url
+    return None
+
+
+def _published_of(entry: feedparser.FeedParserDict) -> dt.datetime | None:
+    parsed = entry.get("published_parsed") or entry.get("updated_parsed")
+    if not parsed:
+        return None
+    return dt.datetime.fromtimestamp(calendar.timegm(parsed), tz=dt.timezone.utc)
+
+
+def _is_safe_link(url: str) -> bool:
+    return urlparse(url).scheme in {"http", "https"}
+
+
+def parse_feed(content: bytes, source: str) -> list[Story]:
+    """Parse one feed document; raise FeedError when nothing usable is in it."""
+    parsed = feedparser.parse(content)
+    if not parsed.entries:
+        reason = str(parsed.get("bozo_exception") or "no items in the feed")
+        raise FeedError(source, f"unreadable feed: {reason}")
+    outlet = plain_text(parsed.feed.get("title", "")) or urlparse(source).netloc or Path(source).stem
+    stories = []
+    for position, entry in enumerate(parsed.entries, start=1):
+        url = (entry.get("link") or "").strip()
+        title = plain_text(entry.get("title", ""))
+        if not url or not title or not _is_safe_link(url):
+            continue
+        image = _image_of(entry)
+        stories.append(
+            Story(
+                url=url,
+                title=title,
+                summary=plain_text(entry.get("summary", "")),
+                published=_published_of(entry),
+                source=outlet,
+                position=position,
+                image=image if image and _is_safe_link(image) else None,
+                image_alt=title,
+                categories=tuple(plain_text(t.get("term", "")) for t in entry.get("tags", []) if t.get("term")),
+            )
+        )
+    return stories
+
+
+async def _fetch(client: httpx.AsyncClient, url: str, max_bytes: int) -> bytes:
+    try:
+        async with client.stream("GET", url) as response:
+            if response.status_code >= 400:
+                raise FeedError(url, f"HTTP {response.status_code} {response.reason_phrase}")
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FeedError(url, f"larger than {max_bytes} bytes (NEWSLETTER_FEED_MAX_BYTES)")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except httpx.TimeoutException:
+        raise FeedError(url, "timed out (NEWSLETTER_FEED_TIMEOUT)") from None
+    except httpx.HTTPError as exc:
+        raise FeedError(url, f"unreachable: {exc or type(exc).__name__}") from None
+
+
+def _read_local(path: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise FeedError(path, f"cannot read file: {exc.strerror or exc}") from None
+
+
+async def _read_source(client: httpx.AsyncClient, source: str, max_bytes: int) -> list[Story]:
+    is_remote = source.startswith(("http://", "https://"))
+    content = await _fetch(client, source, max_bytes) if is_remote else _read_local(source)
+    return parse_feed(content, source)
+
+
+async def read_feeds_async(sources: list[str], timeout: float, max_bytes: int) -> FeedBatch:
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/rss+xml, application/atom+xml, */*"}
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=True, headers=headers) as client:
+        results = await asyncio.gather(
+            *(_read_source(client, s, max_bytes) for s in sources), return_exceptions=True
+        )
+    batch = FeedBatch(stories=[], failures=[])
+    for source, result in zip(sources, results):
+        if isinstance(result, FeedError):
+            batch.failures.append(result)
+        elif isinstance(result, BaseException):
+            batch.failures.append(FeedError(source, f"unexpected error: {result!r}"))
+        else:
+            batch.stories.extend(result)
+    return batch
+
+
+def read_feeds(sources: list[str], timeout: float = 15.0, max_bytes: int = 5_000_000) -> FeedBatch:
+    """Read every source; failures are collected, never raised."""
+    return asyncio.run(read_feeds_async(sources, timeout, max_bytes))

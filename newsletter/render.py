@@ -1,0 +1,141 @@
+"""Turn the selected stories into the issue: subject, preheader, HTML and plain text.
+
+Jinja2 (autoescape on) → MJML → mjml-python → premailer. Runs once per issue;
+the unsubscribe link is left as a slot that `message` fills per subscriber.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+
+import jinja2
+from mjml import mjml2html
+from premailer import Premailer
+
+from .errors import TemplateError
+from .selection import Selection
+
+# Stands in for the per-subscriber unsubscribe token until `message` splices it
+# in. Plain ASCII word characters, so Jinja, MJML and premailer leave it alone.
+UNSUBSCRIBE_SLOT = "NLUNSUBSCRIBETOKENSLOT"
+
+
+@dataclass(frozen=True)
+class IssueStory:
+    url: str
+    title: str
+    summary: str
+    sources: list[str]
+    image: str | None
+    image_alt: str
+
+
+@dataclass(frozen=True)
+class Issue:
+    """The data of one morning issue; everything rendered comes from here."""
+
+    date: dt.date
+    stories: list[IssueStory]
+
+    def manifest(self) -> list[dict]:
+        return [{"url": s.url, "title": s.title, "source": s.sources[0]} for s in self.stories]
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    date: dt.date
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    stories: list[dict]
+
+
+def issue_from_selection(selection: Selection, date: dt.date) -> Issue:
+    stories = []
+    for event in selection.events:
+        story = event.story
+        sources = [story.source] + [s for s in event.sources if s != story.source]
+        stories.append(IssueStory(story.url, story.title, story.summary, sources, story.image, story.image_alt))
+    return Issue(date, stories)
+
+
+class Renderer:
+    """Templates loaded from one folder; editors change the look there, not in code."""
+
+    def __init__(self, templates_dir: Path, base_url: str) -> None:
+        self.templates_dir = Path(templates_dir)
+        self.base_url = base_url.rstrip("/")
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(self.templates_dir),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2"), default=False),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+        )
+
+    @cached_property
+    def _locale(self) -> dict:
+        path = self.templates_dir / "locale.toml"
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise TemplateError(f"{path}: {exc}") from None
+
+    def date_label(self, date: dt.date) -> str:
+        """The date as the newsroom writes it: «الثلاثاء 24 تشرين الثاني/نوفمبر 2026»."""
+        weekday = self._locale["weekdays"][date.weekday()]
+        month = self._locale["months"][date.month - 1]
+        return f"{weekday} {date.day} {month} {date.year}"
+
+    def _render(self, name: str, context: dict) -> str:
+        try:
+            return self.env.get_template(name).render(context)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"{exc.filename or name}, line {exc.lineno}: {exc.message}") from None
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"template not found: {self.templates_dir / str(exc)}") from None
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{self.templates_dir / name}: {exc}") from None
+
+    def render(self, issue: Issue) -> RenderedIssue:
+        if not issue.stories:
+            raise TemplateError("an issue needs at least one story")
+        stories = [asdict(s) for s in issue.stories]
+        context = {
+            "date_label": self.date_label(issue.date),
+            "stories": stories,
+            "lead": stories[0],
+            "view_url": f"{self.base_url}/archive/{issue.date.isoformat()}",
+            "unsubscribe_url": f"{self.base_url}/unsubscribe/{UNSUBSCRIBE_SLOT}",
+            "signup_url": f"{self.base_url}/",
+        }
+        context["subject"] = " ".join(self._render("subject.txt.j2", context).split())
+        context["preheader"] = " ".join(self._render("preheader.txt.j2", context).split())
+        mjml = self._render("issue.mjml.j2", context)
+        html = inline_css(compile_mjml(mjml))
+        text = self._render("issue.txt.j2", context).strip() + "\n"
+        return RenderedIssue(issue.date, context["subject"], context["preheader"], html, text, issue.manifest())
+
+
+def compile_mjml(source: str) -> str:
+    try:
+        return mjml2html(source, disable_comments=True)
+    except Exception as exc:  # mjml-python raises its own untyped errors
+        raise TemplateError(f"MJML could not be compiled: {exc}") from None
+
+
+def inline_css(html: str) -> str:
+    """Inline the CSS into style attributes, keeping media queries in <style>."""
+    return Premailer(
+        html,
+        keep_style_tags=False,
+        remove_classes=False,
+        strip_important=False,
+        disable_validation=True,
+        cssutils_logging_level="CRITICAL",
+        allow_network=False,
+    ).transform(pretty_print=False)

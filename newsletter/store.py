@@ -1,0 +1,365 @@
+"""The subscriber store: subscribers, sent issues and the delivery log.
+
+SQLAlchemy Core over `DATABASE_URL`, SQLite by default. Everything here is
+portable to PostgreSQL: claims use INSERT … ON CONFLICT DO NOTHING (both
+dialects) and compare-and-set UPDATEs, never SQLite-only locking.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+
+from .errors import ConfigError
+
+
+class Status(str, Enum):
+    pending = "pending"
+    active = "active"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+
+
+class Outcome(str, Enum):
+    sending = "sending"  # claimed by a run, not yet known
+    sent = "sent"
+    failed = "failed"  # transient: the next run retries it
+    refused = "refused"  # permanent: the server said no for good
+
+
+metadata = MetaData()
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("status", String(20), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+issues = Table(
+    "issues",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("issue_date", String(10), nullable=False, unique=True),
+    Column("subject", Text, nullable=False),
+    Column("preheader", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("stories", Text, nullable=False),  # JSON: [{url, title, source}, …]
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+issue_stories = Table(
+    "issue_stories",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("url", String(2000), primary_key=True),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    Column("outcome", String(20), nullable=False, index=True),
+    Column("run_id", String(64), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("reply", Text, nullable=False, default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("issue_id", "subscriber_id", name="one_delivery_per_issue"),
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    status: str = Status.active.value
+
+
+@dataclass(frozen=True)
+class StoredIssue:
+    id: int
+    issue_date: str
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    stories: list[dict]
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets readers (the web app, `status`) work while a send writes;
+    # the busy timeout makes concurrent writers wait instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _insert_ignoring_duplicates(engine: Engine, table: Table):
+    """INSERT that silently skips rows violating a unique key, in the engine's dialect."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+class Store:
+    """All reads and writes of the newsletter's data, behind named operations."""
+
+    def __init__(self, database_url: str) -> None:
+        try:
+            url = make_url(database_url)
+        except ArgumentError:
+            raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: cannot parse {database_url!r}") from None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = create_engine(url)
+        except Exception as exc:  # missing driver and the like
+            raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: {exc}") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: cannot open the database: {exc.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Subscribers ---------------------------------------------------------
+
+    def add_subscriber(self, email: str, name: str = "", status: Status = Status.active) -> bool:
+        """Insert a subscriber; False when the address is already on the list."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                _insert_ignoring_duplicates(self.engine, subscribers),
+                {"email": email, "name": name, "status": status.value, "created_at": now, "updated_at": now},
+            )
+        return result.rowcount == 1
+
+    def add_subscribers(self, rows: list[tuple[str, str]], status: Status = Status.active) -> int:
+        """Insert many (email, name) rows in one transaction; returns how many were new."""
+        if not rows:
+            return 0
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                _insert_ignoring_duplicates(self.engine, subscribers),
+                [
+                    {"email": e, "name": n, "status": status.value, "created_at": now, "updated_at": now}
+                    for e, n in rows
+                ],
+            )
+        return max(result.rowcount, 0)
+
+    def set_status(self, email: str, status: Status) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(subscribers)
+                .where(subscribers.c.email == email)
+                .values(status=status.value, updated_at=utcnow())
+            )
+        return result.rowcount == 1
+
+    def get_subscriber(self, email: str) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status).where(
+                    subscribers.c.email == email
+                )
+            ).first()
+        return Subscriber(*row) if row else None
+
+    def iter_subscribers(self, status: Status | None = None, batch_size: int = 1000) -> Iterator[dict]:
+        """Every subscriber as a dict, by keyset pages so memory stays flat."""
+        last_id = 0
+        while True:
+            query = select(subscribers).where(subscribers.c.id > last_id).order_by(subscribers.c.id).limit(batch_size)
+            if status is not None:
+                query = query.where(subscribers.c.status == status.value)
+            with self.engine.connect() as conn:
+                rows = [dict(r._mapping) for r in conn.execute(query)]
+            if not rows:
+                return
+            yield from rows
+            last_id = rows[-1]["id"]
+
+    def count_subscribers(self, status: Status | None = None) -> int:
+        query = select(func.count()).select_from(subscribers)
+        if status is not None:
+            query = query.where(subscribers.c.status == status.value)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    # Issues --------------------------------------------------------------
+
+    def get_issue(self, issue_date: str) -> StoredIssue | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(issues).where(issues.c.issue_date == issue_date)).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return StoredIssue(m["id"], m["issue_date"], m["subject"], m["preheader"], m["html"], m["text"],
+                           json.loads(m["stories"]))
+
+    def save_issue(self, issue_date: str, subject: str, preheader: str, html: str, text: str,
+                   stories: list[dict]) -> StoredIssue:
+        """Freeze an issue so every run for that date sends the same thing.
+
+        When two runs race to freeze the same date, the first one wins and
+        both go on with its issue.
+        """
+        try:
+            with self.engine.begin() as conn:
+                issue_id = conn.execute(
+                    issues.insert().values(
+                        issue_date=issue_date, subject=subject, preheader=preheader, html=html, text=text,
+                        stories=json.dumps(stories, ensure_ascii=False), created_at=utcnow(),
+                    )
+                ).inserted_primary_key[0]
+                urls = {s["url"] for s in stories}
+                if urls:
+                    conn.execute(issue_stories.insert(), [{"issue_id": issue_id, "url": u} for u in urls])
+        except IntegrityError:
+            pass
+        stored = self.get_issue(issue_date)
+        assert stored is not None
+        return stored
+
+    def sent_story_urls(self, before_date: str) -> frozenset[str]:
+        """Links of every story in issues dated before `before_date`."""
+        query = (
+            select(issue_stories.c.url)
+            .join(issues, issues.c.id == issue_stories.c.issue_id)
+            .where(issues.c.issue_date < before_date)
+        )
+        with self.engine.connect() as conn:
+            return frozenset(conn.execute(query).scalars())
+
+    # Delivery log --------------------------------------------------------
+
+    def claim_batch(self, issue_id: int, run_id: str, after_id: int, limit: int) -> tuple[list[Subscriber], int]:
+        """Claim up to `limit` active subscribers after `after_id` who still need this issue.
+
+        Returns the subscribers this run now owns and the last id scanned.
+        A subscriber is claimable when no delivery row exists, or the last
+        attempt failed transiently. Claims are atomic per row: two runs can
+        never both own one subscriber.
+        """
+        page = (
+            select(subscribers.c.id, subscribers.c.email, subscribers.c.name, deliveries.c.outcome)
+            .outerjoin(
+                deliveries,
+                (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id),
+            )
+            .where(subscribers.c.id > after_id, subscribers.c.status == Status.active.value)
+            .order_by(subscribers.c.id)
+            .limit(limit)
+        )
+        now = utcnow()
+        with self.engine.begin() as conn:
+            rows = conn.execute(page).all()
+            if not rows:
+                return [], after_id
+            fresh = [r.id for r in rows if r.outcome is None]
+            retry = [r.id for r in rows if r.outcome == Outcome.failed.value]
+            if fresh:
+                conn.execute(
+                    _insert_ignoring_duplicates(self.engine, deliveries),
+                    [
+                        {"issue_id": issue_id, "subscriber_id": sid, "outcome": Outcome.sending.value,
+                         "run_id": run_id, "attempts": 0, "reply": "", "updated_at": now}
+                        for sid in fresh
+                    ],
+                )
+            if retry:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id.in_(retry),
+                           deliveries.c.outcome == Outcome.failed.value)
+                    .values(outcome=Outcome.sending.value, run_id=run_id, updated_at=now)
+                )
+            owned = set(
+                conn.execute(
+                    select(deliveries.c.subscriber_id).where(
+                        deliveries.c.issue_id == issue_id,
+                        deliveries.c.run_id == run_id,
+                        deliveries.c.outcome == Outcome.sending.value,
+                        deliveries.c.subscriber_id.in_(fresh + retry),
+                    )
+                ).scalars()
+            )
+        claimed = [Subscriber(r.id, r.email, r.name) for r in rows if r.id in owned]
+        return claimed, rows[-1].id
+
+    def record_outcomes(self, issue_id: int, run_id: str, outcomes: list[tuple[int, Outcome, str]]) -> None:
+        """Write a batch of (subscriber_id, outcome, server reply) in one transaction."""
+        if not outcomes:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for subscriber_id, outcome, reply in outcomes:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscriber_id,
+                           deliveries.c.run_id == run_id)
+                    .values(outcome=outcome.value, reply=reply[:500], attempts=deliveries.c.attempts + 1,
+                            updated_at=now)
+                )
+
+    def release_claims(self, issue_id: int, run_id: str) -> int:
+        """Hand back what this run claimed but never tried (e.g. on Ctrl-C)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.issue_id == issue_id, deliveries.c.run_id == run_id,
+                       deliveries.c.outcome == Outcome.sending.value)
+                .values(outcome=Outcome.failed.value, reply="interrupted before sending", updated_at=utcnow())
+            )
+        return result.rowcount
+
+    def delivery_counts(self, issue_id: int) -> dict[str, int]:
+        query = (
+            select(deliveries.c.outcome, func.count())
+            .where(deliveries.c.issue_id == issue_id)
+            .group_by(deliveries.c.outcome)
+        )
+        with self.engine.connect() as conn:
+            return {outcome: n for outcome, n in conn.execute(query)}

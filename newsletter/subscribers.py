@@ -1,0 +1,102 @@
+"""Subscriber lists in and out: address validation, CSV import and export.
+
+Import streams the file in chunks and reports every rejected row with its line
+number; the good rows go in regardless.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import SubscriberError
+from .store import Status, Store
+
+EXPORT_FIELDS = ["email", "name", "status", "created_at", "updated_at"]
+IMPORT_CHUNK = 1000
+
+
+def normalise_email(address: str) -> str:
+    """Validate an address (syntax only, no DNS) and return its normal form, lowercased."""
+    try:
+        result = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise SubscriberError(f"invalid email address {address.strip()!r}: {exc}") from None
+    return result.normalized.lower()
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    duplicates: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+def _rows(handle: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
+    sample = handle.read(4096)
+    handle.seek(0)
+    has_header = "email" in sample.splitlines()[0].lower() if sample.strip() else False
+    if has_header:
+        reader = csv.DictReader(handle)
+        reader.fieldnames = [(f or "").strip().lower() for f in reader.fieldnames or []]
+        for row in reader:
+            yield reader.line_num, {k: (v or "") for k, v in row.items() if k}
+    else:
+        reader = csv.reader(handle)
+        for row in reader:
+            if row:
+                yield reader.line_num, {"email": row[0], "name": row[1] if len(row) > 1 else ""}
+
+
+def import_csv(store: Store, path: Path, status: Status = Status.active) -> ImportReport:
+    """Import `email[,name]` rows (header optional); skip duplicates, report bad rows."""
+    report = ImportReport()
+    seen: set[str] = set()
+    chunk: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        added = store.add_subscribers(chunk, status)
+        report.added += added
+        report.duplicates += len(chunk) - added
+        chunk.clear()
+        seen.clear()
+
+    try:
+        handle = open(path, encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise SubscriberError(f"{path}: cannot read file: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            for line, row in _rows(handle):
+                try:
+                    email = normalise_email(row.get("email", ""))
+                except SubscriberError as exc:
+                    report.rejected.append(f"{path}:{line}: {exc}")
+                    continue
+                if email in seen:
+                    report.duplicates += 1
+                    continue
+                seen.add(email)
+                chunk.append((email, row.get("name", "").strip()[:200]))
+                if len(chunk) >= IMPORT_CHUNK:
+                    flush()
+        except (UnicodeDecodeError, csv.Error) as exc:
+            report.rejected.append(f"{path}: stopped reading: {exc}")
+    flush()
+    return report
+
+
+def export_csv(store: Store, out: TextIO, status: Status | None = None) -> int:
+    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for row in store.iter_subscribers(status):
+        writer.writerow({**row, "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat()})
+        count += 1
+    return count
+
