@@ -29,6 +29,8 @@ class FeedError(NewsletterError):
 class NoStoriesError(NewsletterError):
     """The selection came out empty: there is nothing worth sending."""
 
+    exit_code = 3
+
 
 class TemplateError(NewsletterError):
     """A template in templates/ could not be rendered."""

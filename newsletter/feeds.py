@@ -129,6 +129,8 @@ def parse_feed(content: bytes, source: str) -> list[Story]:
                 categories=tuple(plain_text(t.get("term", "")) for t in entry.get("tags", []) if t.get("term")),
             )
         )
+    if not stories:
+        raise FeedError(source, f"none of its {len(parsed.entries)} item(s) has a title and an http(s) link")
     return stories
 
 

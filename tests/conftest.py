@@ -1,0 +1,115 @@
+"""Shared fixtures: a real in-process SMTP server (aiosmtpd), a real SQLite file, test settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from newsletter.config import Settings
+from newsletter.outbox import free_port
+from newsletter.store import Store
+
+PROJECT = Path(__file__).resolve().parent.parent
+SAMPLE_DATE = dt.date(2017, 5, 9)  # the day of the bundled sample feeds
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_to: str
+    raw: bytes
+
+    def parsed(self) -> EmailMessage:
+        return email.message_from_bytes(self.raw, policy=email.policy.default)
+
+
+@dataclass
+class RecordingHandler:
+    """Accepts everything unless `refuse` maps a recipient to a reply (e.g. '550 …')."""
+
+    messages: list[Received] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+    refuse_once: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.lock:
+            reply = self.refuse.get(address) or self.refuse_once.pop(address, None)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.messages.append(Received(envelope.mail_from, rcpt, envelope.original_content))
+        return "250 Message accepted"
+
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [m.rcpt_to for m in self.messages]
+
+
+@dataclass
+class SmtpServer:
+    host: str
+    port: int
+    handler: RecordingHandler
+
+
+@pytest.fixture
+def smtp_server():
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False)
+    controller.start()
+    yield SmtpServer("127.0.0.1", port, handler)
+    controller.stop()
+
+
+@pytest.fixture
+def env(tmp_path, smtp_server) -> dict[str, str]:
+    """Environment for running the real `newsletter` command against the test server."""
+    values = {
+        "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'subscribers.sqlite3'}",
+        "NEWSLETTER_SMTP_HOST": smtp_server.host,
+        "NEWSLETTER_SMTP_PORT": str(smtp_server.port),
+        "NEWSLETTER_SMTP_CONNECTIONS": "4",
+        "NEWSLETTER_FROM_ADDRESS": "morning@news.example",
+        "NEWSLETTER_BASE_URL": "https://news.example",
+        "NEWSLETTER_SECRET_KEY": "test-secret",
+    }
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}, **values}
+
+
+@pytest.fixture
+def settings(env) -> Settings:
+    fields = {k.removeprefix("NEWSLETTER_").lower(): v for k, v in env.items() if k.startswith("NEWSLETTER_")}
+    return Settings(_env_file=None, **fields)
+
+
+@pytest.fixture
+def store(settings):
+    store = Store(settings.database_url)
+    yield store
+    store.close()
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real `newsletter` command; cwd defaults to a folder without a .env file."""
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        env=env, cwd=cwd or PROJECT / "tests", capture_output=True, text=True, timeout=timeout,
+    )
