@@ -11,10 +11,10 @@ never a re-scan of the 60 KB issue.
 from __future__ import annotations
 
 import base64
+import re
 import datetime as dt
 import secrets
 from dataclasses import dataclass
-from email.header import Header
 from email.utils import format_datetime, formataddr
 
 import idna
@@ -30,12 +30,36 @@ def _b64_lines(data: bytes) -> bytes:
     return base64.encodebytes(data).replace(b"\n", CRLF)
 
 
+def encoded_words(text: str, chunk_bytes: int = 45) -> str:
+    """RFC 2047 base64 encoded-words, folded onto continuation lines.
+
+    Every space stays inside an encoded word, since decoders drop whitespace
+    between two encoded words (the stdlib's own folder loses spaces that way:
+    «الأحداث — عنوان» comes out «الأحداث —عنوان»). Words are cut at spaces
+    where possible, so no Arabic word is split across two encoded words.
+    """
+    chunks, chunk = [], b""
+    for word in re.findall(r"\S+\s*|\s+", text):
+        encoded = word.encode("utf-8")
+        if chunk and len(chunk) + len(encoded) > chunk_bytes:
+            chunks.append(chunk)
+            chunk = b""
+        while len(encoded) > chunk_bytes:  # one very long word: cut between characters
+            cut = chunk_bytes
+            while cut and (encoded[cut] & 0xC0) == 0x80:
+                cut -= 1
+            chunks.append(encoded[:cut])
+            encoded = encoded[cut:]
+        chunk += encoded
+    chunks.append(chunk)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks)
+
+
 def _header(name: str, value: str) -> bytes:
-    """A header line, RFC 2047-encoded and folded when it is not plain ASCII."""
-    if value.isascii():
-        return f"{name}: {value}".encode("ascii") + CRLF
-    encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
-    return f"{name}: {encoded}".encode("ascii") + CRLF
+    """A header line; unstructured text that is not ASCII becomes encoded words."""
+    if not value.isascii():
+        value = encoded_words(value)
+    return f"{name}: {value}".encode("ascii") + CRLF
 
 
 def ascii_address(email: str) -> str:
@@ -47,7 +71,9 @@ def ascii_address(email: str) -> str:
 
 
 def _mailbox(name: str, email: str) -> str:
-    return formataddr((name, ascii_address(email)), charset="utf-8").replace("\n", "\r\n")
+    if name and not name.isascii():
+        return f"{encoded_words(name)} <{ascii_address(email)}>"
+    return formataddr((name, ascii_address(email)))
 
 
 class SplicedBody:

@@ -116,7 +116,7 @@ class Renderer:
         context["subject"] = " ".join(self._render("subject.txt.j2", context).split())
         context["preheader"] = " ".join(self._render("preheader.txt.j2", context).split())
         mjml = self._render("issue.mjml.j2", context)
-        html = inline_css(compile_mjml(mjml))
+        html = inline_css(compile_mjml(mjml)).rstrip() + "\n"
         text = self._render("issue.txt.j2", context).strip() + "\n"
         return RenderedIssue(issue.date, context["subject"], context["preheader"], html, text, issue.manifest())
 
