@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_tls: SmtpTls = SmtpTls.none
+    smtp_ca_file: Path | None = None
     smtp_timeout: float = Field(default=30.0, gt=0)
     smtp_connections: int = Field(default=10, ge=1, le=500)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
@@ -83,6 +84,13 @@ class Settings(BaseSettings):
     def _feeds_not_empty(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("list at least one feed URL or file path")
+        return value
+
+    @field_validator("smtp_ca_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
         return value
 
     @field_validator("timezone")

@@ -89,6 +89,7 @@ class SmtpConnection:
             username=s.smtp_username or None,
             password=s.smtp_password or None,
             timeout=s.smtp_timeout,
+            cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
         )
         last_error: Exception | None = None
         for attempt in range(CONNECT_ATTEMPTS):

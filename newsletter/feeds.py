@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import html
 import datetime as dt
 import re
 from dataclasses import dataclass, field
@@ -60,9 +61,24 @@ def plain_text(fragment: str) -> str:
             pass
         else:
             for block in root.iter(*_BLOCK_TAGS):
-                block.tail = " " + (block.tail or "")  # «البلاد.وأعلنت» must not run together
+                # «البلاد.<p>وأعلنت» must not run together, before or after a block.
+                block.text = " " + (block.text or "")
+                block.tail = " " + (block.tail or "")
             fragment = root.text_content()
     return _SPACES.sub(" ", fragment).strip()
+
+
+def _text_field(entry: feedparser.FeedParserDict, key: str) -> str:
+    """A title or summary as plain text, honouring whether the feed says it is HTML.
+
+    Plain-text fields keep what looks like markup (a headline about
+    «<script>» is about the word); they are unescaped once, because many
+    feeds escape entities twice.
+    """
+    value = entry.get(key, "")
+    if entry.get(f"{key}_detail", {}).get("type") == "text/plain":
+        return _SPACES.sub(" ", html.unescape(value)).strip()
+    return plain_text(value)
 
 
 def _first_image_in_html(fragment: str) -> str | None:
@@ -112,7 +128,7 @@ def parse_feed(content: bytes, source: str) -> list[Story]:
     stories = []
     for position, entry in enumerate(parsed.entries, start=1):
         url = (entry.get("link") or "").strip()
-        title = plain_text(entry.get("title", ""))
+        title = _text_field(entry, "title")
         if not url or not title or not _is_safe_link(url):
             continue
         image = _image_of(entry)
@@ -120,7 +136,7 @@ def parse_feed(content: bytes, source: str) -> list[Story]:
             Story(
                 url=url,
                 title=title,
-                summary=plain_text(entry.get("summary", "")),
+                summary=_text_field(entry, "summary"),
                 published=_published_of(entry),
                 source=outlet,
                 position=position,

@@ -18,8 +18,8 @@ from .feeds import Story
 
 # Two reports whose weighted word overlap (cosine of TF-IDF vectors) reaches
 # this are the same event. Tuned on the bundled feeds: same-event pairs score
-# 0.16-0.45 with different wording, unrelated pairs stay under 0.12.
-SAME_EVENT_THRESHOLD = 0.15
+# 0.28 and up with different wording, unrelated pairs stay under 0.11.
+SAME_EVENT_THRESHOLD = 0.2
 
 _TASHKEEL = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
 _NOT_WORD = re.compile(r"[^\w]+|_")
@@ -156,7 +156,7 @@ def _tfidf_vectors(stories: list[Story]) -> list[dict[str, float]]:
     documents = Counter(term for bag in bags for term in bag)
     total = len(bags)
     return [
-        {t: n * math.log((1 + total) / (1 + documents[t])) + n * 0.01 for t, n in bag.items()}
+        {t: n * (math.log((1 + total) / (1 + documents[t])) + 1) for t, n in bag.items()}
         for bag in bags
     ]
 

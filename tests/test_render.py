@@ -1,0 +1,318 @@
+"""Rendering the issue: Renderer and issue_from_selection.
+
+HTML is checked by parsing it with lxml.html, the way a mail client would
+see it, not by matching strings in the markup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from urllib.parse import unquote
+
+import lxml.html
+import pytest
+
+from newsletter import render
+from newsletter.config import PROJECT_DIR, SAMPLE_FEEDS_DIR, Settings
+from newsletter.errors import TemplateError
+from newsletter.feeds import read_feeds
+from newsletter.render import Issue, IssueStory, RenderedIssue, Renderer, issue_from_selection
+from newsletter.selection import select_stories
+
+TEMPLATES = PROJECT_DIR / "templates"
+BASE_URL = "https://news.example"
+SAMPLE_DATE = dt.date(2017, 5, 9)
+SAMPLE_WINDOW_END = dt.datetime(2017, 5, 9, 5, 0, tzinfo=dt.timezone.utc)
+MAX_EMAIL_BYTES = 102 * 1024  # Gmail clips messages above ~102 KB
+
+HOSTILE_HEADLINE = 'بيان "عاجل" من الوزارة & <script>alert(1)</script> ردود <b>غاضبة</b> it\'s'
+
+
+# --- helpers ---------------------------------------------------------------
+
+
+def renderer(templates_dir=TEMPLATES) -> Renderer:
+    return Renderer(templates_dir, BASE_URL)
+
+
+def parse_html(rendered: RenderedIssue) -> lxml.html.HtmlElement:
+    return lxml.html.document_fromstring(rendered.html)
+
+
+def same_url(href: str | None, url: str) -> bool:
+    """lxml percent-encodes non-ASCII in href; the target is the same."""
+    return href is not None and unquote(href) == unquote(url)
+
+
+def links_to(tree, url: str) -> list:
+    return [a for a in tree.iter("a") if same_url(a.get("href"), url)]
+
+
+def story(n: int, **fields) -> IssueStory:
+    values = {
+        "url": f"https://news.example/world/2017/05/09/{n}",
+        "title": f"الخبر رقم {n}: عنوان قصير",
+        "summary": f"ملخص الخبر رقم {n}.",
+        "sources": ["وكالة أ"],
+        "image": None,
+        "image_alt": "",
+    }
+    return IssueStory(**{**values, **fields})
+
+
+def render_stories(*stories: IssueStory, templates_dir=TEMPLATES) -> RenderedIssue:
+    return renderer(templates_dir).render(Issue(SAMPLE_DATE, list(stories)))
+
+
+@pytest.fixture(scope="module")
+def sample_issue() -> Issue:
+    feeds = sorted(str(p) for p in SAMPLE_FEEDS_DIR.iterdir() if p.suffix in {".xml", ".atom"})
+    batch = read_feeds(feeds)
+    assert batch.failures == []
+    selection = select_stories(
+        batch.stories,
+        window_end=SAMPLE_WINDOW_END,
+        sections=Settings(_env_file=None).sections,
+        max_stories=6,
+    )
+    return issue_from_selection(selection, SAMPLE_DATE)
+
+
+@pytest.fixture(scope="module")
+def sample_rendered(sample_issue) -> RenderedIssue:
+    return renderer().render(sample_issue)
+
+
+# --- issue_from_selection --------------------------------------------------
+
+
+def test_issue_from_selection_keeps_the_chosen_report_and_its_outlets(sample_issue):
+    lead = sample_issue.stories[0]
+
+    assert len(sample_issue.stories) == 6
+    assert lead.title == 'اجتماع للتحالف الدولي ضد تنظيم "داعش" الثلاثاء في كوبنهاغن'
+    assert lead.url.startswith("https://www.france24.com/ar/20170509-denmark-copenhagen")
+    assert lead.image == "https://s.france24.com/media/display/ar/20170509-coalition-copenhague-mattis.jpg"
+    assert lead.sources[0] == "فرانس 24 - دولي"  # the shown report's outlet comes first
+    assert sorted(lead.sources) == sorted(["فرانس 24 - دولي", "الصباح الدولي", "صوت العالم", "المرصد - أخبار العالم"])
+    assert sample_issue.manifest()[0] == {"url": lead.url, "title": lead.title, "source": "فرانس 24 - دولي"}
+
+
+# --- the HTML part ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("date", "label"),
+    [
+        (dt.date(2026, 11, 24), "الثلاثاء 24 تشرين الثاني/نوفمبر 2026"),
+        (dt.date(2017, 5, 9), "الثلاثاء 9 أيار/مايو 2017"),
+        (dt.date(2026, 1, 5), "الإثنين 5 كانون الثاني/يناير 2026"),
+        (dt.date(2026, 12, 27), "الأحد 27 كانون الأول/ديسمبر 2026"),
+        (dt.date(2024, 2, 29), "الخميس 29 شباط/فبراير 2024"),
+    ],
+)
+def test_date_label_in_arabic(date, label):
+    assert renderer().date_label(date) == label
+
+
+def test_html_is_arabic_right_to_left_and_responsive(sample_rendered):
+    tree = parse_html(sample_rendered)
+
+    assert tree.tag == "html"
+    assert tree.get("lang") == "ar"
+    assert tree.get("dir") == "rtl"
+    viewports = tree.xpath("//meta[@name='viewport']")
+    assert viewports and "width=device-width" in viewports[0].get("content")
+    styles = [s.text_content() for s in tree.iter("style")]
+    # the template's own mobile rule survived CSS inlining (premailer)
+    assert any("@media" in css and ".lead-headline" in css and "max-width: 479px" in css for css in styles)
+
+
+def test_html_shows_the_preheader_and_the_arabic_date(sample_rendered):
+    tree = parse_html(sample_rendered)
+
+    assert sample_rendered.preheader.startswith("الثلاثاء 9 أيار/مايو 2017: ")
+    hidden = [d.text_content().strip() for d in tree.xpath("//div[contains(@style, 'display:none')]")]
+    assert sample_rendered.preheader in hidden
+    assert "الثلاثاء 9 أيار/مايو 2017" in tree.text_content()
+
+
+def test_every_story_has_its_headline_and_a_read_more_link(sample_issue, sample_rendered):
+    tree = parse_html(sample_rendered)
+
+    for item in sample_issue.stories:
+        links = links_to(tree, item.url)
+        texts = [a.text_content().strip() for a in links]
+        assert item.title in texts, f"no headline link for {item.url}"
+        assert "اقرأ المزيد" in texts, f"no «اقرأ المزيد» link for {item.url}"
+
+
+def test_footer_links_to_the_archive_and_the_unsubscribe_slot(sample_rendered):
+    tree = parse_html(sample_rendered)
+    hrefs = [a.get("href") for a in tree.iter("a")]
+
+    assert f"{BASE_URL}/archive/2017-05-09" in hrefs
+    assert f"{BASE_URL}/unsubscribe/{render.UNSUBSCRIBE_SLOT}" in hrefs
+
+
+def test_every_image_has_alt_text(sample_rendered):
+    images = list(parse_html(sample_rendered).iter("img"))
+
+    assert images, "the sample issue has pictures"
+    for img in images:
+        assert (img.get("alt") or "").strip(), lxml.html.tostring(img)
+
+
+def test_image_without_its_own_alt_falls_back_to_the_title():
+    rendered = render_stories(
+        story(1, image="https://img.example/1.jpg", image_alt=""),
+        story(2, image="https://img.example/2.jpg", image_alt=""),
+    )
+
+    alts = [img.get("alt") for img in parse_html(rendered).iter("img")]
+    assert alts == [story(1).title, story(2).title]
+
+
+# --- untrusted text --------------------------------------------------------
+
+
+def test_hostile_headline_is_escaped_text_in_html_and_verbatim_in_plain_text():
+    hostile = story(
+        1,
+        title=HOSTILE_HEADLINE,
+        summary=f"الملخص: {HOSTILE_HEADLINE}",
+        image="https://img.example/1.jpg",
+        image_alt=HOSTILE_HEADLINE,
+    )
+    rendered = render_stories(hostile, story(2, title=HOSTILE_HEADLINE, url="https://news.example/2"))
+    tree = parse_html(rendered)
+
+    assert tree.xpath("//script") == []
+    assert tree.xpath("//b") == []  # no markup from the feed made it in
+    headline_texts = [a.text_content() for a in links_to(tree, hostile.url)]
+    assert HOSTILE_HEADLINE in headline_texts
+    assert [img.get("alt") for img in tree.iter("img")] == [HOSTILE_HEADLINE]
+    assert f"الملخص: {HOSTILE_HEADLINE}" in tree.text_content()
+    assert f"1. {HOSTILE_HEADLINE}\n" in rendered.text
+    assert f"2. {HOSTILE_HEADLINE}\n" in rendered.text
+    assert HOSTILE_HEADLINE in rendered.subject
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        'https://news.example/world/x"onmouseover="alert(1)',
+        'https://news.example/q?a=1&b="><script>alert(1)</script>',
+        "https://news.example/it's\"both' onclick='alert(1)",
+    ],
+)
+def test_url_with_a_quote_cannot_break_out_of_the_href(url):
+    rendered = render_stories(story(1, url=url, image="https://img.example/1.jpg"), story(2, url=url))
+    tree = parse_html(rendered)
+
+    assert tree.xpath("//script") == []
+    assert tree.xpath("//*[@onmouseover or @onclick]") == []
+    story_links = [a for a in tree.iter("a") if "/archive/" not in a.get("href") and "/unsubscribe/" not in a.get("href")]
+    assert len(story_links) == 5  # lead: picture, headline, button; second story: headline, «اقرأ المزيد»
+    for a in story_links:
+        assert same_url(a.get("href"), url), a.get("href")
+
+
+# --- size ------------------------------------------------------------------
+
+
+def test_ten_long_stories_with_images_stay_under_102_kb():
+    title = (
+        "التحالف الدولي يجتمع في كوبنهاغن لبحث المرحلة المقبلة من الحرب على تنظيم الدولة الإسلامية "
+        "بعد خسارته معظم مدينة الموصل وتضييق الخناق عليه في الرقة"
+    )
+    summary = (
+        "يلتقي وزراء ومسؤولون عسكريون من 15 دولة في التحالف الدولي بقيادة الولايات المتحدة اليوم الثلاثاء "
+        "في العاصمة الدنماركية، لتقييم سير العمليات ضد تنظيم الدولة الإسلامية بعد خسارته معظم الموصل. "
+    ) * 6
+    stories = [
+        story(
+            n,
+            url=f"https://news.example/world/middle-east/2017/05/09/{n:05d}-coalition-copenhagen-meeting-islamic-state",
+            title=f"{n}. {title}",
+            summary=summary,
+            sources=["فرانس 24 - دولي", "الصباح الدولي", "صوت العالم", "المرصد - أخبار العالم"],
+            image=f"https://news.example/media/2017/05/09/{n:05d}-mattis-copenhagen-arrival.jpg",
+            image_alt=f"الصورة {n}: {title}",
+        )
+        for n in range(1, 11)
+    ]
+
+    rendered = render_stories(*stories)
+
+    assert len(list(parse_html(rendered).iter("img"))) == 10
+    size = len(rendered.html.encode("utf-8"))
+    assert size < MAX_EMAIL_BYTES, f"HTML is {size} bytes, over {MAX_EMAIL_BYTES}"
+
+
+# --- the plain-text part ---------------------------------------------------
+
+
+def test_plain_text_lists_every_title_and_url_in_order(sample_issue, sample_rendered):
+    text = sample_rendered.text
+
+    positions = []
+    for item in sample_issue.stories:
+        assert item.title in text
+        assert f"اقرأ المزيد: {item.url}" in text
+        positions += [text.index(item.title), text.index(item.url)]
+    assert positions == sorted(positions)
+    numbered = re.findall(r"^(\d+)\. ", text, flags=re.MULTILINE)
+    assert numbered == [str(n) for n in range(1, len(sample_issue.stories) + 1)]
+
+
+def test_plain_text_is_built_from_data_not_html(sample_rendered):
+    text = sample_rendered.text
+
+    assert re.search(r"</?[a-zA-Z!][^>]*>", text) is None
+    assert not re.search(r"&(amp|quot|lt|gt|#\d+|#x[0-9a-f]+);", text)
+    # the marsad headline with a real ampersand and quotes is there as typed
+    assert '"مناطق تخفيف التصعيد" في سوريا: أسئلة & أجوبة' in text
+    assert "الثلاثاء 9 أيار/مايو 2017" in text
+
+
+def test_plain_text_has_the_unsubscribe_slot_and_archive_link(sample_rendered):
+    text = sample_rendered.text
+
+    assert f"{BASE_URL}/unsubscribe/{render.UNSUBSCRIBE_SLOT}" in text
+    assert f"{BASE_URL}/archive/2017-05-09" in text
+
+
+# --- template errors -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["issue.mjml.j2", "issue.txt.j2", "subject.txt.j2", "preheader.txt.j2"])
+def test_template_syntax_error_names_the_file_and_line(tmp_path, name):
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    path = templates / name
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    broken_line = len(lines) // 2 + 1  # 1-based
+    lines.insert(broken_line - 1, "{% if %}\n")
+    path.write_text("".join(lines), encoding="utf-8")
+
+    with pytest.raises(TemplateError) as caught:
+        render_stories(story(1), templates_dir=templates)
+
+    message = str(caught.value)
+    assert name in message
+    assert f"line {broken_line}" in message
+    assert "\n" not in message
+
+
+def test_original_templates_render_after_a_broken_copy(tmp_path):
+    # breaking a copy must not affect the real templates (nothing is cached across folders)
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    (templates / "subject.txt.j2").write_text("{{ lead.title | }}", encoding="utf-8")
+    with pytest.raises(TemplateError):
+        render_stories(story(1), templates_dir=templates)
+
+    assert render_stories(story(1)).subject.endswith(story(1).title)

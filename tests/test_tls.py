@@ -1,0 +1,90 @@
+"""STARTTLS, implicit TLS and AUTH against a real aiosmtpd server with a self-signed certificate."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from newsletter.config import Settings
+from newsletter.edition import send_edition
+from newsletter.outbox import free_port
+from newsletter.store import Store
+
+from .conftest import SAMPLE_DATE, RecordingHandler
+
+USER, PASSWORD = "newsroom", "s3cret-كلمة"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode()
+    return AuthResult(success=ok, handled=False)
+
+
+def start_server(certificate, implicit: bool):
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = RecordingHandler()
+    options = dict(authenticator=authenticator, auth_require_tls=True)
+    if implicit:
+        # aiosmtpd only counts STARTTLS as TLS for auth_require_tls; here the
+        # whole connection is TLS from the first byte anyway.
+        options["auth_require_tls"] = False
+        controller = Controller(handler, hostname="127.0.0.1", port=free_port(), ssl_context=context, **options)
+    else:
+        controller = Controller(handler, hostname="127.0.0.1", port=free_port(), tls_context=context,
+                                require_starttls=True, **options)
+    controller.start()
+    return controller, handler
+
+
+def tls_settings(settings: Settings, controller, mode: str, cert, password=PASSWORD) -> Settings:
+    return Settings(_env_file=None, **{
+        **settings.model_dump(),
+        **dict(smtp_port=controller.port, smtp_tls=mode, smtp_ca_file=cert, smtp_host="localhost",
+               smtp_username=USER, smtp_password=password),
+    })
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+def test_sends_over_tls_with_auth(settings, store: Store, certificate, mode):
+    controller, handler = start_server(certificate, implicit=mode == "tls")
+    try:
+        store.add_subscriber("layla@example.com", "ليلى")
+        report = send_edition(tls_settings(settings, controller, mode, certificate[0]), store, SAMPLE_DATE).report
+    finally:
+        controller.stop()
+    assert report.sent == 1
+    assert [m.rcpt_to for m in handler.messages] == ["layla@example.com"]
+
+
+def test_wrong_password_is_a_configuration_error(settings, store: Store, certificate):
+    from newsletter.errors import ConfigError
+
+    controller, handler = start_server(certificate, implicit=False)
+    try:
+        store.add_subscriber("layla@example.com", "ليلى")
+        bad = tls_settings(settings, controller, "starttls", certificate[0], password="wrong")
+        with pytest.raises(ConfigError, match="NEWSLETTER_SMTP_PASSWORD"):
+            send_edition(bad, store, SAMPLE_DATE)
+    finally:
+        controller.stop()
+    assert handler.messages == []
+    # Nobody was lost: the subscriber is still waiting for the issue.
+    assert store.delivery_counts(store.get_issue(SAMPLE_DATE.isoformat()).id).get("sent", 0) == 0
