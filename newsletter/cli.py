@@ -133,8 +133,10 @@ def render(
 class _ProgressReporter:
     """A progress bar on a terminal, a log line per batch otherwise."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, every: int) -> None:
         self.total = total
+        self.every = every
+        self.next_line = every
         self.progress: Progress | None = None
         self.task = None
         if err.is_terminal:
@@ -156,7 +158,8 @@ class _ProgressReporter:
     def __call__(self, report: DeliveryReport) -> None:
         if self.progress:
             self.progress.update(self.task, completed=report.attempted, failed=report.failed + report.refused)
-        else:
+        elif report.attempted >= self.next_line or report.finished:
+            self.next_line = report.attempted + self.every
             rate = report.sent / max(time.monotonic() - report.started, 1e-9)
             log.info("progress: %d/%d attempted, %d sent, %d failed, %d refused (%.0f msg/s)",
                      report.attempted, self.total, report.sent, report.failed, report.refused, rate)
@@ -174,7 +177,7 @@ def send(date: DateOption = None) -> None:
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
     pending_estimate = store.count_subscribers(Status.active)
-    with _ProgressReporter(pending_estimate) as progress:
+    with _ProgressReporter(pending_estimate, settings.batch_size) as progress:
         result = edition.send_edition(settings, store, issue_date, on_progress=progress)
     report = result.report
     state = "built and frozen" if result.built_now else "already frozen, resending to whoever is missing it"

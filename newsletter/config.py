@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=30.0, gt=0)
     smtp_connections: int = Field(default=10, ge=1, le=500)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
+    stale_run_seconds: float = Field(default=30.0, ge=1.0)
 
     from_address: str = "newsletter@localhost"
     from_name: str = "الرسالة الإخبارية"

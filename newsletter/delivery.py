@@ -9,7 +9,10 @@ Memory is bounded by the queue, whatever the list size.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -128,6 +131,56 @@ class SmtpConnection:
         self.client = None
 
 
+class OutcomeWriter:
+    """Group commit for the delivery log.
+
+    A worker waits until its outcome is written before it takes the next
+    subscriber, so a crash can repeat at most one message per connection;
+    meanwhile every outcome that arrives during one write goes into the next
+    single transaction, so the log costs one commit per round, not per message.
+    """
+
+    def __init__(self, store: Store, issue_id: int, run_id: str, on_written: Callable[[], None]) -> None:
+        self.store = store
+        self.issue_id = issue_id
+        self.run_id = run_id
+        self.on_written = on_written
+        self._pending: list[tuple[int, Outcome, str]] = []
+        self._waiters: list[asyncio.Future] = []
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    async def record(self, subscriber_id: int, outcome: Outcome, reply: str) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((subscriber_id, outcome, reply))
+        self._waiters.append(done)
+        self._wakeup.set()
+        await done
+
+    async def run(self) -> None:
+        while not (self._closed and not self._pending):
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, waiters = self._pending, self._waiters
+            self._pending, self._waiters = [], []
+            if not batch:
+                continue
+            try:
+                await asyncio.to_thread(self.store.record_outcomes, self.issue_id, self.run_id, batch)
+            except BaseException as exc:
+                for waiter in waiters:
+                    waiter.set_exception(exc) if not waiter.done() else None
+                raise
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self.on_written()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+
 class Sender:
     """Delivers one frozen issue to the subscribers who have not had it yet."""
 
@@ -140,12 +193,20 @@ class Sender:
         self.on_progress = on_progress or (lambda report: None)
         self.run_id = uuid.uuid4().hex
         self.report = DeliveryReport()
-        self._pending: list[tuple[int, Outcome, str]] = []
         self._fatal: NewsletterError | None = None
+        # A run whose heartbeat is older than stale_run_seconds was killed;
+        # other runs take its claims over.
+        self.stale_after = dt.timedelta(seconds=settings.stale_run_seconds)
+        self.heartbeat_seconds = settings.stale_run_seconds / 6
+        self._writer = OutcomeWriter(store, issue_id, self.run_id, lambda: self.on_progress(self.report))
 
     async def run(self) -> DeliveryReport:
         self.report.started = time.monotonic()
-        queue: asyncio.Queue[Recipient | None] = asyncio.Queue(maxsize=self.settings.batch_size * 2)
+        owner = f"{socket.gethostname()} pid {os.getpid()}"
+        await asyncio.to_thread(self.store.start_run, self.issue_id, self.run_id, owner)
+        heartbeat = asyncio.create_task(self._heartbeat())
+        writer = asyncio.create_task(self._writer.run())
+        queue: asyncio.Queue[Recipient | None] = asyncio.Queue(maxsize=self.settings.smtp_connections * 4)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.settings.smtp_connections)]
         try:
             await self._produce(queue)
@@ -157,10 +218,14 @@ class Sender:
             for _ in workers:
                 await queue.put(None)
             results = await asyncio.gather(*workers, return_exceptions=True)
-            await self._flush()
+            self._writer.close()
+            await writer
+            heartbeat.cancel()
             released = await asyncio.to_thread(self.store.release_claims, self.issue_id, self.run_id)
+            await asyncio.to_thread(self.store.finish_run, self.run_id)
             self.report.interrupted = self.report.interrupted or released > 0
             self.report.finished = time.monotonic()
+            self.on_progress(self.report)
         for result in results:
             if isinstance(result, NewsletterError) and self._fatal is None:
                 self._fatal = result
@@ -168,11 +233,31 @@ class Sender:
             raise self._fatal
         return self.report
 
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            await asyncio.to_thread(self.store.heartbeat, self.run_id)
+
     async def _produce(self, queue: asyncio.Queue) -> None:
+        """Claim and queue everyone who needs the issue; then wait for claims other runs hold.
+
+        A concurrent run settles its own claims; a killed run's claims go
+        stale after NEWSLETTER_STALE_RUN_SECONDS and the next pass takes them over.
+        """
+        while self._fatal is None:
+            await self._produce_pass(queue)
+            if self._fatal is not None or not await asyncio.to_thread(
+                self.store.claimed_by_others, self.issue_id, self.run_id
+            ):
+                return
+            log.info("waiting for subscribers claimed by another send (concurrent or killed run)")
+            await asyncio.sleep(self.heartbeat_seconds)
+
+    async def _produce_pass(self, queue: asyncio.Queue) -> None:
         after_id = 0
         while self._fatal is None:
             claimed, after_id_next = await asyncio.to_thread(
-                self.store.claim_batch, self.issue_id, self.run_id, after_id, self.settings.batch_size
+                self.store.claim_batch, self.issue_id, self.run_id, after_id, self.settings.batch_size, self.stale_after
             )
             if after_id_next == after_id:
                 return
@@ -205,22 +290,11 @@ class Sender:
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             outcome, reply = classify(exc)
             log.info("%s: %s", recipient.email, reply)
-            await self._record(recipient.id, outcome, reply)
         else:
-            await self._record(recipient.id, Outcome.sent, "250 OK")
-
-    async def _record(self, subscriber_id: int, outcome: Outcome, reply: str) -> None:
-        self._pending.append((subscriber_id, outcome, reply))
+            outcome, reply = Outcome.sent, "250 OK"
         counter = {Outcome.sent: "sent", Outcome.failed: "failed", Outcome.refused: "refused"}[outcome]
         setattr(self.report, counter, getattr(self.report, counter) + 1)
-        if len(self._pending) >= min(self.settings.batch_size, 500):
-            await self._flush()
-
-    async def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if batch:
-            await asyncio.to_thread(self.store.record_outcomes, self.issue_id, self.run_id, batch)
-            self.on_progress(self.report)
+        await self._writer.record(recipient.id, outcome, reply)
 
 
 def _drain(queue: asyncio.Queue) -> None:

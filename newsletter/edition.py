@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass
 
 from .config import Settings
@@ -90,6 +92,17 @@ def as_rendered(stored: StoredIssue) -> RenderedIssue:
                          stored.html, stored.text, stored.stories)
 
 
+async def _stop_cleanly_on_sigterm(work: Coroutine[None, None, DeliveryReport]) -> DeliveryReport:
+    """SIGTERM (systemd, kill) stops a send the way Ctrl-C does: in-flight messages finish."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 @dataclass
 class SendResult:
     issue: StoredIssue
@@ -107,5 +120,5 @@ def send_edition(settings: Settings, store: Store, date: dt.date,
     already_done = sum(store.delivery_counts(issue.id).get(o, 0) for o in ("sent", "refused"))
     template = MessageTemplate(as_rendered(issue), settings)
     sender = Sender(store, template, issue.id, settings, on_progress)
-    report = asyncio.run(sender.run())
+    report = asyncio.run(_stop_cleanly_on_sigterm(sender.run()))
     return SendResult(issue, built_now, report, already_done, active)

@@ -99,6 +99,18 @@ deliveries = Table(
 )
 
 
+send_runs = Table(
+    "send_runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    Column("owner", String(200), nullable=False),  # host and pid, for people reading the table
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -275,13 +287,34 @@ class Store:
 
     # Delivery log --------------------------------------------------------
 
-    def claim_batch(self, issue_id: int, run_id: str, after_id: int, limit: int) -> tuple[list[Subscriber], int]:
+    def start_run(self, issue_id: int, run_id: str, owner: str) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(send_runs.insert().values(run_id=run_id, issue_id=issue_id, owner=owner,
+                                                   started_at=now, heartbeat_at=now))
+
+    def heartbeat(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(send_runs).where(send_runs.c.run_id == run_id).values(heartbeat_at=utcnow()))
+
+    def finish_run(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(send_runs).where(send_runs.c.run_id == run_id).values(finished_at=utcnow()))
+
+    def _abandoned_runs(self, stale_after: dt.timedelta):
+        """Runs that will never settle their claims: finished, or silent (killed, machine lost)."""
+        return select(send_runs.c.run_id).where(
+            send_runs.c.finished_at.is_not(None) | (send_runs.c.heartbeat_at < utcnow() - stale_after)
+        )
+
+    def claim_batch(self, issue_id: int, run_id: str, after_id: int, limit: int,
+                    stale_after: dt.timedelta = dt.timedelta(seconds=30)) -> tuple[list[Subscriber], int]:
         """Claim up to `limit` active subscribers after `after_id` who still need this issue.
 
         Returns the subscribers this run now owns and the last id scanned.
-        A subscriber is claimable when no delivery row exists, or the last
-        attempt failed transiently. Claims are atomic per row: two runs can
-        never both own one subscriber.
+        Claimable: no delivery row yet, a transient failure, or a claim left
+        by a run that stopped heart-beating (killed mid-send). Every claim is
+        a compare-and-set on the row, so two runs never own one subscriber.
         """
         page = (
             select(subscribers.c.id, subscribers.c.email, subscribers.c.name, deliveries.c.outcome)
@@ -293,13 +326,14 @@ class Store:
             .order_by(subscribers.c.id)
             .limit(limit)
         )
+        with self.engine.connect() as conn:
+            rows = conn.execute(page).all()
+        if not rows:
+            return [], after_id
+        fresh = [r.id for r in rows if r.outcome is None]
+        retry = [r.id for r in rows if r.outcome in (Outcome.failed.value, Outcome.sending.value)]
         now = utcnow()
         with self.engine.begin() as conn:
-            rows = conn.execute(page).all()
-            if not rows:
-                return [], after_id
-            fresh = [r.id for r in rows if r.outcome is None]
-            retry = [r.id for r in rows if r.outcome == Outcome.failed.value]
             if fresh:
                 conn.execute(
                     _insert_ignoring_duplicates(self.engine, deliveries),
@@ -312,8 +346,13 @@ class Store:
             if retry:
                 conn.execute(
                     update(deliveries)
-                    .where(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id.in_(retry),
-                           deliveries.c.outcome == Outcome.failed.value)
+                    .where(
+                        deliveries.c.issue_id == issue_id,
+                        deliveries.c.subscriber_id.in_(retry),
+                        (deliveries.c.outcome == Outcome.failed.value)
+                        | ((deliveries.c.outcome == Outcome.sending.value)
+                           & deliveries.c.run_id.in_(self._abandoned_runs(stale_after))),
+                    )
                     .values(outcome=Outcome.sending.value, run_id=run_id, updated_at=now)
                 )
             owned = set(
@@ -328,6 +367,16 @@ class Store:
             )
         claimed = [Subscriber(r.id, r.email, r.name) for r in rows if r.id in owned]
         return claimed, rows[-1].id
+
+    def claimed_by_others(self, issue_id: int, run_id: str) -> int:
+        """Subscribers of this issue that another run has claimed and not yet settled."""
+        query = select(func.count()).select_from(deliveries).where(
+            deliveries.c.issue_id == issue_id,
+            deliveries.c.outcome == Outcome.sending.value,
+            deliveries.c.run_id != run_id,
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
 
     def record_outcomes(self, issue_id: int, run_id: str, outcomes: list[tuple[int, Outcome, str]]) -> None:
         """Write a batch of (subscriber_id, outcome, server reply) in one transaction."""
