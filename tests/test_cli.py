@@ -1,0 +1,43 @@
+"""`newsletter select` and `newsletter render`: what an editor sees before the send."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import SAMPLE_DATE, run_cli
+
+
+def test_select_explains_the_choice_and_what_was_left_out(env):
+    result = run_cli("select", "--date", SAMPLE_DATE.isoformat(), env=env)
+
+    assert result.returncode == 0, result.stderr
+    chosen, left_out = result.stdout.split("Left out")
+    assert chosen.index("كوبنهاغن") < chosen.index("كوريا الجنوبية")
+    assert "4 source(s)" in chosen and "+ same event:" in chosen
+    assert "not international (section: رياضة)" in left_out
+    assert "outside the 24-hour window" in left_out
+    assert "over the limit of 6 stories" in left_out
+
+
+def test_render_writes_html_text_and_json_in_story_order(env, tmp_path):
+    out = tmp_path / "issue"
+    result = run_cli("render", "--date", SAMPLE_DATE.isoformat(), "--out", str(out), env=env)
+
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "issue.json").read_text(encoding="utf-8"))
+    assert manifest["subject"].startswith("أبرز الأحداث الدولية")
+    assert manifest["preheader"]
+    assert [set(s) for s in manifest["stories"]] == [{"url", "title", "source"}] * 6
+    assert manifest["stories"][0]["title"] == 'اجتماع للتحالف الدولي ضد تنظيم "داعش" الثلاثاء في كوبنهاغن'
+    html = (out / "issue.html").read_text(encoding="utf-8")
+    text = (out / "issue.txt").read_text(encoding="utf-8")
+    positions = [html.index(s["url"]) for s in manifest["stories"]]
+    assert positions == sorted(positions)
+    assert all(s["title"] in text for s in manifest["stories"])
+    assert "KB" in result.stdout
+
+
+def test_help_is_written_for_the_person_at_the_terminal(env):
+    result = run_cli("send", "--help", env=env)
+    assert result.returncode == 0
+    assert "Exit codes" in result.stdout and "--date" in result.stdout
