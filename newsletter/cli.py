@@ -25,6 +25,7 @@ from .errors import NewsletterError
 from .outbox import start_outbox
 from .store import Status, Store
 from .subscribers import export_csv, import_csv, normalise_email
+from .tokens import Tokens
 
 EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: some subscribers are left for the next run
 
@@ -193,6 +194,31 @@ def send(date: DateOption = None) -> None:
         raise typer.Exit(EXIT_INCOMPLETE)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the signup, confirm, unsubscribe and archive pages (put a TLS proxy in front)."""
+    import uvicorn
+
+    from .web import create_app
+
+    settings = _settings()
+    out.print(f"Serving on http://{host}:{port} (public address: {settings.base_url})")
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=True, log_level="info")
+
+
+@app.command()
+def confirmations() -> None:
+    """Send the confirmation emails that could not go out at signup (SMTP was down)."""
+    settings = _settings()
+    report = edition.retry_confirmations(settings, Store(settings.database_url))
+    out.print(f"Confirmations sent {report.sent}, failed {report.failed}.")
+    if report.failed:
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
 @app.command(hidden=True)
 def outbox(
     folder: Annotated[Path, typer.Option("--outbox", help="Folder for received .eml files.")] = Path("outbox"),
@@ -234,10 +260,12 @@ def subscribers_import(
 ) -> None:
     """Import subscribers from CSV; bad rows are reported by line, the rest go in."""
     settings = _settings()
-    report = import_csv(Store(settings.database_url), file)
+    report = import_csv(Store(settings.database_url), file, Tokens(settings.secret_key).email_hash)
     for line in report.rejected:
         err.print(f"rejected {line}", markup=False)
-    out.print(f"Imported {report.added}, skipped {report.duplicates} duplicate(s), rejected {len(report.rejected)}.")
+    suppressed = f", {report.suppressed} previously unsubscribed and forgotten" if report.suppressed else ""
+    out.print(f"Imported {report.added}, skipped {report.duplicates} duplicate(s){suppressed}, "
+              f"rejected {len(report.rejected)}.")
     if report.rejected:
         raise typer.Exit(1)
 
@@ -258,6 +286,19 @@ def subscribers_list(status: StatusOption = None) -> None:
         out.print(f"{row['email']}\t{row['status']}\t{row['name']}", markup=False)
     counts = {s.value: store.count_subscribers(s) for s in Status}
     err.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+@subscribers_app.command("forget")
+def subscribers_forget(email: str) -> None:
+    """Erase a reader's data (GDPR). If they had unsubscribed, a keyed hash stays so no import re-adds them."""
+    settings = _settings()
+    address = normalise_email(email)
+    store = Store(settings.database_url)
+    if store.forget(address, Tokens(settings.secret_key).email_hash(address)):
+        out.print(f"Erased {address} and its delivery history.")
+    else:
+        err.print(f"{address} is not on the list.")
+        raise typer.Exit(1)
 
 
 @subscribers_app.command("remove")

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str = ""
     base_url: str = "http://127.0.0.1:8000"
     secret_key: str = "change-me"
+    confirm_max_age_days: float = Field(default=7, gt=0)
+
+    signup_rate_limit: int = Field(default=5, ge=1)  # signups per IP per window
+    signup_rate_window_seconds: int = Field(default=60, ge=1)
+    max_request_bytes: int = Field(default=16_384, ge=1024)
 
     @field_validator("feeds", "sections", mode="before")
     @classmethod
@@ -116,6 +121,10 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @property
+    def confirm_max_age_seconds(self) -> int:
+        return int(self.confirm_max_age_days * 86400)
 
     @property
     def zone(self) -> ZoneInfo:

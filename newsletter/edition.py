@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 
 from .config import Settings
+from .confirmations import ConfirmationMailer, ConfirmationReport
 from .delivery import DeliveryReport, ProgressCallback, Sender
 from .errors import NoStoriesError
 from .feeds import FeedBatch, read_feeds
@@ -112,9 +113,21 @@ class SendResult:
     active: int
 
 
+def retry_confirmations(settings: Settings, store: Store) -> ConfirmationReport:
+    """Send the signup confirmations that SMTP refused or missed earlier."""
+    report = asyncio.run(ConfirmationMailer(settings, store).retry_pending())
+    if report.sent or report.failed:
+        log.info("confirmations retried: %d sent, %d failed", report.sent, report.failed)
+    return report
+
+
 def send_edition(settings: Settings, store: Store, date: dt.date,
                  on_progress: ProgressCallback | None = None) -> SendResult:
-    """Send the day's issue to every active subscriber who has not received it."""
+    """Send the day's issue to every active subscriber who has not received it.
+
+    Confirmations left over from signups while SMTP was down go out first.
+    """
+    retry_confirmations(settings, store)
     issue, built_now = freeze_edition(settings, store, date)
     active = store.count_subscribers(Status.active)
     already_done = sum(store.delivery_counts(issue.id).get(o, 0) for o in ("sent", "refused"))

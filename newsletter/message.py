@@ -76,6 +76,20 @@ def _mailbox(name: str, email: str) -> str:
     return formataddr((name, ascii_address(email)))
 
 
+def _alternative_parts() -> tuple[bytes, bytes, bytes]:
+    """Content-Type header and the part boundaries of a text + HTML multipart/alternative.
+
+    The first piece ends the message headers; the boundary contains "=_",
+    which can never occur in base64.
+    """
+    boundary = f"=_morning_{secrets.token_hex(12)}"
+    part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+    text_head = (f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+                 f"--{boundary}\r\n" + part.format("plain"))
+    html_head = f"\r\n--{boundary}\r\n" + part.format("html")
+    return text_head.encode("ascii"), html_head.encode("ascii"), f"\r\n--{boundary}--\r\n".encode("ascii")
+
+
 class SplicedBody:
     """A base64 body with a slot, precomputed so that filling the slot is cheap."""
 
@@ -124,7 +138,6 @@ class MessageTemplate:
         self.tokens = Tokens(settings.secret_key)
         self.issue_tag = issue.date.strftime("%Y%m%d")
         self.envelope_from = ascii_address(settings.from_address)
-        boundary = f"=_morning_{secrets.token_hex(12)}"
         now = now or dt.datetime.now(dt.timezone.utc)
         static = [
             _header("From", _mailbox(settings.from_name, settings.from_address)),
@@ -136,17 +149,8 @@ class MessageTemplate:
         ]
         if settings.reply_to:
             static.append(_header("Reply-To", settings.reply_to))
-        static.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode("ascii"))
         self.static_headers = b"".join(static)
-        self.text_part_head = (
-            f"--{boundary}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
-            "Content-Transfer-Encoding: base64\r\n\r\n"
-        ).encode("ascii")
-        self.html_part_head = (
-            f"\r\n--{boundary}\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
-            "Content-Transfer-Encoding: base64\r\n\r\n"
-        ).encode("ascii")
-        self.closing = f"\r\n--{boundary}--\r\n".encode("ascii")
+        self.text_part_head, self.html_part_head, self.closing = _alternative_parts()
         self.text_body = SplicedBody(issue.text, UNSUBSCRIBE_SLOT)
         self.html_body = SplicedBody(issue.html, UNSUBSCRIBE_SLOT)
         self.unsubscribe_base = f"{settings.base_url}/unsubscribe/"
@@ -179,3 +183,19 @@ class MessageTemplate:
                 self.closing,
             )
         )
+
+
+def transactional_message(settings: Settings, recipient: Recipient, subject: str, html: str, text: str,
+                          message_id: str) -> bytes:
+    """A one-off message (the signup confirmation): same encoding as the issue, no list headers."""
+    text_head, html_head, closing = _alternative_parts()
+    return b"".join(
+        (
+            _header("From", _mailbox(settings.from_name, settings.from_address)),
+            _header("To", _mailbox(recipient.name, recipient.email)),
+            _header("Subject", subject),
+            _header("Date", format_datetime(dt.datetime.now(dt.timezone.utc))),
+            f"Message-ID: {message_id}\r\nMIME-Version: 1.0\r\n".encode("ascii"),
+            text_head, _b64_lines(text.encode("utf-8")), html_head, _b64_lines(html.encode("utf-8")), closing,
+        )
+    )

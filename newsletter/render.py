@@ -121,6 +121,20 @@ class Renderer:
         return RenderedIssue(issue.date, context["subject"], context["preheader"], html, text, issue.manifest())
 
 
+    def render_confirmation(self, confirm_url: str, valid_days: int) -> tuple[str, str, str]:
+        """The double opt-in email: (subject, html, text)."""
+        context = {"confirm_url": confirm_url, "valid_days": valid_days, "signup_url": f"{self.base_url}/"}
+        subject = " ".join(self._render("confirm_subject.txt.j2", context).split())
+        context["subject"] = subject
+        html = inline_css(compile_mjml(self._render("confirm.mjml.j2", context))).rstrip() + "\n"
+        text = self._render("confirm.txt.j2", context).strip() + "\n"
+        return subject, html, text
+
+    def render_page(self, name: str, **context: object) -> str:
+        """A web page from templates/pages/ (signup, confirm, unsubscribe, archive)."""
+        return self._render(f"pages/{name}.html.j2", {"base_url": self.base_url, **context})
+
+
 def compile_mjml(source: str) -> str:
     try:
         return mjml2html(source, disable_comments=True)

@@ -63,6 +63,21 @@ subscribers = Table(
     Column("status", String(20), nullable=False, index=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("confirmation_sent_at", DateTime(timezone=True)),
+    Column("confirmed_at", DateTime(timezone=True)),
+    Column("unsubscribed_at", DateTime(timezone=True)),
+    # Ids are never reused (AUTOINCREMENT on SQLite), so an old unsubscribe
+    # link can never reach a later reader.
+    sqlite_autoincrement=True,
+)
+
+# What is kept of a forgotten reader who had unsubscribed: a keyed hash of the
+# address, enough to keep an import from subscribing them again, nothing more.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email_hash", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 issues = Table(
@@ -219,6 +234,118 @@ class Store:
             ).first()
         return Subscriber(*row) if row else None
 
+    def subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status).where(
+                    subscribers.c.id == subscriber_id
+                )
+            ).first()
+        return Subscriber(*row) if row else None
+
+    def request_subscription(self, email: str, name: str = "",
+                             resend_after: dt.timedelta = dt.timedelta(minutes=10)) -> Subscriber | None:
+        """Record a signup; returns the subscriber when a confirmation email should go out.
+
+        New, unsubscribed and bounced addresses become `pending`; an active
+        reader is left alone (None). Many signups of one address at once end
+        as one row: the insert skips an existing address, the update is a
+        compare-and-set.
+        """
+        now = utcnow()
+        self.add_subscriber(email, name, Status.pending)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(subscribers)
+                .where(subscribers.c.email == email,
+                       subscribers.c.status.in_([Status.unsubscribed.value, Status.bounced.value]))
+                .values(status=Status.pending.value, confirmation_sent_at=None, updated_at=now)
+            )
+            # Claim the right to send the confirmation, at most once per
+            # `resend_after`, so a flood of signups sends one email.
+            claimed = conn.execute(
+                update(subscribers)
+                .where(subscribers.c.email == email, subscribers.c.status == Status.pending.value,
+                       subscribers.c.confirmation_sent_at.is_(None)
+                       | (subscribers.c.confirmation_sent_at < now - resend_after))
+                .values(confirmation_sent_at=now)
+            ).rowcount
+        return self.get_subscriber(email) if claimed else None
+
+    def confirmation_failed(self, subscriber_id: int) -> None:
+        """The confirmation email did not go out: leave it for the retry."""
+        with self.engine.begin() as conn:
+            conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                         .values(confirmation_sent_at=None))
+
+    def pending_confirmations(self, limit: int = 1000) -> list[Subscriber]:
+        """Pending readers whose confirmation email never went out (SMTP was down)."""
+        query = (
+            select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status)
+            .where(subscribers.c.status == Status.pending.value, subscribers.c.confirmation_sent_at.is_(None))
+            .order_by(subscribers.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [Subscriber(*row) for row in conn.execute(query)]
+
+    def claim_confirmation(self, subscriber_id: int) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(subscribers)
+                .where(subscribers.c.id == subscriber_id, subscribers.c.status == Status.pending.value,
+                       subscribers.c.confirmation_sent_at.is_(None))
+                .values(confirmation_sent_at=utcnow())
+            ).rowcount == 1
+
+    def confirm(self, subscriber_id: int) -> Subscriber | None:
+        """pending → active; an active reader stays active. None when there is nobody to confirm."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(subscribers)
+                .where(subscribers.c.id == subscriber_id, subscribers.c.status == Status.pending.value)
+                .values(status=Status.active.value, confirmed_at=now, updated_at=now)
+            )
+        subscriber = self.subscriber_by_id(subscriber_id)
+        return subscriber if subscriber and subscriber.status == Status.active.value else None
+
+    def unsubscribe(self, subscriber_id: int) -> bool:
+        """Unsubscribe at once; True if the reader exists (already unsubscribed is fine)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(subscribers)
+                .where(subscribers.c.id == subscriber_id, subscribers.c.status != Status.unsubscribed.value)
+                .values(status=Status.unsubscribed.value, unsubscribed_at=now, updated_at=now)
+            )
+        return self.subscriber_by_id(subscriber_id) is not None
+
+    def forget(self, email: str, email_hash: str) -> bool:
+        """Erase a reader's data; keep only a hash to honour a past unsubscribe."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(subscribers.c.id, subscribers.c.status)
+                               .where(subscribers.c.email == email)).first()
+            if row is None:
+                return False
+            if row.status == Status.unsubscribed.value:
+                conn.execute(_insert_ignoring_duplicates(self.engine, suppressions),
+                             {"email_hash": email_hash, "created_at": utcnow()})
+            conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
+            conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
+        return True
+
+    def suppressed_hashes(self, hashes: list[str]) -> set[str]:
+        if not hashes:
+            return set()
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(suppressions.c.email_hash)
+                                    .where(suppressions.c.email_hash.in_(hashes))).scalars())
+
+    def lift_suppression(self, email_hash: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(suppressions.delete().where(suppressions.c.email_hash == email_hash))
+
     def iter_subscribers(self, status: Status | None = None, batch_size: int = 1000) -> Iterator[dict]:
         """Every subscriber as a dict, by keyset pages so memory stays flat."""
         last_id = 0
@@ -274,6 +401,12 @@ class Store:
         stored = self.get_issue(issue_date)
         assert stored is not None
         return stored
+
+    def list_issue_dates(self) -> list[tuple[str, str]]:
+        """(date, subject) of every frozen issue, newest first."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                select(issues.c.issue_date, issues.c.subject).order_by(issues.c.issue_date.desc()))]
 
     def sent_story_urls(self, before_date: str) -> frozenset[str]:
         """Links of every story in issues dated before `before_date`."""

@@ -7,7 +7,7 @@ number; the good rows go in regardless.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -17,7 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from .errors import SubscriberError
 from .store import Status, Store
 
-EXPORT_FIELDS = ["email", "name", "status", "created_at", "updated_at"]
+EXPORT_FIELDS = ["email", "name", "status", "created_at", "updated_at", "confirmed_at", "unsubscribed_at"]
 IMPORT_CHUNK = 1000
 
 
@@ -34,6 +34,7 @@ def normalise_email(address: str) -> str:
 class ImportReport:
     added: int = 0
     duplicates: int = 0
+    suppressed: int = 0
     rejected: list[str] = field(default_factory=list)
 
 
@@ -53,13 +54,22 @@ def _rows(handle: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
                 yield reader.line_num, {"email": row[0], "name": row[1] if len(row) > 1 else ""}
 
 
-def import_csv(store: Store, path: Path, status: Status = Status.active) -> ImportReport:
-    """Import `email[,name]` rows (header optional); skip duplicates, report bad rows."""
+def import_csv(store: Store, path: Path, email_hash: Callable[[str], str],
+               status: Status = Status.active) -> ImportReport:
+    """Import `email[,name]` rows (header optional); skip duplicates, report bad rows.
+
+    Readers who unsubscribed and were then forgotten (GDPR) are recognised by
+    `email_hash` and never imported again.
+    """
     report = ImportReport()
     seen: set[str] = set()
     chunk: list[tuple[str, str]] = []
 
     def flush() -> None:
+        suppressed = store.suppressed_hashes([email_hash(e) for e, _ in chunk])
+        if suppressed:
+            chunk[:] = [(e, n) for e, n in chunk if email_hash(e) not in suppressed]
+            report.suppressed += len(suppressed)
         added = store.add_subscribers(chunk, status)
         report.added += added
         report.duplicates += len(chunk) - added
@@ -96,7 +106,7 @@ def export_csv(store: Store, out: TextIO, status: Status | None = None) -> int:
     writer.writeheader()
     count = 0
     for row in store.iter_subscribers(status):
-        writer.writerow({**row, "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat()})
+        writer.writerow({k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()})
         count += 1
     return count
 

@@ -1,0 +1,260 @@
+"""The reader-facing web app: signup, confirm, unsubscribe (RFC 8058 one-click), archive.
+
+Built by `create_app(settings)`; `newsletter serve` runs it under uvicorn.
+Every page is Arabic and right to left, from templates/pages/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections import defaultdict, deque
+from urllib.parse import parse_qs
+
+from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .config import Settings
+from .confirmations import ConfirmationMailer
+from .errors import SubscriberError
+from .render import UNSUBSCRIBE_SLOT, Renderer
+from .store import Status, Store
+from .subscribers import normalise_email
+from .tokens import Tokens
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
+                               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+# The archived issues are emails: their inline styles and remote images must show.
+ARCHIVE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+               "base-uri 'none'; frame-ancestors 'self'")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+INVALID_EMAIL = "هذا العنوان لا يبدو بريدًا إلكترونيًا صحيحًا. تحقق منه وأعد المحاولة."
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over `max_bytes` with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await PlainTextResponse("request body too large", status_code=413)(scope, receive, send)
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await PlainTextResponse("request body too large", status_code=413)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RateLimiter:
+    """Sliding-window count of requests per client address, kept in the app (not global)."""
+
+    def __init__(self, limit: int, window_seconds: float) -> None:
+        self.limit = limit
+        self.window = window_seconds
+        self.hits: dict[str, deque[float]] = defaultdict(deque)
+
+    def retry_after(self, client: str) -> int:
+        """0 when the request may go ahead, else seconds to wait."""
+        now = time.monotonic()
+        hits = self.hits[client]
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return max(1, int(hits[0] + self.window - now) + 1)
+        hits.append(now)
+        if len(self.hits) > 100_000:  # forget idle clients so memory stays bounded
+            for key in [k for k, v in self.hits.items() if not v]:
+                del self.hits[key]
+        return 0
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    store = store or Store(settings.database_url)
+    renderer = Renderer(settings.templates_dir, settings.base_url)
+    tokens = Tokens(settings.secret_key, settings.confirm_max_age_seconds)
+    mailer = ConfirmationMailer(settings, store)
+    limiter = RateLimiter(settings.signup_rate_limit, settings.signup_rate_window_seconds)
+    app = FastAPI(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def page(name: str, status_code: int = 200, **context: object) -> HTMLResponse:
+        return HTMLResponse(renderer.render_page(name, **context), status_code=status_code)
+
+    def notice(heading: str, text: str, status_code: int, show_form: bool = False) -> HTMLResponse:
+        return page("message", status_code, heading=heading, text=text, show_form=show_form)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc) -> Response:
+        return notice("الصفحة غير موجودة", "لم نجد ما تبحث عنه.", 404)
+
+    @app.exception_handler(405)
+    async def wrong_method(request: Request, exc) -> Response:
+        return notice("طلب غير مسموح", "لا يمكن إرسال هذا الطلب إلى هذه الصفحة.", 405)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def signup_page() -> HTMLResponse:
+        return page("signup")
+
+    @app.get("/static/site.css")
+    async def stylesheet() -> Response:
+        css = (settings.templates_dir / "pages" / "site.css").read_text(encoding="utf-8")
+        return Response(css, media_type="text/css; charset=utf-8", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        store.count_subscribers(Status.active)
+        return JSONResponse({"status": "ok"})
+
+    @app.post("/subscribe")
+    async def subscribe(request: Request, background: BackgroundTasks) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        wants_json = content_type == "application/json"
+        if not wants_json and content_type not in FORM_TYPES:
+            return JSONResponse({"error": "send a form or JSON"}, status_code=415)
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.retry_after(client)
+        if wait:
+            headers = {"Retry-After": str(wait)}
+            if wants_json:
+                return JSONResponse({"error": "too many requests"}, status_code=429, headers=headers)
+            response = notice("طلبات كثيرة", "حاولت مرات كثيرة في وقت قصير. انتظر قليلًا ثم أعد المحاولة.", 429)
+            response.headers.update(headers)
+            return response
+
+        fields = await _read_fields(request, wants_json)
+        if fields is None:
+            if wants_json:
+                return JSONResponse({"error": "the body is not valid JSON with an email field"}, status_code=400)
+            return page("signup", 400, error=INVALID_EMAIL)
+        raw_email = fields.get("email", "")
+        if fields.get("website"):  # the honeypot: only bots fill a field nobody can see
+            log.info("signup honeypot filled from %s; ignored", client)
+        else:
+            try:
+                email = normalise_email(raw_email)
+            except SubscriberError:
+                if wants_json:
+                    return JSONResponse({"error": "invalid email address"}, status_code=422)
+                return page("signup", 422, error=INVALID_EMAIL, email=raw_email[:320])
+            subscriber = store.request_subscription(email, str(fields.get("name", ""))[:200])
+            if subscriber is not None:
+                background.add_task(mailer.send, subscriber)
+        # The same answer whether the address was new, pending or already active.
+        if wants_json:
+            return JSONResponse({"status": "pending", "message": "check your inbox to confirm"}, status_code=202,
+                                background=background)
+        response = page("thanks")
+        response.background = background
+        return response
+
+    @app.get("/confirm/{token}")
+    async def confirm(token: str) -> Response:
+        check = tokens.check_confirm(token)
+        if check.subscriber_id is None or check.expired:
+            known = store.subscriber_by_id(check.subscriber_id) if check.subscriber_id else None
+            return page("confirm_invalid", 400, expired=check.expired, email=known.email if known else "")
+        subscriber = store.confirm(check.subscriber_id)
+        if subscriber is None:
+            return page("confirm_invalid", 400, expired=False, email="")
+        store.lift_suppression(tokens.email_hash(subscriber.email))
+        return page("confirmed")
+
+    @app.get("/unsubscribe")
+    async def unsubscribe_help() -> HTMLResponse:
+        return notice("إلغاء الاشتراك", "استخدم رابط «إلغاء الاشتراك» في أسفل أي رسالة وصلتك منا.", 200)
+
+    @app.get("/unsubscribe/{token}")
+    async def unsubscribe_page(token: str) -> Response:
+        if tokens.subscriber_from_unsubscribe(token) is None:
+            return notice("رابط غير صالح", "رابط إلغاء الاشتراك هذا غير صالح. استخدم الرابط كما وصلك في الرسالة.", 400)
+        return page("unsubscribe", action=f"{settings.base_url}/unsubscribe/{token}")
+
+    @app.post("/unsubscribe/{token}")
+    async def unsubscribe(token: str) -> Response:
+        # RFC 8058: the mail client POSTs List-Unsubscribe=One-Click; our own
+        # button posts the same. No cookie, no confirmation step.
+        subscriber_id = tokens.subscriber_from_unsubscribe(token)
+        if subscriber_id is None:
+            return notice("رابط غير صالح", "رابط إلغاء الاشتراك هذا غير صالح. استخدم الرابط كما وصلك في الرسالة.", 400)
+        store.unsubscribe(subscriber_id)
+        return page("unsubscribed")
+
+    @app.get("/archive")
+    async def archive() -> HTMLResponse:
+        issues = [
+            {"date": day, "subject": subject, "date_label": renderer.date_label(dt.date.fromisoformat(day))}
+            for day, subject in store.list_issue_dates()
+        ]
+        return page("archive", issues=issues)
+
+    @app.get("/archive/{day}")
+    async def archived_issue(day: str) -> Response:
+        try:
+            dt.date.fromisoformat(day)
+        except ValueError:
+            return notice("تاريخ غير صحيح", "اكتب التاريخ بالشكل 2026-11-24.", 404)
+        issue = store.get_issue(day)
+        if issue is None:
+            return notice("لا رسالة في هذا اليوم", "لم تُرسل رسالة في هذا التاريخ.", 404)
+        # The web copy is shared: no reader's unsubscribe token in it.
+        html = issue.html.replace(f"{settings.base_url}/unsubscribe/{UNSUBSCRIBE_SLOT}",
+                                  f"{settings.base_url}/unsubscribe")
+        return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    return app
+
+
+async def _read_fields(request: Request, wants_json: bool) -> dict[str, str] | None:
+    """The submitted fields as strings, or None when the body cannot be read as such."""
+    body = await request.body()
+    try:
+        if wants_json:
+            data = json.loads(body or b"null")
+        else:
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                form = await request.form()
+                data = {k: v for k, v in form.items() if isinstance(v, str)}
+            else:
+                data = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("email", ""), str):
+        return None
+    return {k: v for k, v in data.items() if isinstance(v, str)}
