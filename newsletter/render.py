@@ -132,7 +132,7 @@ class Renderer:
 
     def render_page(self, name: str, **context: object) -> str:
         """A web page from templates/pages/ (signup, confirm, unsubscribe, archive)."""
-        return self._render(f"pages/{name}.html.j2", {"base_url": self.base_url, **context})
+        return self._render(f"pages/{name}.html.j2", {"base_url": self.base_url, "email": "", "error": "", **context})
 
 
 def compile_mjml(source: str) -> str:

@@ -15,7 +15,6 @@ from urllib.parse import parse_qs
 
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings
 from .confirmations import ConfirmationMailer
@@ -40,39 +39,6 @@ ARCHIVE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: ht
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 INVALID_EMAIL = "هذا العنوان لا يبدو بريدًا إلكترونيًا صحيحًا. تحقق منه وأعد المحاولة."
-
-
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over `max_bytes` with 413, declared or streamed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await PlainTextResponse("request body too large", status_code=413)(scope, receive, send)
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _BodyTooLarge()
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await PlainTextResponse("request body too large", status_code=413)(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class RateLimiter:
@@ -104,7 +70,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     tokens = Tokens(settings.secret_key, settings.confirm_max_age_seconds)
     mailer = ConfirmationMailer(settings, store)
     limiter = RateLimiter(settings.signup_rate_limit, settings.signup_rate_window_seconds)
-    app = FastAPI(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None,
+                  max_body_size=settings.max_request_bytes)
 
     def page(name: str, status_code: int = 200, **context: object) -> HTMLResponse:
         return HTMLResponse(renderer.render_page(name, **context), status_code=status_code)
@@ -237,7 +204,6 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                                   f"{settings.base_url}/unsubscribe")
         return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     return app
 
 

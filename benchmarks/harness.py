@@ -1,0 +1,366 @@
+"""Plumbing shared by the benchmarks: postfix's smtp-sink, measured subprocesses, stores, machine facts.
+
+Every client under test runs as its own process, started here and reaped with
+os.wait4, so its wall time, CPU time and peak RSS are its own (not the harness's,
+not the SMTP server's).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+BENCH_DIR = PROJECT / "benchmarks"
+RESULTS_DIR = BENCH_DIR / "results"
+TMP_DIR = RESULTS_DIR / "tmp"  # git-ignored: databases, captured message, logs
+
+ISSUE_DATE = "2017-05-09"  # the day of the bundled sample feeds
+FROM_ADDRESS = "morning@news.example"
+BASE_URL = "https://news.example"
+SECRET_KEY = "benchmark-secret-key"
+HOST = "127.0.0.1"
+
+PACKAGES = [
+    "arabic-morning-newsletter", "aiosmtplib", "aiosmtpd", "SQLAlchemy", "mjml-python", "premailer",
+    "cssutils", "lxml", "Jinja2", "feedparser", "pydantic", "pydantic-settings", "itsdangerous", "typer", "rich",
+]
+
+
+# --- postfix tools ---------------------------------------------------------
+
+
+def postfix_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in ("/usr/sbin", "/usr/local/sbin", "/usr/bin"):
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def ensure_postfix() -> tuple[str, str]:
+    """Paths of smtp-sink and smtp-source; installs postfix (as `make system-deps` does) when missing."""
+    if not (postfix_tool("smtp-sink") and postfix_tool("smtp-source")):
+        if os.geteuid() != 0:
+            sys.exit("smtp-sink/smtp-source not found: install postfix (sudo apt-get install postfix) "
+                     "or run `make system-deps` as root")
+        print("installing postfix (for smtp-sink and smtp-source)", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "postfix"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+    sink, source = postfix_tool("smtp-sink"), postfix_tool("smtp-source")
+    if not (sink and source):
+        sys.exit("postfix is installed but smtp-sink/smtp-source were not found")
+    return sink, source
+
+
+def postfix_version() -> str:
+    postconf = postfix_tool("postconf")
+    if not postconf:
+        return "unknown"
+    try:
+        out = subprocess.run([postconf, "-d", "mail_version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.split("=", 1)[-1].strip() or "unknown"
+
+
+# --- sockets ---------------------------------------------------------------
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 10.0, host: str = HOST) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {host}:{port} after {timeout} s")
+
+
+# --- measured processes ----------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """One child process, reaped with wait4: its own wall time, CPU time and peak RSS."""
+
+    cmd: list[str]
+    wall: float
+    user: float
+    system: float
+    maxrss_kb: int
+    exit_code: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.system
+
+    @property
+    def maxrss_mb(self) -> float:
+        return self.maxrss_kb / 1024
+
+
+def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 timeout: float = 3600, log_prefix: Path | None = None,
+                 on_start=None) -> Measured:
+    """Run `cmd` to completion through benchmarks/launch.py, which reports the command's own
+    wall time, CPU time and peak RSS (see there why not wait4 from here). stdout/stderr go to
+    files, so no pipe can fill up and stall the command. `on_start(pid)` runs in a thread with
+    the command's pid (e.g. to sample /proc while it runs).
+    """
+    log_prefix = log_prefix or TMP_DIR / "run"
+    out_path, err_path = Path(f"{log_prefix}.stdout"), Path(f"{log_prefix}.stderr")
+    report_path = Path(f"{log_prefix}.rusage.json")
+    report_path.unlink(missing_ok=True)
+    launcher = [sys.executable, "-S", "-I", str(BENCH_DIR / "launch.py"), str(report_path)]
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        # A session of its own, so a timeout can stop the launcher and the command together.
+        proc = subprocess.Popen(launcher + [str(c) for c in cmd], env=env, cwd=cwd, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        watcher = None
+        if on_start is not None:
+            pid = _child_of(proc.pid)
+            if pid:
+                watcher = threading.Thread(target=on_start, args=(pid,), daemon=True)
+                watcher.start()
+        try:
+            proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if watcher is not None:
+            watcher.join(timeout=5)
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        report = {"wall": float("nan"), "user": 0.0, "system": 0.0, "maxrss_kb": 0, "exit_code": proc.returncode}
+    return Measured(
+        cmd=[str(c) for c in cmd], wall=report["wall"], user=report["user"], system=report["system"],
+        maxrss_kb=report["maxrss_kb"], exit_code=report["exit_code"],
+        stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
+        timed_out=timed_out,
+    )
+
+
+def _child_of(parent: int, timeout: float = 5.0) -> int | None:
+    """The pid of the (single) child the launcher forked."""
+    deadline = time.monotonic() + timeout
+    children_file = Path(f"/proc/{parent}/task/{parent}/children")
+    while time.monotonic() < deadline:
+        try:
+            pids = children_file.read_text().split()
+        except OSError:
+            pids = []
+        if pids:
+            return int(pids[0])
+        time.sleep(0.005)
+    return None
+
+
+# --- the SMTP server: postfix's smtp-sink ----------------------------------
+
+
+@dataclass
+class SinkStats:
+    messages: int
+    sessions: int
+    cpu: float  # the sink's own user + system seconds
+
+
+class SmtpSink:
+    """postfix's smtp-sink on loopback, keeping nothing, counting what it receives (-c).
+
+    `-c` prints "sess=N quit=N mesg=N" each time a message ends ("." received),
+    a QUIT is executed or a session ends; the last line is the total. The sink is
+    single-threaded C and throws the data away, so it is the fastest real server
+    there is on this machine.
+    """
+
+    def __init__(self, sink_binary: str, name: str) -> None:
+        self.binary = sink_binary
+        self.name = name
+        self.port = free_port()
+        self.counter_path = TMP_DIR / f"{name}.sink-counters"
+        self.proc: subprocess.Popen | None = None
+        self.stats: SinkStats | None = None
+
+    def __enter__(self) -> SmtpSink:
+        cmd = [self.binary, "-c"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root
+        cmd += [f"{HOST}:{self.port}", "256"]
+        self._out = open(self.counter_path, "wb")
+        self._err = open(TMP_DIR / f"{self.name}.sink-stderr", "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> SinkStats:
+        if self.stats is not None:
+            return self.stats
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self._out.close()
+        self._err.close()
+        text = self.counter_path.read_text(errors="replace")
+        counters = re.findall(r"sess=(\d+) quit=(\d+) mesg=(\d+)", text)
+        sessions, _, messages = (int(x) for x in counters[-1]) if counters else (0, 0, 0)
+        self.stats = SinkStats(messages=messages, sessions=sessions, cpu=usage.ru_utime + usage.ru_stime)
+        return self.stats
+
+
+# --- stores and settings ---------------------------------------------------
+
+
+def subscriber_rows(start: int, stop: int) -> list[tuple[str, str]]:
+    return [(f"reader{i}@example.com", "") for i in range(start, stop)]
+
+
+def make_store(path: Path, n: int, chunk: int = 50_000) -> float:
+    """A fresh SQLite store with n active subscribers (Store.add_subscribers); returns seconds taken."""
+    from newsletter.store import Store
+
+    for leftover in path.parent.glob(path.name + "*"):
+        leftover.unlink()
+    started = time.perf_counter()
+    store = Store(f"sqlite:///{path}")
+    try:
+        for first in range(1, n + 1, chunk):
+            store.add_subscribers(subscriber_rows(first, min(first + chunk, n + 1)))
+    finally:
+        store.close()
+    return time.perf_counter() - started
+
+
+def newsletter_env(db: Path, port: int, connections: int = 10) -> dict[str, str]:
+    """Environment for the real `newsletter` command (as tests/conftest.py's `env` fixture)."""
+    values = {
+        "NEWSLETTER_DATABASE_URL": f"sqlite:///{db}",
+        "NEWSLETTER_SMTP_HOST": HOST,
+        "NEWSLETTER_SMTP_PORT": str(port),
+        "NEWSLETTER_SMTP_TLS": "none",
+        "NEWSLETTER_SMTP_CONNECTIONS": str(connections),
+        "NEWSLETTER_FROM_ADDRESS": FROM_ADDRESS,
+        "NEWSLETTER_BASE_URL": BASE_URL,
+        "NEWSLETTER_SECRET_KEY": SECRET_KEY,
+    }
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}, **values}
+
+
+SEND_SUMMARY = re.compile(r"Sent (\d+), failed (\d+) .*?refused (\d+).*?; ([\d.]+) s, (\d+) msg/s")
+
+
+def parse_send_summary(stdout: str) -> dict | None:
+    """The numbers `newsletter send` prints: sent, failed, refused, send-phase seconds and msg/s."""
+    match = SEND_SUMMARY.search(stdout)
+    if not match:
+        return None
+    sent, failed, refused, seconds, rate = match.groups()
+    return {"sent": int(sent), "failed": int(failed), "refused": int(refused),
+            "send_seconds": float(seconds), "send_rate": float(rate)}
+
+
+# --- the machine -----------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=PROJECT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_info() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    try:
+        mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    except (OSError, AttributeError):
+        mem_kb = 0
+    commit = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--", "newsletter", "templates", "pyproject.toml", "constraints.txt"))
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "postfix": postfix_version(),
+        "packages": versions,
+        "git_commit": commit,
+        "git_product_code_modified": dirty,
+    }
+
+
+@dataclass
+class Step:
+    """Prints what the harness is doing, with the time it took."""
+
+    title: str
+    started: float = field(default_factory=time.perf_counter)
+
+    def __enter__(self) -> Step:
+        print(f"· {self.title} …", flush=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        print(f"  done in {time.perf_counter() - self.started:.1f} s", flush=True)

@@ -1,0 +1,305 @@
+"""Where `newsletter send` spends its time: the real command, profiled in every thread.
+
+cProfile only sees the thread it was enabled in, and `newsletter send` does its
+store work in asyncio.to_thread workers; so the profiled child here wraps
+threading.Thread.run with one profiler per thread and merges them all with the
+main thread's (in that child process only; no product code is touched). A second,
+unprofiled run samples each thread's CPU time from /proc, which cProfile's
+overhead cannot distort.
+
+    python -m benchmarks.profile_send [-n 20000] [--connections 10] [--top 25]
+
+Writes benchmarks/results/profile-<stamp>.prof (open with `python -m pstats` or
+snakeviz) and .txt, and prints the hotspots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import io
+import os
+import pstats
+import sys
+import threading
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import harness  # noqa: E402
+
+# --- the profiled child ----------------------------------------------------
+
+
+def _child(prof_out: str, cli_args: list[str]) -> int:
+    profiles: list[cProfile.Profile] = []
+    lock = threading.Lock()
+    original_run = threading.Thread.run
+
+    def profiled_run(self):
+        profile = cProfile.Profile()
+        with lock:
+            profiles.append(profile)
+        profile.enable()
+        try:
+            original_run(self)
+        finally:
+            profile.disable()
+
+    threading.Thread.run = profiled_run
+    main_profile = cProfile.Profile()
+    code = 0
+    main_profile.enable()
+    try:
+        from newsletter.cli import main
+
+        sys.argv = ["newsletter", *cli_args]
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        main_profile.disable()
+        stats = pstats.Stats(main_profile)
+        with lock:
+            for profile in profiles:
+                try:
+                    stats.add(profile)
+                except TypeError:  # a thread that never ran a profiled call
+                    pass
+        stats.dump_stats(prof_out)
+    return code
+
+
+# --- per-thread CPU from /proc ----------------------------------------------
+
+
+class ThreadCpuSampler:
+    """Polls /proc/PID/task/*/stat until the process ends; keeps each thread's last CPU time."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.cpu: dict[int, float] = {}
+        self.pid = 0
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def __call__(self, pid: int) -> None:
+        self.pid = pid
+        task_dir = Path(f"/proc/{pid}/task")
+        while True:
+            try:
+                tids = os.listdir(task_dir)
+            except OSError:
+                return
+            for tid in tids:
+                try:
+                    fields = (task_dir / tid / "stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                if fields[0] == "Z":
+                    return
+                self.cpu[int(tid)] = (int(fields[11]) + int(fields[12])) / self.tick
+            time.sleep(self.interval)
+
+    def summary(self) -> dict:
+        main = self.cpu.get(self.pid, 0.0)
+        others = sorted((cpu for tid, cpu in self.cpu.items() if tid != self.pid), reverse=True)
+        return {"main_thread_cpu": main, "other_threads_cpu": sum(others), "other_threads": len(others),
+                "busiest_other_thread_cpu": others[0] if others else 0.0}
+
+
+# --- reading the profile -------------------------------------------------------
+
+AREAS = [
+    ("/aiosmtplib/", "aiosmtplib (SMTP client)"),
+    ("/sqlalchemy/", "SQLAlchemy"),
+    ("/sqlite3/", "sqlite3"),
+    ("/asyncio/", "asyncio event loop"),
+    ("selectors.py", "asyncio event loop"),
+    ("/email/", "stdlib email (address parsing)"),
+    ("/itsdangerous/", "itsdangerous (tokens)"),
+    ("/hmac.py", "itsdangerous (tokens)"),
+    ("/newsletter/", "newsletter"),
+    ("/concurrent/", "thread pool (to_thread)"),
+    ("threading.py", "thread pool (to_thread)"),
+    ("queue.py", "thread pool (to_thread)"),
+    ("/logging/", "logging"),
+    ("/rich/", "rich/typer CLI"),
+    ("/typer/", "rich/typer CLI"),
+    ("<frozen", "imports"),
+    ("/importlib/", "imports"),
+]
+BUILD_PACKAGES = ("/feedparser/", "/premailer/", "/cssutils/", "/mjml/", "/jinja2/", "/lxml/", "/sgmllib",
+                  "/markupsafe/", "/cachetools/", "/cssselect/", "/pydantic", "/tomllib/", "/selection.py")
+
+
+def _builtin_area(name: str) -> str | None:
+    if "_socket.socket" in name:
+        return "socket I/O (send/recv syscalls)"
+    if "epoll" in name:
+        return "epoll wait (idle)"
+    if "sqlite3" in name:
+        return "sqlite3"
+    if "marshal" in name or "_imp." in name or "posix.stat" in name or "io.open_code" in name:
+        return "imports"
+    return None
+
+
+def _area(filename: str) -> str:
+    if any(p in filename for p in BUILD_PACKAGES):
+        return "issue build (feeds/select/render)"
+    for pattern, area in AREAS:
+        if pattern in filename:
+            return area
+    return "other"
+
+
+def _label(func: tuple) -> str:
+    filename, line, name = func
+    if filename == "~":
+        return name
+    parts = Path(filename).parts
+    short = "/".join(parts[-2:]) if len(parts) > 1 else filename
+    return f"{short}:{line}({name})"
+
+
+def attribute_areas(stats: pstats.Stats) -> list[tuple[str, float]]:
+    """Own time (tottime) per area; built-ins go to their caller's area unless they are I/O."""
+    totals: dict[str, float] = {}
+    for func, (_, _, tt, _, callers) in stats.stats.items():
+        filename, _, name = func
+        if filename != "~":
+            area = _area(filename)
+            totals[area] = totals.get(area, 0.0) + tt
+            continue
+        area = _builtin_area(name)
+        if area or not callers:
+            totals[area or "other"] = totals.get(area or "other", 0.0) + tt
+            continue
+        caller_tt = sum(v[2] for v in callers.values()) or 1.0
+        for caller, values in callers.items():
+            share = tt * values[2] / caller_tt
+            caller_area = _area(caller[0]) if caller[0] != "~" else (_builtin_area(caller[2]) or "other")
+            totals[caller_area] = totals.get(caller_area, 0.0) + share
+    return sorted(totals.items(), key=lambda kv: -kv[1])
+
+
+def top_functions(stats: pstats.Stats, top: int) -> list[dict]:
+    rows = []
+    for func, (cc, nc, tt, ct, callers) in stats.stats.items():
+        caller = ""
+        if callers:
+            best = max(callers.items(), key=lambda kv: kv[1][2])
+            caller = _label(best[0])
+        rows.append({"function": _label(func), "calls": nc, "tottime": tt, "cumtime": ct, "top_caller": caller})
+    rows.sort(key=lambda r: -r["tottime"])
+    return rows[:top]
+
+
+# --- the driver ----------------------------------------------------------------
+
+
+def profile(sink_binary: str, n: int, connections: int = 10, top: int = 25, stamp: str | None = None) -> dict:
+    stamp = stamp or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    harness.TMP_DIR.mkdir(parents=True, exist_ok=True)
+    prof_path = harness.RESULTS_DIR / f"profile-{stamp}.prof"
+    db = harness.TMP_DIR / "profile.sqlite3"
+    result: dict = {"messages": n, "connections": connections}
+
+    # 1. Unprofiled, per-thread CPU from /proc.
+    harness.make_store(db, n)
+    sampler = ThreadCpuSampler()
+    with harness.SmtpSink(sink_binary, "profile-plain") as sink:
+        env = harness.newsletter_env(db, sink.port, connections)
+        plain = harness.run_measured([sys.executable, "-m", "newsletter", "send", "--date", harness.ISSUE_DATE],
+                                     env=env, cwd=harness.TMP_DIR, timeout=max(600, n / 20),
+                                     log_prefix=harness.TMP_DIR / "profile-plain", on_start=sampler)
+    summary = harness.parse_send_summary(plain.stdout) or {}
+    result["plain"] = {"wall": plain.wall, "cpu": plain.cpu, "user": plain.user, "system": plain.system,
+                       "exit_code": plain.exit_code, "sink_messages": sink.stats.messages,
+                       "sink_cpu": sink.stats.cpu, **summary, "threads": sampler.summary()}
+
+    # 2. Profiled in every thread.
+    harness.make_store(db, n)
+    with harness.SmtpSink(sink_binary, "profile-cprofile") as sink:
+        env = harness.newsletter_env(db, sink.port, connections)
+        profiled = harness.run_measured(
+            [sys.executable, str(Path(__file__).resolve()), "--child", str(prof_path), "--",
+             "send", "--date", harness.ISSUE_DATE],
+            env={**env, "PYTHONPATH": str(harness.PROJECT)}, cwd=harness.TMP_DIR, timeout=max(900, n / 10),
+            log_prefix=harness.TMP_DIR / "profile-cprofile")
+    summary = harness.parse_send_summary(profiled.stdout) or {}
+    result["profiled"] = {"wall": profiled.wall, "cpu": profiled.cpu, "exit_code": profiled.exit_code,
+                          "sink_messages": sink.stats.messages, **summary}
+    for leftover in db.parent.glob(db.name + "*"):
+        leftover.unlink()
+
+    stats = pstats.Stats(str(prof_path))
+    total = sum(v[2] for v in stats.stats.values())
+    result["profile_file"] = str(prof_path.relative_to(harness.PROJECT))
+    result["profiled_own_time_total"] = total
+    result["areas"] = [{"area": a, "seconds": s, "share": s / total, "us_per_message": s / n * 1e6}
+                       for a, s in attribute_areas(stats)]
+    result["top"] = [{**row, "us_per_call": row["tottime"] / row["calls"] * 1e6 if row["calls"] else 0.0,
+                      "us_per_message": row["tottime"] / n * 1e6}
+                     for row in top_functions(stats, top)]
+
+    text = format_report(result, stats, top)
+    (harness.RESULTS_DIR / f"profile-{stamp}.txt").write_text(text, encoding="utf-8")
+    result["report_file"] = str((harness.RESULTS_DIR / f"profile-{stamp}.txt").relative_to(harness.PROJECT))
+    return result
+
+
+def format_report(result: dict, stats: pstats.Stats, top: int) -> str:
+    n = result["messages"]
+    plain, profiled = result["plain"], result["profiled"]
+    lines = [f"# `newsletter send` profile: {n} messages, {result['connections']} connections, smtp-sink", ""]
+    lines.append(f"Unprofiled: {plain['wall']:.1f} s wall, {n / plain['wall']:.0f} msg/s end to end, "
+                 f"CPU {plain['cpu']:.1f} s ({plain['cpu'] / n * 1e6:.0f} µs/message; "
+                 f"user {plain['user']:.1f} s, system {plain['system']:.1f} s); "
+                 f"sink saw {plain['sink_messages']}")
+    threads = plain["threads"]
+    lines.append(f"Threads (from /proc): main (event loop) {threads['main_thread_cpu']:.1f} s CPU, "
+                 f"{threads['other_threads']} other thread(s) {threads['other_threads_cpu']:.1f} s CPU")
+    lines.append(f"Profiled: {profiled['wall']:.1f} s wall ({n / profiled['wall']:.0f} msg/s; "
+                 f"cProfile overhead inflates Python-heavy code); total own time {result['profiled_own_time_total']:.1f} s")
+    lines += ["", "## Own time by area (built-ins charged to their caller, except socket/epoll/sqlite3)", "",
+              "| area | seconds | share | µs per message |", "|---|---:|---:|---:|"]
+    for a in result["areas"]:
+        if a["share"] >= 0.002:
+            lines.append(f"| {a['area']} | {a['seconds']:.2f} | {a['share']:.1%} | {a['us_per_message']:.0f} |")
+    lines += ["", f"## Top {top} functions by own time", "",
+              "| function | calls | own s | µs/call | µs/message | cumulative s | main caller |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    for row in result["top"]:
+        lines.append(f"| `{row['function']}` | {row['calls']} | {row['tottime']:.2f} | {row['us_per_call']:.1f} | "
+                     f"{row['us_per_message']:.1f} | {row['cumtime']:.2f} | `{row['top_caller']}` |")
+    buffer = io.StringIO()
+    stats.stream = buffer
+    stats.sort_stats("cumulative").print_stats(40)
+    lines += ["", "## pstats, by cumulative time (top 40)", "", "```", buffer.getvalue().strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        prof_out, rest = argv[1], argv[2:]
+        if rest[:1] == ["--"]:
+            rest = rest[1:]
+        return _child(prof_out, rest)
+    parser = argparse.ArgumentParser(description="Profile `newsletter send` against smtp-sink, in every thread.")
+    parser.add_argument("-n", "--messages", type=int, default=20_000)
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args(argv)
+    sink, _ = harness.ensure_postfix()
+    result = profile(sink, args.messages, args.connections, args.top)
+    print((harness.PROJECT / result["report_file"]).read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,546 @@
+"""`make bench`: `newsletter send` against the C reference and a hand-written stdlib loop.
+
+    python -m benchmarks.run [--large] [-n 20000] [--repeat 1] [--skip relay,memory] [--profile]
+
+One run, one machine, one real SMTP server (postfix's smtp-sink on loopback,
+keeping nothing, counting what it receives), one message (a real message of
+ours, captured), the same recipient count N:
+
+1. reference: postfix's smtp-source, K sessions in parallel, N messages in total,
+   one recipient each, the captured message as the content (-F), connections
+   kept open between messages (-d);
+2. baseline: benchmarks/baseline.py, EmailMessage + smtplib over one connection;
+3. ours: the real `newsletter send --date 2017-05-09` as a subprocess, from a
+   fresh SQLite store with N active subscribers, K connections.
+
+Then a relay with 0.2 s DATA latency (aiosmtpd in its own process), peak RSS at
+10,000 and 200,000 subscribers (--large adds 1,000,000), and the build and
+personalise timings. A run in which the sink saw fewer than N messages is
+reported as failed, not fast. Results: benchmarks/results/bench-<stamp>.json
+(with the machine) and .md (the tables printed at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):
+    sys.path.insert(0, str(PROJECT))
+
+try:
+    import newsletter  # noqa: F401
+except ImportError:  # started with a Python that lacks the project: use the venv's
+    venv_python = PROJECT / ".venv" / "bin" / "python"
+    if venv_python.exists() and Path(sys.executable) != venv_python:
+        os.execv(str(venv_python), [str(venv_python), str(PROJECT / "benchmarks" / "run.py"), *sys.argv[1:]])
+    sys.exit("the project is not installed: run `make` (or `make .venv/.installed`) first")
+
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import HOST, ISSUE_DATE, TMP_DIR, Step  # noqa: E402
+
+STEPS = ("reference", "baseline", "ours", "relay", "memory", "build")
+
+
+# --- the message under test --------------------------------------------------
+
+
+class _Capture:
+    """aiosmtpd handler that keeps the bytes of every message, as received (dot-unstuffed, CRLF)."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.messages.append(envelope.original_content)
+        return "250 OK"
+
+
+def _capture_server():
+    from aiosmtpd.controller import Controller
+
+    handler = _Capture()
+    controller = Controller(handler, hostname=HOST, port=harness.free_port(), server_hostname="capture",
+                            decode_data=False)
+    controller.start()
+    return controller, handler
+
+
+def capture_message() -> dict:
+    """Send one real message with `newsletter send` and keep its bytes and the frozen issue."""
+    from newsletter.config import Settings
+    from newsletter.render import UNSUBSCRIBE_SLOT
+    from newsletter.store import Store
+
+    db = TMP_DIR / "capture.sqlite3"
+    harness.make_store(db, 1)
+    controller, handler = _capture_server()
+    try:
+        env = harness.newsletter_env(db, controller.port, 1)
+        run = harness.run_measured([sys.executable, "-m", "newsletter", "send", "--date", ISSUE_DATE],
+                                   env=env, cwd=TMP_DIR, timeout=300, log_prefix=TMP_DIR / "capture")
+    finally:
+        controller.stop()
+    if run.exit_code != 0 or len(handler.messages) != 1:
+        sys.exit(f"could not capture a message (exit {run.exit_code}, {len(handler.messages)} received):\n"
+                 f"{run.stdout}\n{run.stderr}")
+    raw = handler.messages[0]
+    if b"\r\n" not in raw or raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
+        sys.exit("the captured message does not have clean CRLF line endings")
+    (TMP_DIR / "message.eml").write_bytes(raw)
+    # smtp-source -F sends every line of the file followed by CRLF: give it LF lines
+    # (what goes on the wire is checked byte for byte in verify_reference_bytes).
+    (TMP_DIR / "message.lf").write_bytes(raw.replace(b"\r\n", b"\n"))
+
+    store = Store(f"sqlite:///{db}")
+    issue = store.get_issue(ISSUE_DATE)
+    store.close()
+    fields = {k.removeprefix("NEWSLETTER_").lower(): v for k, v in env.items() if k.startswith("NEWSLETTER_")}
+    settings = Settings(_env_file=None, **fields)
+    (TMP_DIR / "issue.json").write_text(json.dumps({
+        "subject": issue.subject, "html": issue.html, "text": issue.text, "slot": UNSUBSCRIBE_SLOT,
+        "from_name": settings.from_name, "from_address": settings.from_address,
+        "sender_domain": settings.sender_domain, "list_id": settings.effective_list_id,
+        "base_url": settings.base_url, "secret_key": settings.secret_key,
+        "issue_tag": ISSUE_DATE.replace("-", ""),
+    }, ensure_ascii=False), encoding="utf-8")
+    for leftover in TMP_DIR.glob("capture.sqlite3*"):
+        leftover.unlink()
+    return {
+        "bytes": len(raw),
+        "lines": raw.count(b"\r\n"),
+        "html_bytes": len(issue.html.encode("utf-8")),
+        "text_bytes": len(issue.text.encode("utf-8")),
+        "subject": issue.subject,
+        "stories": len(issue.stories),
+    }
+
+
+def verify_reference_bytes(source: str) -> str:
+    """What smtp-source -F message.lf puts on the wire, compared with the captured message.
+
+    smtp-source ends the content with one more CRLF of its own (an empty last line,
+    2 bytes), whatever the file ends with; everything else must be identical.
+    """
+    controller, handler = _capture_server()
+    try:
+        run = harness.run_measured([source, "-d", "-s", "1", "-m", "1", "-F", str(TMP_DIR / "message.lf"),
+                                    "-f", harness.FROM_ADDRESS, "-t", "reader1@example.com",
+                                    f"{HOST}:{controller.port}"],
+                                   timeout=60, log_prefix=TMP_DIR / "verify-reference")
+    finally:
+        controller.stop()
+    expected = (TMP_DIR / "message.eml").read_bytes()
+    if run.exit_code != 0 or len(handler.messages) != 1:
+        return f"smtp-source failed (exit {run.exit_code}): {run.stderr.strip()}"
+    got = handler.messages[0]
+    if got == expected:
+        return "identical"
+    if got == expected + b"\r\n":
+        return "identical, plus the empty last line smtp-source always appends (2 bytes)"
+    return f"DIFFERENT ({len(got)} bytes received, {len(expected)} captured)"
+
+
+# --- the three clients ---------------------------------------------------------
+
+
+def _record(name: str, run: harness.Measured, sink: harness.SinkStats, n: int, connections: int,
+            extra: dict | None = None, sent: int | None = None) -> dict:
+    problems = []
+    if run.timed_out:
+        problems.append("timed out")
+    if run.exit_code != 0:
+        problems.append(f"exit code {run.exit_code}")
+    if sink.messages != n:
+        problems.append(f"the sink saw {sink.messages} of {n} messages")
+    if sent is not None and sent != n:
+        problems.append(f"the client reports {sent} sent of {n}")
+    ok = not problems
+    result = {
+        "client": name, "connections": connections, "messages": n, "sink_messages": sink.messages,
+        "sink_sessions": sink.sessions, "status": "ok" if ok else "failed", "problems": problems,
+        "wall_seconds": run.wall, "rate": n / run.wall if ok else None,
+        "cpu_seconds": run.cpu, "user_seconds": run.user, "system_seconds": run.system,
+        "cpu_per_1000": run.cpu / n * 1000, "peak_rss_mb": run.maxrss_mb,
+        "sink_cpu_seconds": sink.cpu, "sink_cpu_per_1000": sink.cpu / n * 1000,
+        "sink_busy": sink.cpu / run.wall,
+        "command": " ".join(run.cmd),
+    }
+    if extra:
+        result.update(extra)
+    if not ok:
+        result["stderr_tail"] = run.stderr[-2000:]
+        result["stdout_tail"] = run.stdout[-2000:]
+    return result
+
+
+def run_reference(sink_bin: str, source: str, n: int, k: int) -> dict:
+    with harness.SmtpSink(sink_bin, "reference") as sink:
+        run = harness.run_measured(
+            [source, "-d", "-s", str(k), "-m", str(n), "-F", str(TMP_DIR / "message.lf"),
+             "-f", harness.FROM_ADDRESS, "-t", "reader1@example.com", f"{HOST}:{sink.port}"],
+            timeout=max(600, n / 20), log_prefix=TMP_DIR / "reference")
+    return _record("smtp-source (C)", run, sink.stats, n, k)
+
+
+def run_baseline(sink_bin: str, n: int) -> dict:
+    db = TMP_DIR / "baseline.sqlite3"
+    insert = harness.make_store(db, n)
+    with harness.SmtpSink(sink_bin, "baseline") as sink:
+        run = harness.run_measured(
+            [sys.executable, str(harness.BENCH_DIR / "baseline.py"), "--db", str(db),
+             "--issue", str(TMP_DIR / "issue.json"), "--host", HOST, "--port", str(sink.port)],
+            cwd=TMP_DIR, timeout=max(600, n / 10), log_prefix=TMP_DIR / "baseline")
+    extra, sent = {"store_insert_seconds": insert}, None
+    try:
+        report = json.loads(run.stdout.strip().splitlines()[-1])
+        sent = report["sent"]
+        extra.update({"message_bytes_avg": report["bytes"] / max(report["sent"], 1),
+                      "loop_seconds": report["loop_seconds"]})
+    except (IndexError, ValueError, KeyError):
+        pass
+    for leftover in TMP_DIR.glob("baseline.sqlite3*"):
+        leftover.unlink()
+    return _record("stdlib baseline (EmailMessage + smtplib)", run, sink.stats, n, 1, extra, sent)
+
+
+def _send(n: int, port: int, k: int, name: str, timeout: float | None = None) -> tuple[harness.Measured, dict, float]:
+    db = TMP_DIR / f"{name}.sqlite3"
+    insert = harness.make_store(db, n)
+    env = harness.newsletter_env(db, port, k)
+    run = harness.run_measured([sys.executable, "-m", "newsletter", "send", "--date", ISSUE_DATE],
+                               env=env, cwd=TMP_DIR, timeout=timeout or max(600, n / 20),
+                               log_prefix=TMP_DIR / name)
+    for leftover in TMP_DIR.glob(f"{name}.sqlite3*"):
+        leftover.unlink()
+    return run, harness.parse_send_summary(run.stdout) or {}, insert
+
+
+def run_ours(sink_bin: str, n: int, k: int, name: str = "ours") -> dict:
+    with harness.SmtpSink(sink_bin, name) as sink:
+        run, summary, insert = _send(n, sink.port, k, name)
+    extra = {"store_insert_seconds": insert}
+    extra.update({f"cli_{key}": value for key, value in summary.items()})
+    return _record("newsletter send", run, sink.stats, n, k, extra, summary.get("sent"))
+
+
+def run_relay(n: int, k: int, delay: float) -> dict:
+    port = harness.free_port()
+    stats_path = TMP_DIR / "relay-stats.json"
+    stats_path.unlink(missing_ok=True)
+    with open(TMP_DIR / "relay.log", "wb") as log:
+        relay = subprocess.Popen([sys.executable, str(harness.BENCH_DIR / "slow_relay.py"), "--host", HOST,
+                                  "--port", str(port), "--delay", str(delay), "--stats", str(stats_path)],
+                                 stdout=log, stderr=subprocess.STDOUT, cwd=TMP_DIR)
+        try:
+            harness.wait_for_port(port, relay)
+            run, summary, _ = _send(n, port, k, "relay", timeout=max(300, n * delay * 5))
+        finally:
+            relay.send_signal(signal.SIGTERM)
+            try:
+                relay.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                relay.kill()
+                relay.wait()
+    server = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    ideal = k / delay
+    ok = run.exit_code == 0 and server.get("messages") == n and summary.get("sent") == n
+    return {
+        "messages": n, "connections": k, "delay": delay, "ideal_rate": ideal,
+        "status": "ok" if ok else "failed",
+        "server": server,
+        "server_rate": server.get("rate"),
+        "server_share_of_ideal": server["rate"] / ideal if ok and server.get("rate") else None,
+        "cli_send_seconds": summary.get("send_seconds"), "cli_rate": summary.get("send_rate"),
+        "cli_share_of_ideal": summary["send_rate"] / ideal if ok and summary.get("send_rate") else None,
+        "wall_seconds": run.wall, "end_to_end_rate": n / run.wall if ok else None,
+        "exit_code": run.exit_code,
+        **({} if ok else {"stderr_tail": run.stderr[-2000:], "stdout_tail": run.stdout[-2000:]}),
+    }
+
+
+def run_memory(sink_bin: str, sizes: list[int], k: int) -> list[dict]:
+    rows = []
+    for size in sizes:
+        with Step(f"memory: newsletter send to {size:,} subscribers"):
+            rows.append(run_ours(sink_bin, size, k, name=f"memory-{size}"))
+            print(f"  peak RSS {rows[-1]['peak_rss_mb']:.1f} MB, {_fmt(rows[-1]['rate'], '.0f')} msg/s, "
+                  f"sink saw {rows[-1]['sink_messages']:,}", flush=True)
+    return rows
+
+
+def run_build() -> dict:
+    run = harness.run_measured([sys.executable, str(harness.BENCH_DIR / "micro.py"), "--workdir", str(TMP_DIR / "micro"),
+                                "--from-address", harness.FROM_ADDRESS, "--base-url", harness.BASE_URL,
+                                "--secret-key", harness.SECRET_KEY],
+                               cwd=TMP_DIR, timeout=900, log_prefix=TMP_DIR / "micro")
+    if run.exit_code != 0:
+        return {"status": "failed", "stderr_tail": run.stderr[-2000:]}
+    return {"status": "ok", **json.loads(run.stdout.strip().splitlines()[-1])}
+
+
+# --- report --------------------------------------------------------------------------
+
+
+def _fmt(value, spec: str = ".2f", missing: str = "—") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def _median_run(samples: list[dict]) -> dict:
+    good = [s for s in samples if s["status"] == "ok"]
+    if not good:
+        return samples[-1]
+    good.sort(key=lambda s: s["rate"])
+    chosen = dict(good[len(good) // 2])
+    if len(samples) > 1:
+        chosen["samples_rate"] = [s["rate"] for s in samples]
+    return chosen
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    t = results.get("throughput", {})
+    ref, base, ours = t.get("reference"), t.get("baseline"), t.get("ours")
+    targets = []
+
+    def add(name, goal, measured, met, shown):
+        targets.append({"target": name, "goal": goal, "measured": measured, "met": met, "shown": shown})
+
+    if ours and ref:
+        r = ours["rate"] / ref["rate"] if ours["rate"] and ref["rate"] else None
+        add("ours vs smtp-source msg/s", "≥ 0.5×", r, r is not None and r >= 0.5, f"{_fmt(r)}×")
+    if ours and base:
+        r = ours["rate"] / base["rate"] if ours["rate"] and base["rate"] else None
+        add("ours vs stdlib baseline msg/s", "≥ 1.5×", r, r is not None and r >= 1.5, f"{_fmt(r)}×")
+    relay = results.get("relay")
+    if relay:
+        share = relay.get("cli_share_of_ideal")
+        add(f"relay latency: msg/s vs ideal {relay['ideal_rate']:.0f}", "≥ 90 %", share,
+            share is not None and share >= 0.9, f"{_fmt(share and share * 100, '.0f')} % (send phase)")
+    memory = {row["messages"]: row for row in results.get("memory", [])}
+    if 10_000 in memory and 200_000 in memory:
+        small, big = memory[10_000]["peak_rss_mb"], memory[200_000]["peak_rss_mb"]
+        growth = big / small - 1
+        ok = memory[10_000]["status"] == memory[200_000]["status"] == "ok"
+        add("peak RSS 200k vs 10k", "≤ +10 %", growth, ok and growth <= 0.10, f"{growth * 100:+.1f} %")
+        add("peak RSS at 200k", "< 150 MB", big, ok and big < 150, f"{big:.1f} MB")
+    build = results.get("build")
+    if build and build.get("status") == "ok":
+        us = build["personalise_us"]["plain_median"]
+        add("personalise one message", "≤ 50 µs", us, us <= 50, f"{us:.1f} µs")
+    return targets
+
+
+def markdown(results: dict) -> str:
+    m, p = results["machine"], results["parameters"]
+    msg = results.get("message", {})
+    out = [f"Machine: {m['cpu_model']}, {m['usable_cores']} cores, {m['memory_gb']} GB, Linux {m['kernel']}, "
+           f"Python {m['python']}, postfix {m['postfix']}, aiosmtplib {m['packages'].get('aiosmtplib')}, "
+           f"SQLAlchemy {m['packages'].get('SQLAlchemy')}; {m['date']}, commit {m['git_commit'][:10]}"
+           + (" (product code modified)" if m.get("git_product_code_modified") else ""), ""]
+    if msg:
+        out += [f"Message: one real issue of ours ({msg['stories']} stories, HTML {msg['html_bytes']:,} B, text "
+                f"{msg['text_bytes']:,} B), {msg['bytes']:,} bytes on the wire (base64 bodies, {msg['lines']:,} lines); "
+                f"What smtp-source sends with -F: {results.get('reference_bytes')}.", ""]
+    t = results.get("throughput")
+    if t:
+        ref = t.get("reference")
+        base = t.get("baseline")
+        out += [f"### Throughput: N = {p['messages']:,} messages, smtp-sink on loopback",
+                "",
+                "| client | connections | sink saw | wall s | msg/s | × smtp-source | × baseline | "
+                "client CPU s / 1,000 msg | peak RSS MB | sink CPU s / 1,000 msg |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for key in ("reference", "baseline", "ours"):
+            row = t.get(key)
+            if not row:
+                continue
+            vs_ref = row["rate"] / ref["rate"] if ref and ref["rate"] and row["rate"] else None
+            vs_base = row["rate"] / base["rate"] if base and base["rate"] and row["rate"] else None
+            status = "" if row["status"] == "ok" else " **FAILED**"
+            out.append(f"| {row['client']}{status} | {row['connections']} | {row['sink_messages']:,} | "
+                       f"{row['wall_seconds']:.1f} | {_fmt(row['rate'], ',.0f')} | {_fmt(vs_ref)} | {_fmt(vs_base)} | "
+                       f"{row['cpu_per_1000']:.2f} | {row['peak_rss_mb']:.1f} | {row['sink_cpu_per_1000']:.2f} |")
+        ours = t.get("ours")
+        if ours and ours.get("cli_send_rate"):
+            out += ["", f"msg/s is end to end (process start to exit, N / wall). `newsletter send` itself reports "
+                        f"{ours['cli_send_rate']:.0f} msg/s for its send phase ({ours['cli_send_seconds']:.1f} s, "
+                        f"after building and freezing the issue)."]
+        if ref:
+            out += [f"The sink was busy {ref['sink_busy']:.0%} of one core during the smtp-source run "
+                    f"(it is single-threaded)."]
+        out.append("")
+    relay = results.get("relay")
+    if relay:
+        out += [f"### Relay latency: each DATA answered after {relay['delay']} s, {relay['connections']} connections, "
+                f"{relay['messages']} messages (ideal {relay['ideal_rate']:.0f} msg/s)", "",
+                "| measured by | msg/s | share of ideal |", "|---|---:|---:|",
+                f"| `newsletter send` send phase | {_fmt(relay['cli_rate'], '.1f')} | "
+                f"{_fmt(relay['cli_share_of_ideal'] and relay['cli_share_of_ideal'] * 100, '.0f')} % |",
+                f"| the relay (first MAIL to last DATA reply) | {_fmt(relay['server_rate'], '.1f')} | "
+                f"{_fmt(relay['server_share_of_ideal'] and relay['server_share_of_ideal'] * 100, '.0f')} % |",
+                f"| end to end (process wall) | {_fmt(relay['end_to_end_rate'], '.1f')} | "
+                f"{_fmt(relay['end_to_end_rate'] and relay['end_to_end_rate'] / relay['ideal_rate'] * 100, '.0f')} % |",
+                "", f"Status {relay['status']}; the relay saw {relay['server'].get('messages')} messages on "
+                    f"{relay['server'].get('connections_seen')} connections, at most "
+                    f"{relay['server'].get('max_concurrent_data')} DATA in flight at once.", ""]
+    memory = results.get("memory")
+    if memory:
+        base_rss = memory[0]["peak_rss_mb"]
+        out += ["### Memory: peak RSS of `newsletter send` (smtp-sink, 10 connections)", "",
+                "| subscribers | peak RSS MB | vs first | sink saw | wall s | msg/s | CPU s / 1,000 msg |",
+                "|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in memory:
+            status = "" if row["status"] == "ok" else " **FAILED**"
+            out.append(f"| {row['messages']:,}{status} | {row['peak_rss_mb']:.1f} | "
+                       f"{(row['peak_rss_mb'] / base_rss - 1) * 100:+.1f} % | {row['sink_messages']:,} | "
+                       f"{row['wall_seconds']:.1f} | {_fmt(row['rate'], ',.0f')} | {row['cpu_per_1000']:.2f} |")
+        out.append("")
+    build = results.get("build")
+    if build and build.get("status") == "ok":
+        cold, warm = build["build_cold"], build["build_warm_median"]
+        out += ["### Build and personalise", "",
+                "| step | first (cold) ms | warm median ms |", "|---|---:|---:|"]
+        for key, label in [("read_feeds", "read feeds (4 local files)"), ("select_stories", "selection"),
+                           ("templates", "Jinja2 templates"), ("compile_mjml", "MJML → HTML (mjml-python)"),
+                           ("inline_css", "CSS inlining (premailer)"), ("total", "**build total** (draft_edition + render_draft)")]:
+            out.append(f"| {label} | {cold[key] * 1000:.1f} | {warm[key] * 1000:.1f} |")
+        ps = build["personalise_us"]
+        out += ["", f"Imports before the first build: {build['import_seconds'] * 1000:.0f} ms. "
+                    f"MessageTemplate (encode the issue once): {build['template_seconds'] * 1000:.2f} ms. "
+                    f"MessageTemplate.personalise: **{ps['plain_median']:.1f} µs** per message (median of "
+                    f"{len(ps['plain_batches'])} batches of {ps['recipients_per_batch']:,}); "
+                    f"{ps['arabic_name_median']:.1f} µs with an Arabic display name.", ""]
+    targets = results.get("targets")
+    if targets:
+        out += ["### Targets", "", "| target | goal | measured | met |", "|---|---|---:|---|"]
+        for tg in targets:
+            out.append(f"| {tg['target']} | {tg['goal']} | {tg['shown']} | {'yes' if tg['met'] else '**no**'} |")
+        out.append("")
+    prof = results.get("profile")
+    if prof:
+        out += [f"### Profile ({prof['messages']:,} messages): own time by area", "",
+                "| area | share | µs per message |", "|---|---:|---:|"]
+        for a in prof["areas"][:10]:
+            out.append(f"| {a['area']} | {a['share']:.1%} | {a['us_per_message']:.0f} |")
+        out += ["", f"Full report: `{prof['report_file']}`, profile: `{prof['profile_file']}`.", ""]
+    return "\n".join(out)
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark `newsletter send` (see benchmarks/README.md).")
+    parser.add_argument("-n", "--messages", type=int, default=20_000, help="N for the throughput comparison")
+    parser.add_argument("-k", "--connections", type=int, default=10, help="K parallel SMTP connections")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each client; the median is reported")
+    parser.add_argument("--relay-messages", type=int, default=300)
+    parser.add_argument("--relay-delay", type=float, default=0.2)
+    parser.add_argument("--memory-sizes", default="10000,200000", help="subscriber counts for peak RSS")
+    parser.add_argument("--large", action="store_true", help="also measure memory at 1,000,000 subscribers")
+    parser.add_argument("--skip", default="", help=f"comma-separated steps to skip: {','.join(STEPS)}")
+    parser.add_argument("--only", default="", help="comma-separated steps to run (instead of all)")
+    parser.add_argument("--profile", action="store_true", help="also profile `newsletter send` (N messages)")
+    parser.add_argument("--profile-messages", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    steps = set(args.only.split(",")) if args.only else set(STEPS)
+    steps -= set(filter(None, args.skip.split(",")))
+    unknown = steps - set(STEPS)
+    if unknown:
+        parser.error(f"unknown step(s): {', '.join(sorted(unknown))}")
+    sizes = [int(s) for s in args.memory_sizes.split(",") if s.strip()]
+    if args.large and 1_000_000 not in sizes:
+        sizes.append(1_000_000)
+
+    sink_bin, source_bin = harness.ensure_postfix()
+    TMP_DIR.mkdir(parents=True, exist_ok=True)
+    harness.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    n, k = args.messages, args.connections
+    results: dict = {
+        "machine": harness.machine_info(),
+        "parameters": {"messages": n, "connections": k, "repeat": args.repeat, "issue_date": ISSUE_DATE,
+                       "relay_messages": args.relay_messages, "relay_delay": args.relay_delay,
+                       "memory_sizes": sizes, "steps": sorted(steps), "sink": "smtp-sink -c (keeps nothing), loopback"},
+    }
+
+    with Step("capturing one real message of ours (`newsletter send` to 1 subscriber)"):
+        results["message"] = capture_message()
+        results["reference_bytes"] = verify_reference_bytes(source_bin)
+        print(f"  {results['message']['bytes']:,} bytes; smtp-source -F sends: {results['reference_bytes']}", flush=True)
+
+    throughput: dict = {}
+    runners = {
+        "reference": ("smtp-source (C)", lambda: run_reference(sink_bin, source_bin, n, k)),
+        "baseline": ("stdlib baseline", lambda: run_baseline(sink_bin, n)),
+        "ours": ("newsletter send", lambda: run_ours(sink_bin, n, k)),
+    }
+    for key, (label, runner) in runners.items():
+        if key not in steps:
+            continue
+        samples = []
+        for rep in range(args.repeat):
+            with Step(f"throughput: {label}, {n:,} messages" + (f" (run {rep + 1}/{args.repeat})" if args.repeat > 1 else "")):
+                samples.append(runner())
+                s = samples[-1]
+                print(f"  {s['status']}: {_fmt(s['rate'], ',.0f')} msg/s, sink saw {s['sink_messages']:,}, "
+                      f"CPU {s['cpu_per_1000']:.2f} s / 1,000 msg" + (f" — {'; '.join(s['problems'])}" if s['problems'] else ""),
+                      flush=True)
+        throughput[key] = _median_run(samples)
+    if throughput:
+        results["throughput"] = throughput
+
+    if "relay" in steps:
+        with Step(f"relay latency: {args.relay_messages} messages, DATA answered after {args.relay_delay} s"):
+            results["relay"] = run_relay(args.relay_messages, k, args.relay_delay)
+            r = results["relay"]
+            print(f"  {r['status']}: send phase {_fmt(r['cli_rate'], '.1f')} msg/s, relay-observed "
+                  f"{_fmt(r['server_rate'], '.1f')} msg/s (ideal {r['ideal_rate']:.0f})", flush=True)
+
+    if "memory" in steps and sizes:
+        results["memory"] = run_memory(sink_bin, sizes, k)
+
+    if "build" in steps:
+        with Step("build and personalise timings (fresh process)"):
+            results["build"] = run_build()
+
+    if args.profile:
+        from benchmarks import profile_send
+
+        pn = args.profile_messages or n
+        with Step(f"profiling `newsletter send` ({pn:,} messages, every thread)"):
+            results["profile"] = profile_send.profile(sink_bin, pn, k, stamp=stamp)
+
+    results["targets"] = evaluate_targets(results)
+    table = markdown(results)
+    name = f"bench-{stamp}" + ("-large" if args.large else "")
+    json_path = harness.RESULTS_DIR / f"{name}.json"
+    json_path.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+    (harness.RESULTS_DIR / f"{name}.md").write_text(table + "\n", encoding="utf-8")
+    print()
+    print(table)
+    print(f"Results: {json_path.relative_to(PROJECT)} (and .md)")
+    failed = [key for key, row in throughput.items() if row["status"] != "ok"]
+    failed += ["relay"] if results.get("relay", {}).get("status") == "failed" else []
+    failed += [f"memory-{row['messages']}" for row in results.get("memory", []) if row["status"] != "ok"]
+    failed += ["build"] if results.get("build", {}).get("status") == "failed" else []
+    if failed:
+        print(f"FAILED runs: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""A real headless Chromium (Debian's) fills in the signup form on the RTL page, at phone width."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from newsletter.outbox import free_port
+from newsletter.store import Status
+
+from .test_web import LiveServer, wait_for_mail
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Without these, Chromium keeps trying to reach Google's services, which this closed network refuses.
+QUIET = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=QUIET)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def site(settings):
+    port = free_port()
+    local = settings.model_copy(update={"base_url": f"http://127.0.0.1:{port}", "signup_rate_limit": 100})
+    with LiveServer(local, port) as server:
+        yield server
+
+
+def test_reader_signs_up_from_a_phone(browser, site, store, smtp_server):
+    page = browser.new_page(viewport={"width": 375, "height": 740}, locale="ar")
+    page.goto(site.url + "/")
+
+    assert page.evaluate("getComputedStyle(document.body).direction") == "rtl"
+    assert page.evaluate("document.documentElement.lang") == "ar"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scrolling"
+    email = page.get_by_label("بريدك الإلكتروني")
+    assert email.is_visible()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "signup-375.png"), full_page=True)
+
+    email.fill("reader@example.com")
+    with page.expect_navigation():
+        page.get_by_role("button", name="اشترك").click()
+
+    assert "تحقق من بريدك" in page.get_by_role("heading", level=2).inner_text()
+    assert page.evaluate("getComputedStyle(document.querySelector('main')).direction") == "rtl"
+    page.screenshot(path=str(SCREENSHOTS / "thanks-375.png"), full_page=True)
+    assert store.get_subscriber("reader@example.com").status == Status.pending.value
+    wait_for_mail(smtp_server.handler, 1)
+
+
+def test_the_form_is_usable_with_the_keyboard_alone(browser, site, store):
+    page = browser.new_page(viewport={"width": 375, "height": 740})
+    page.goto(site.url + "/")
+    page.keyboard.press("Tab")  # the masthead link
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "email", "the honeypot is never reached by Tab"
+    page.keyboard.type("keys@example.com")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.tagName") == "BUTTON"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert store.get_subscriber("keys@example.com") is not None
