@@ -120,10 +120,16 @@ class Measured:
     stdout: str
     stderr: str
     timed_out: bool = False
+    machine_busy: float = 0.0  # CPU seconds used by everything on the machine during the run
 
     @property
     def cpu(self) -> float:
         return self.user + self.system
+
+    def other_cpu(self, *also_ours: float) -> float:
+        """CPU seconds that neither this command nor `also_ours` (e.g. the SMTP server) used:
+        other processes on the machine competing with the benchmark (plus the harness, ~0)."""
+        return max(self.machine_busy - self.cpu - sum(also_ours), 0.0)
 
     @property
     def maxrss_mb(self) -> float:
@@ -143,6 +149,7 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path
     report_path = Path(f"{log_prefix}.rusage.json")
     report_path.unlink(missing_ok=True)
     launcher = [sys.executable, "-S", "-I", str(BENCH_DIR / "launch.py"), str(report_path)]
+    busy_before = machine_busy_seconds()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         # A session of its own, so a timeout can stop the launcher and the command together.
         proc = subprocess.Popen(launcher + [str(c) for c in cmd], env=env, cwd=cwd, stdout=out, stderr=err,
@@ -160,6 +167,7 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path
             timed_out = True
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        busy = machine_busy_seconds() - busy_before
         if watcher is not None:
             watcher.join(timeout=5)
     try:
@@ -170,8 +178,20 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path
         cmd=[str(c) for c in cmd], wall=report["wall"], user=report["user"], system=report["system"],
         maxrss_kb=report["maxrss_kb"], exit_code=report["exit_code"],
         stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
-        timed_out=timed_out,
+        timed_out=timed_out, machine_busy=busy,
     )
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processors have spent busy since boot (/proc/stat), to spot a noisy machine."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    guest = sum(fields[8:10]) if len(fields) > 9 else 0  # already counted in user/nice
+    return (sum(fields) - idle - guest) / os.sysconf("SC_CLK_TCK")
 
 
 def _child_of(parent: int, timeout: float = 5.0) -> int | None:
@@ -346,6 +366,7 @@ def machine_info() -> dict:
         "python_implementation": platform.python_implementation(),
         "postfix": postfix_version(),
         "packages": versions,
+        "load_average_at_start": os.getloadavg(),
         "git_commit": commit,
         "git_product_code_modified": dirty,
     }

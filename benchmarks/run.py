@@ -49,6 +49,7 @@ from benchmarks import harness  # noqa: E402
 from benchmarks.harness import HOST, ISSUE_DATE, TMP_DIR, Step  # noqa: E402
 
 STEPS = ("reference", "baseline", "ours", "relay", "memory", "build")
+NOISY_CORES = 0.1  # other processes using more than this many cores during a run: flagged
 
 
 # --- the message under test --------------------------------------------------
@@ -167,6 +168,7 @@ def _record(name: str, run: harness.Measured, sink: harness.SinkStats, n: int, c
     if sent is not None and sent != n:
         problems.append(f"the client reports {sent} sent of {n}")
     ok = not problems
+    other = run.other_cpu(sink.cpu)
     result = {
         "client": name, "connections": connections, "messages": n, "sink_messages": sink.messages,
         "sink_sessions": sink.sessions, "status": "ok" if ok else "failed", "problems": problems,
@@ -175,6 +177,9 @@ def _record(name: str, run: harness.Measured, sink: harness.SinkStats, n: int, c
         "cpu_per_1000": run.cpu / n * 1000, "peak_rss_mb": run.maxrss_mb,
         "sink_cpu_seconds": sink.cpu, "sink_cpu_per_1000": sink.cpu / n * 1000,
         "sink_busy": sink.cpu / run.wall,
+        # Other processes' CPU during the run, in cores: above ~0.1 the numbers are disturbed.
+        "other_load_cores": other / run.wall,
+        "noisy": other / run.wall > NOISY_CORES,
         "command": " ".join(run.cmd),
     }
     if extra:
@@ -248,11 +253,12 @@ def run_relay(n: int, k: int, delay: float) -> dict:
             run, summary, _ = _send(n, port, k, "relay", timeout=max(300, n * delay * 5))
         finally:
             relay.send_signal(signal.SIGTERM)
-            try:
-                relay.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay.wait()
+            timer = threading.Timer(30, relay.kill)
+            timer.start()
+            _, status, usage = os.wait4(relay.pid, 0)
+            timer.cancel()
+            relay.returncode = os.waitstatus_to_exitcode(status)
+    relay_cpu = usage.ru_utime + usage.ru_stime
     server = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     ideal = k / delay
     ok = run.exit_code == 0 and server.get("messages") == n and summary.get("sent") == n
@@ -265,7 +271,9 @@ def run_relay(n: int, k: int, delay: float) -> dict:
         "cli_send_seconds": summary.get("send_seconds"), "cli_rate": summary.get("send_rate"),
         "cli_share_of_ideal": summary["send_rate"] / ideal if ok and summary.get("send_rate") else None,
         "wall_seconds": run.wall, "end_to_end_rate": n / run.wall if ok else None,
-        "exit_code": run.exit_code,
+        "exit_code": run.exit_code, "client_cpu_seconds": run.cpu, "relay_cpu_seconds": relay_cpu,
+        "other_load_cores": run.other_cpu(relay_cpu) / run.wall,
+        "noisy": run.other_cpu(relay_cpu) / run.wall > NOISY_CORES,
         **({} if ok else {"stderr_tail": run.stderr[-2000:], "stdout_tail": run.stdout[-2000:]}),
     }
 
@@ -287,7 +295,9 @@ def run_build() -> dict:
                                cwd=TMP_DIR, timeout=900, log_prefix=TMP_DIR / "micro")
     if run.exit_code != 0:
         return {"status": "failed", "stderr_tail": run.stderr[-2000:]}
-    return {"status": "ok", **json.loads(run.stdout.strip().splitlines()[-1])}
+    other = run.other_cpu() / run.wall
+    return {"status": "ok", "other_load_cores": other, "noisy": other > NOISY_CORES,
+            **json.loads(run.stdout.strip().splitlines()[-1])}
 
 
 # --- report --------------------------------------------------------------------------
@@ -348,6 +358,11 @@ def markdown(results: dict) -> str:
            f"Python {m['python']}, postfix {m['postfix']}, aiosmtplib {m['packages'].get('aiosmtplib')}, "
            f"SQLAlchemy {m['packages'].get('SQLAlchemy')}; {m['date']}, commit {m['git_commit'][:10]}"
            + (" (product code modified)" if m.get("git_product_code_modified") else ""), ""]
+    noisy = [r for r in list((results.get("throughput") or {}).values()) + (results.get("memory") or [])
+             + ([results["relay"]] if results.get("relay") else []) if r.get("noisy")]
+    if noisy:
+        out += [f"⚠ {len(noisy)} run(s) shared the machine with other busy processes (more than {NOISY_CORES} "
+                f"cores on average, column 'other load'): their numbers are lower than this machine can do.", ""]
     if msg:
         out += [f"Message: one real issue of ours ({msg['stories']} stories, HTML {msg['html_bytes']:,} B, text "
                 f"{msg['text_bytes']:,} B), {msg['bytes']:,} bytes on the wire (base64 bodies, {msg['lines']:,} lines); "
@@ -359,8 +374,8 @@ def markdown(results: dict) -> str:
         out += [f"### Throughput: N = {p['messages']:,} messages, smtp-sink on loopback",
                 "",
                 "| client | connections | sink saw | wall s | msg/s | × smtp-source | × baseline | "
-                "client CPU s / 1,000 msg | peak RSS MB | sink CPU s / 1,000 msg |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "client CPU s / 1,000 msg | peak RSS MB | sink CPU s / 1,000 msg | other load (cores) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for key in ("reference", "baseline", "ours"):
             row = t.get(key)
             if not row:
@@ -370,7 +385,8 @@ def markdown(results: dict) -> str:
             status = "" if row["status"] == "ok" else " **FAILED**"
             out.append(f"| {row['client']}{status} | {row['connections']} | {row['sink_messages']:,} | "
                        f"{row['wall_seconds']:.1f} | {_fmt(row['rate'], ',.0f')} | {_fmt(vs_ref)} | {_fmt(vs_base)} | "
-                       f"{row['cpu_per_1000']:.2f} | {row['peak_rss_mb']:.1f} | {row['sink_cpu_per_1000']:.2f} |")
+                       f"{row['cpu_per_1000']:.2f} | {row['peak_rss_mb']:.1f} | {row['sink_cpu_per_1000']:.2f} | "
+                       f"{row['other_load_cores']:.2f}{' ⚠' if row['noisy'] else ''} |")
         ours = t.get("ours")
         if ours and ours.get("cli_send_rate"):
             out += ["", f"msg/s is end to end (process start to exit, N / wall). `newsletter send` itself reports "
@@ -393,18 +409,20 @@ def markdown(results: dict) -> str:
                 f"{_fmt(relay['end_to_end_rate'] and relay['end_to_end_rate'] / relay['ideal_rate'] * 100, '.0f')} % |",
                 "", f"Status {relay['status']}; the relay saw {relay['server'].get('messages')} messages on "
                     f"{relay['server'].get('connections_seen')} connections, at most "
-                    f"{relay['server'].get('max_concurrent_data')} DATA in flight at once.", ""]
+                    f"{relay['server'].get('max_concurrent_data')} DATA in flight at once; other processes used "
+                    f"{relay['other_load_cores']:.2f} cores meanwhile{' ⚠' if relay['noisy'] else ''}.", ""]
     memory = results.get("memory")
     if memory:
         base_rss = memory[0]["peak_rss_mb"]
         out += ["### Memory: peak RSS of `newsletter send` (smtp-sink, 10 connections)", "",
-                "| subscribers | peak RSS MB | vs first | sink saw | wall s | msg/s | CPU s / 1,000 msg |",
-                "|---:|---:|---:|---:|---:|---:|---:|"]
+                "| subscribers | peak RSS MB | vs first | sink saw | wall s | msg/s | CPU s / 1,000 msg | other load (cores) |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in memory:
             status = "" if row["status"] == "ok" else " **FAILED**"
             out.append(f"| {row['messages']:,}{status} | {row['peak_rss_mb']:.1f} | "
                        f"{(row['peak_rss_mb'] / base_rss - 1) * 100:+.1f} % | {row['sink_messages']:,} | "
-                       f"{row['wall_seconds']:.1f} | {_fmt(row['rate'], ',.0f')} | {row['cpu_per_1000']:.2f} |")
+                       f"{row['wall_seconds']:.1f} | {_fmt(row['rate'], ',.0f')} | {row['cpu_per_1000']:.2f} | "
+                       f"{row['other_load_cores']:.2f}{' ⚠' if row['noisy'] else ''} |")
         out.append("")
     build = results.get("build")
     if build and build.get("status") == "ok":
@@ -429,10 +447,22 @@ def markdown(results: dict) -> str:
         out.append("")
     prof = results.get("profile")
     if prof:
-        out += [f"### Profile ({prof['messages']:,} messages): own time by area", "",
+        out += [f"### Profile ({prof['messages']:,} messages): own time by area (cProfile, every thread)", "",
                 "| area | share | µs per message |", "|---|---:|---:|"]
-        for a in prof["areas"][:10]:
+        for a in [a for a in prof["areas"] if a["share"] is not None][:10]:
             out.append(f"| {a['area']} | {a['share']:.1%} | {a['us_per_message']:.0f} |")
+        from benchmarks.profile_send import component_rows
+
+        plain = prof["plain"]
+        cpu_us = plain["cpu"] / prof["messages"] * 1e6
+        threads = plain["threads"]
+        out += ["", f"Unprofiled, the send used {cpu_us:.0f} µs CPU per message: main thread "
+                    f"{threads['main_thread_cpu'] / prof['messages'] * 1e6:.0f} µs, to_thread workers "
+                    f"{threads['other_threads_cpu'] / prof['messages'] * 1e6:.0f} µs, of which kernel "
+                    f"{plain['system'] / prof['messages'] * 1e6:.0f} µs. Components timed alone:", "",
+                "| component | µs per message | share of CPU per message |", "|---|---:|---:|"]
+        for label, us in component_rows(prof):
+            out.append(f"| {label} | {us:.0f} | {us / cpu_us:.0%} |")
         out += ["", f"Full report: `{prof['report_file']}`, profile: `{prof['profile_file']}`.", ""]
     return "\n".join(out)
 

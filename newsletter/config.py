@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     smtp_ca_file: Path | None = None
     smtp_timeout: float = Field(default=30.0, gt=0)
     smtp_connections: int = Field(default=10, ge=1, le=500)
+    smtp_messages_per_connection: int = Field(default=0, ge=0)
+    rate_limit: float = Field(default=0, ge=0)  # messages per second, 0 = unlimited
+    send_attempts: int = Field(default=3, ge=1, le=20)
+    retry_base_seconds: float = Field(default=2.0, ge=0)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     stale_run_seconds: float = Field(default=30.0, ge=1.0)
 

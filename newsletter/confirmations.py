@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from .config import Settings
-from .delivery import SmtpConnection
 from .errors import NewsletterError
 from .message import Recipient, ascii_address, transactional_message
 from .render import Renderer
+from .smtp import SmtpConnection
 from .store import Store, Subscriber
 from .tokens import Tokens
 

@@ -2,8 +2,9 @@
 
 Pipeline (as in listmonk): claim subscribers from the store in keyset batches
 → a bounded queue → `SMTP_CONNECTIONS` workers, each holding one persistent
-aiosmtplib connection → outcomes written back to the delivery log in batches.
-Memory is bounded by the queue, whatever the list size.
+connection → outcomes group-committed to the delivery log. Transient failures
+are retried in the run with backoff; what is still undelivered stays in the log
+for the next run. Memory is bounded by the queue, whatever the list size.
 """
 
 from __future__ import annotations
@@ -20,20 +21,13 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from .config import Settings, SmtpTls
-from .errors import ConfigError, NewsletterError
+from .config import Settings
+from .errors import NewsletterError
 from .message import MessageTemplate, Recipient, ascii_address
+from .smtp import CONNECT_ATTEMPTS, RelayBusy, SmtpConnection, SmtpUnavailableError, Throttle, backoff, classify, is_busy, reply_of
 from .store import Outcome, Store
 
 log = logging.getLogger(__name__)
-
-CONNECT_ATTEMPTS = 3
-
-
-class SmtpUnavailableError(NewsletterError):
-    """The SMTP server cannot be reached at all; nothing more can be sent now."""
-
-    exit_code = 75
 
 
 @dataclass
@@ -41,9 +35,11 @@ class DeliveryReport:
     sent: int = 0
     failed: int = 0
     refused: int = 0
+    retried: int = 0
     started: float = 0.0
     finished: float = 0.0
     interrupted: bool = False
+    connections: int = 0
 
     @property
     def attempted(self) -> int:
@@ -61,74 +57,18 @@ class DeliveryReport:
     def complete(self) -> bool:
         return self.failed == 0 and not self.interrupted
 
+    def count(self, outcome: Outcome) -> None:
+        name = {Outcome.sent: "sent", Outcome.failed: "failed", Outcome.refused: "refused"}[outcome]
+        setattr(self, name, getattr(self, name) + 1)
+
 
 ProgressCallback = Callable[[DeliveryReport], None]
 
 
-def classify(exc: Exception) -> tuple[Outcome, str]:
-    """Transient (retry later) or permanent (the server refused for good), by reply code."""
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
-        exc = exc.recipients[0]
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        outcome = Outcome.refused if 500 <= exc.code < 600 else Outcome.failed
-        return outcome, f"{exc.code} {exc.message}".strip()
-    return Outcome.failed, f"{type(exc).__name__}: {exc}".strip()
-
-
-class SmtpConnection:
-    """One persistent connection, reopened when the server drops it."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.client: aiosmtplib.SMTP | None = None
-
-    async def open(self) -> aiosmtplib.SMTP:
-        s = self.settings
-        client = aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            use_tls=s.smtp_tls is SmtpTls.tls,
-            start_tls=True if s.smtp_tls is SmtpTls.starttls else False,
-            username=s.smtp_username or None,
-            password=s.smtp_password or None,
-            timeout=s.smtp_timeout,
-            cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
-        )
-        last_error: Exception | None = None
-        for attempt in range(CONNECT_ATTEMPTS):
-            try:
-                await client.connect()
-                self.client = client
-                return client
-            except aiosmtplib.SMTPAuthenticationError as exc:
-                raise ConfigError(
-                    f"SMTP login refused by {s.smtp_host}:{s.smtp_port} ({exc.code} {exc.message}); "
-                    "check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD"
-                ) from None
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                last_error = exc
-                await asyncio.sleep(0.5 * 2**attempt)
-        raise SmtpUnavailableError(f"cannot connect to SMTP server {s.smtp_host}:{s.smtp_port}: {last_error}")
-
-    async def send(self, sender: str, recipient: str, message: bytes) -> None:
-        if self.client is None or not self.client.is_connected:
-            await self.open()
-        assert self.client is not None
-        try:
-            await self.client.sendmail(sender, [recipient], message)
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
-            # The server closed an idle or exhausted connection: one fresh try.
-            self.client = None
-            await self.open()
-            await self.client.sendmail(sender, [recipient], message)
-
-    async def close(self) -> None:
-        if self.client is not None and self.client.is_connected:
-            try:
-                await self.client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                self.client.close()
-        self.client = None
+@dataclass(frozen=True)
+class Job:
+    recipient: Recipient
+    attempt: int = 1
 
 
 class OutcomeWriter:
@@ -192,13 +132,19 @@ class Sender:
         self.settings = settings
         self.on_progress = on_progress or (lambda report: None)
         self.run_id = uuid.uuid4().hex
-        self.report = DeliveryReport()
-        self._fatal: NewsletterError | None = None
+        self.report = DeliveryReport(connections=settings.smtp_connections)
         # A run whose heartbeat is older than stale_run_seconds was killed;
         # other runs take its claims over.
         self.stale_after = dt.timedelta(seconds=settings.stale_run_seconds)
         self.heartbeat_seconds = settings.stale_run_seconds / 6
+        self.throttle = Throttle(settings.rate_limit)
         self._writer = OutcomeWriter(store, issue_id, self.run_id, lambda: self.on_progress(self.report))
+        self._fatal: NewsletterError | None = None
+        self._busy_strikes = 0  # 421s in a row on the last connection
+        self._unsettled = 0  # jobs queued, in flight or waiting to retry
+        self._settled = asyncio.Event()
+        self._retries: set[asyncio.Task] = set()
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=settings.smtp_connections * 4)
 
     async def run(self) -> DeliveryReport:
         self.report.started = time.monotonic()
@@ -206,17 +152,16 @@ class Sender:
         await asyncio.to_thread(self.store.start_run, self.issue_id, self.run_id, owner)
         heartbeat = asyncio.create_task(self._heartbeat())
         writer = asyncio.create_task(self._writer.run())
-        queue: asyncio.Queue[Recipient | None] = asyncio.Queue(maxsize=self.settings.smtp_connections * 4)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.settings.smtp_connections)]
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.smtp_connections)]
         try:
-            await self._produce(queue)
+            await self._produce()
         except asyncio.CancelledError:
             # Ctrl-C or SIGTERM: messages in flight finish, queued ones go back.
             self.report.interrupted = True
-            _drain(queue)
         finally:
+            self._stop_feeding()
             for _ in workers:
-                await queue.put(None)
+                await self._queue.put(None)
             results = await asyncio.gather(*workers, return_exceptions=True)
             self._writer.close()
             await writer
@@ -227,8 +172,8 @@ class Sender:
             self.report.finished = time.monotonic()
             self.on_progress(self.report)
         for result in results:
-            if isinstance(result, NewsletterError) and self._fatal is None:
-                self._fatal = result
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
         if self._fatal is not None:
             raise self._fatal
         return self.report
@@ -238,14 +183,17 @@ class Sender:
             await asyncio.sleep(self.heartbeat_seconds)
             await asyncio.to_thread(self.store.heartbeat, self.run_id)
 
-    async def _produce(self, queue: asyncio.Queue) -> None:
+    # Feeding the workers --------------------------------------------------
+
+    async def _produce(self) -> None:
         """Claim and queue everyone who needs the issue; then wait for claims other runs hold.
 
         A concurrent run settles its own claims; a killed run's claims go
         stale after NEWSLETTER_STALE_RUN_SECONDS and the next pass takes them over.
         """
         while self._fatal is None:
-            await self._produce_pass(queue)
+            await self._produce_pass()
+            await self._all_settled()
             if self._fatal is not None or not await asyncio.to_thread(
                 self.store.claimed_by_others, self.issue_id, self.run_id
             ):
@@ -253,11 +201,12 @@ class Sender:
             log.info("waiting for subscribers claimed by another send (concurrent or killed run)")
             await asyncio.sleep(self.heartbeat_seconds)
 
-    async def _produce_pass(self, queue: asyncio.Queue) -> None:
+    async def _produce_pass(self) -> None:
         after_id = 0
         while self._fatal is None:
             claimed, after_id_next = await asyncio.to_thread(
-                self.store.claim_batch, self.issue_id, self.run_id, after_id, self.settings.batch_size, self.stale_after
+                self.store.claim_batch, self.issue_id, self.run_id, after_id, self.settings.batch_size,
+                self.stale_after,
             )
             if after_id_next == after_id:
                 return
@@ -265,38 +214,81 @@ class Sender:
             for subscriber in claimed:
                 if self._fatal is not None:
                     return
-                await queue.put(Recipient(subscriber.id, subscriber.email, subscriber.name))
+                self._unsettled += 1
+                await self._queue.put(Job(Recipient(subscriber.id, subscriber.email, subscriber.name)))
 
-    async def _worker(self, queue: asyncio.Queue) -> None:
+    async def _all_settled(self) -> None:
+        while self._unsettled and self._fatal is None:
+            self._settled.clear()
+            await self._settled.wait()
+
+    def _settle(self) -> None:
+        self._unsettled -= 1
+        self._settled.set()
+
+    def _retry_later(self, job: Job, delay: float, next_attempt: bool = True) -> None:
+        async def requeue() -> None:
+            await asyncio.sleep(delay)
+            await self._queue.put(Job(job.recipient, job.attempt + 1) if next_attempt else job)
+
+        task = asyncio.create_task(requeue())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    def _stop_feeding(self) -> None:
+        for task in list(self._retries):
+            task.cancel()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._settled.set()
+
+    # Sending ----------------------------------------------------------------
+
+    async def _worker(self) -> None:
         connection = SmtpConnection(self.settings)
         try:
             while True:
-                recipient = await queue.get()
-                if recipient is None or self._fatal is not None:
+                job = await self._queue.get()
+                if job is None:
                     return
-                await self._deliver_one(connection, recipient)
+                if self._fatal is not None:
+                    continue
+                try:
+                    await self._attempt(connection, job)
+                except RelayBusy as busy:
+                    self._retry_later(job, backoff(1, self.settings.retry_base_seconds), next_attempt=False)
+                    if self.report.connections > 1:
+                        self.report.connections -= 1
+                        log.warning("relay busy (%s): down to %d connection(s)", busy.reply, self.report.connections)
+                        return
+                    self._busy_strikes += 1
+                    if self._busy_strikes > CONNECT_ATTEMPTS * self.settings.send_attempts:
+                        raise SmtpUnavailableError(f"the relay keeps answering {busy.reply!r}") from None
+                    await asyncio.sleep(backoff(min(self._busy_strikes, 6), self.settings.retry_base_seconds))
         except NewsletterError as exc:
             self._fatal = exc
-            _drain(queue)  # the producer sees the failure and stops feeding us
+            self._stop_feeding()
         finally:
             await connection.close()
 
-    async def _deliver_one(self, connection: SmtpConnection, recipient: Recipient) -> None:
-        message = self.template.personalise(recipient)
+    async def _attempt(self, connection: SmtpConnection, job: Job) -> None:
+        await self.throttle.wait()
+        message = self.template.personalise(job.recipient)
         try:
-            await connection.send(self.template.envelope_from, ascii_address(recipient.email), message)
-        except NewsletterError:
-            raise
+            await connection.send(self.template.envelope_from, ascii_address(job.recipient.email), message)
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-            outcome, reply = classify(exc)
-            log.info("%s: %s", recipient.email, reply)
+            if is_busy(exc):
+                raise RelayBusy(reply_of(exc)) from None
+            outcome, reply = classify(exc), reply_of(exc)
+            if outcome is Outcome.failed and job.attempt < self.settings.send_attempts:
+                self.report.retried += 1
+                log.debug("%s: %s (attempt %d, retrying)", job.recipient.email, reply, job.attempt)
+                self._retry_later(job, backoff(job.attempt, self.settings.retry_base_seconds))
+                return
+            log.info("%s: %s", job.recipient.email, reply)
         else:
             outcome, reply = Outcome.sent, "250 OK"
-        counter = {Outcome.sent: "sent", Outcome.failed: "failed", Outcome.refused: "refused"}[outcome]
-        setattr(self.report, counter, getattr(self.report, counter) + 1)
-        await self._writer.record(recipient.id, outcome, reply)
-
-
-def _drain(queue: asyncio.Queue) -> None:
-    while not queue.empty():
-        queue.get_nowait()
+            self._busy_strikes = 0
+        self.report.count(outcome)
+        await self._writer.record(job.recipient.id, outcome, reply)
+        self._settle()

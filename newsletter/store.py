@@ -516,6 +516,7 @@ class Store:
         if not outcomes:
             return
         now = utcnow()
+        bounced = [sid for sid, outcome, _ in outcomes if outcome is Outcome.refused]
         with self.engine.begin() as conn:
             for subscriber_id, outcome, reply in outcomes:
                 conn.execute(
@@ -524,6 +525,12 @@ class Store:
                            deliveries.c.run_id == run_id)
                     .values(outcome=outcome.value, reply=reply[:500], attempts=deliveries.c.attempts + 1,
                             updated_at=now)
+                )
+            if bounced:  # a hard bounce: nothing more goes to them until reactivated
+                conn.execute(
+                    update(subscribers)
+                    .where(subscribers.c.id.in_(bounced), subscribers.c.status == Status.active.value)
+                    .values(status=Status.bounced.value, updated_at=now)
                 )
 
     def release_claims(self, issue_id: int, run_id: str) -> int:

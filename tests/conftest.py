@@ -90,6 +90,7 @@ def env(tmp_path, smtp_server) -> dict[str, str]:
         "NEWSLETTER_FROM_ADDRESS": "morning@news.example",
         "NEWSLETTER_BASE_URL": "https://news.example",
         "NEWSLETTER_SECRET_KEY": "test-secret",
+        "NEWSLETTER_RETRY_BASE_SECONDS": "0.05",
     }
     return {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}, **values}
 

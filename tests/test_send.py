@@ -126,17 +126,29 @@ def test_permanent_refusal_is_recorded_and_not_retried(settings, store, smtp_ser
     assert report.complete, "a permanent refusal does not leave the job incomplete"
     again = send_edition(settings, store, SAMPLE_DATE).report
     assert again.attempted == 0
+    assert store.get_subscriber("claire@example.fr").status == Status.bounced.value
 
 
-def test_transient_failure_exits_75_and_the_next_run_delivers(env, store, smtp_server):
+def test_a_transient_failure_is_retried_in_the_same_run(settings, store, smtp_server):
     add_readers(store)
     smtp_server.handler.refuse_once["omar+news@example.org"] = "451 4.3.0 Try again later"
+
+    report = send_edition(settings, store, SAMPLE_DATE).report
+
+    assert (report.sent, report.failed, report.retried) == (3, 0, 1)
+    assert sorted(smtp_server.handler.recipients()) == sorted(a for a, _ in READERS)
+
+
+def test_still_failing_after_every_attempt_exits_75_and_the_next_run_delivers(env, store, smtp_server):
+    add_readers(store)
+    smtp_server.handler.refuse["omar+news@example.org"] = "451 4.3.0 Mailbox busy"
 
     first = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env)
 
     assert first.returncode == 75
     assert "failed 1" in first.stdout
     assert "Traceback" not in first.stderr
+    del smtp_server.handler.refuse["omar+news@example.org"]
     second = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert sorted(smtp_server.handler.recipients()) == sorted(a for a, _ in READERS)

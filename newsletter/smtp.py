@@ -1,0 +1,154 @@
+"""Talking to the relay: one persistent aiosmtplib connection, failure classes, pacing.
+
+Failures are classified by reply code, as aiosmtplib's own errors are:
+5xx is permanent (the reader bounced), 4xx and dropped or timed-out
+connections are transient (try again later), and 421 or "too many
+connections" means the relay wants fewer of us at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import aiosmtplib
+
+from .config import Settings, SmtpTls
+from .errors import ConfigError, NewsletterError
+from .store import Outcome
+
+log = logging.getLogger(__name__)
+
+CONNECT_ATTEMPTS = 3
+CONNECT_BACKOFF_SECONDS = 0.5
+
+
+class SmtpUnavailableError(NewsletterError):
+    """The SMTP server cannot be reached at all; nothing more can be sent now."""
+
+    exit_code = 75
+
+
+class RelayBusy(Exception):
+    """The relay answered 421 or "too many connections": use fewer connections."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+def reply_of(exc: BaseException) -> str:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        exc = exc.recipients[0]
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{exc.code} {exc.message}".strip()
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def classify(exc: BaseException) -> Outcome:
+    """Transient (`failed`, retry) or permanent (`refused`), by reply code."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        exc = exc.recipients[0]
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and 500 <= exc.code < 600:
+        return Outcome.refused
+    return Outcome.failed
+
+
+def is_busy(exc: BaseException) -> bool:
+    code = getattr(exc, "code", None)
+    message = str(getattr(exc, "message", exc)).lower()
+    return code == 421 or "too many connections" in message
+
+
+def backoff(attempt: int, base: float) -> float:
+    """Exponential backoff with jitter: base, 2·base, 4·base… each ±50 %."""
+    return base * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+
+
+class Throttle:
+    """Spaces message starts so the whole pool stays under `per_second` (0: no limit)."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second else 0.0
+        self.next_slot = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self.next_slot)
+        self.next_slot = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class SmtpConnection:
+    """One persistent connection: opened on first use, reopened after a drop or N messages."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client: aiosmtplib.SMTP | None = None
+        self.sent_here = 0
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            use_tls=s.smtp_tls is SmtpTls.tls,
+            start_tls=True if s.smtp_tls is SmtpTls.starttls else False,
+            username=s.smtp_username or None,
+            password=s.smtp_password or None,
+            timeout=s.smtp_timeout,
+            cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
+        )
+
+    async def open(self) -> aiosmtplib.SMTP:
+        """Connect, retrying with backoff; RelayBusy at once when the relay says it is full."""
+        s = self.settings
+        last_error: BaseException | None = None
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            client = self._client()
+            try:
+                await client.connect()
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                raise ConfigError(
+                    f"SMTP login refused by {s.smtp_host}:{s.smtp_port} ({exc.code} {exc.message}); "
+                    "check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD"
+                ) from None
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                if is_busy(exc):
+                    raise RelayBusy(reply_of(exc)) from None
+                last_error = exc
+                await asyncio.sleep(backoff(attempt, CONNECT_BACKOFF_SECONDS))
+            else:
+                self.client, self.sent_here = client, 0
+                return client
+        raise SmtpUnavailableError(f"cannot connect to SMTP server {s.smtp_host}:{s.smtp_port}: {last_error}")
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> None:
+        """Send one message; a dropped connection is forgotten so the next send opens a fresh one."""
+        limit = self.settings.smtp_messages_per_connection
+        if self.client is not None and limit and self.sent_here >= limit:
+            await self.close()  # many relays close after N messages anyway: leave first
+        if self.client is None or not self.client.is_connected:
+            await self.open()
+        try:
+            await self.client.sendmail(sender, [recipient], message)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, ConnectionError):
+            self.client = None
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421:  # the server is closing this channel
+                self.client = None
+            raise
+        self.sent_here += 1
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
