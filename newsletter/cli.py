@@ -195,6 +195,28 @@ def send(date: DateOption = None) -> None:
 
 
 @app.command()
+def status(date: DateOption = None) -> None:
+    """Show an issue's delivery: delivered, pending, retrying, bounced, and the commonest replies."""
+    settings = _settings()
+    store = Store(settings.database_url)
+    issue_date = _issue_date(settings, date)
+    issue = store.get_issue(issue_date.isoformat())
+    if issue is None:
+        err.print(f"No issue for {issue_date} yet: `newsletter send --date {issue_date}` builds and sends it.")
+        raise typer.Exit(1)
+    counts = store.delivery_counts(issue.id)
+    pending = store.never_claimed(issue.id) + counts.get("sending", 0)
+    out.print(f"Issue {issue.issue_date}: {issue.subject}", markup=False)
+    out.print(f"delivered {counts.get('sent', 0)}, pending {pending}, retrying {counts.get('failed', 0)}, "
+              f"bounced {counts.get('refused', 0)}")
+    for outcome, reply, count in store.common_replies(issue.id):
+        label = {"failed": "retrying", "refused": "bounced", "sending": "in flight"}.get(outcome, outcome)
+        out.print(f"  {count:>7}  {label:<9} {reply or '(no reply yet)'}", markup=False)
+    if pending or counts.get("failed", 0):
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,

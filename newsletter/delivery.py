@@ -65,6 +65,9 @@ class DeliveryReport:
 ProgressCallback = Callable[[DeliveryReport], None]
 
 
+DROPPED = (aiosmtplib.SMTPServerDisconnected, ConnectionError)
+
+
 @dataclass(frozen=True)
 class Job:
     recipient: Recipient
@@ -274,8 +277,14 @@ class Sender:
     async def _attempt(self, connection: SmtpConnection, job: Job) -> None:
         await self.throttle.wait()
         message = self.template.personalise(job.recipient)
+        envelope_to = ascii_address(job.recipient.email)
         try:
-            await connection.send(self.template.envelope_from, ascii_address(job.recipient.email), message)
+            try:
+                await connection.send(self.template.envelope_from, envelope_to, message)
+            except DROPPED:
+                # The relay closed an idle or exhausted connection: straight
+                # away on a fresh one, before counting this as a failed try.
+                await connection.send(self.template.envelope_from, envelope_to, message)
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             if is_busy(exc):
                 raise RelayBusy(reply_of(exc)) from None

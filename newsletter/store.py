@@ -534,15 +534,42 @@ class Store:
                 )
 
     def release_claims(self, issue_id: int, run_id: str) -> int:
-        """Hand back what this run claimed but never tried (e.g. on Ctrl-C)."""
+        """Hand back what this run claimed but never settled (Ctrl-C, SMTP unreachable).
+
+        Never tried: back to no row at all (pending); tried before: failed
+        again, keeping the last reply.
+        """
+        owned = (deliveries.c.issue_id == issue_id) & (deliveries.c.run_id == run_id) \
+            & (deliveries.c.outcome == Outcome.sending.value)
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(deliveries)
-                .where(deliveries.c.issue_id == issue_id, deliveries.c.run_id == run_id,
-                       deliveries.c.outcome == Outcome.sending.value)
-                .values(outcome=Outcome.failed.value, reply="interrupted before sending", updated_at=utcnow())
-            )
-        return result.rowcount
+            untried = conn.execute(deliveries.delete().where(owned & (deliveries.c.attempts == 0))).rowcount
+            retried = conn.execute(
+                update(deliveries).where(owned).values(outcome=Outcome.failed.value, updated_at=utcnow())
+            ).rowcount
+        return untried + retried
+
+    def never_claimed(self, issue_id: int) -> int:
+        """Active subscribers without any delivery row for this issue yet."""
+        query = (
+            select(func.count())
+            .select_from(subscribers.outerjoin(
+                deliveries, (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id)))
+            .where(subscribers.c.status == Status.active.value, deliveries.c.issue_id.is_(None))
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def common_replies(self, issue_id: int, limit: int = 5) -> list[tuple[str, str, int]]:
+        """(outcome, server reply, count) for what did not go through, most frequent first."""
+        query = (
+            select(deliveries.c.outcome, deliveries.c.reply, func.count().label("n"))
+            .where(deliveries.c.issue_id == issue_id, deliveries.c.outcome != Outcome.sent.value)
+            .group_by(deliveries.c.outcome, deliveries.c.reply)
+            .order_by(func.count().desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(query)]
 
     def delivery_counts(self, issue_id: int) -> dict[str, int]:
         query = (
