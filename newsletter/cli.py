@@ -167,7 +167,14 @@ class _ProgressReporter:
 
 
 @app.command()
-def send(date: DateOption = None) -> None:
+def send(
+    date: DateOption = None,
+    test: Annotated[
+        Optional[list[str]],
+        typer.Option("--test", help="Send only to this address (repeatable), subject marked «[تجربة]»; "
+                                    "the list and the delivery log are not touched."),
+    ] = None,
+) -> None:
     """Send the day's issue to every active subscriber who has not received it yet.
 
     Safe to run again: only subscribers without a delivery are sent to.
@@ -177,6 +184,9 @@ def send(date: DateOption = None) -> None:
     settings = _settings()
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
+    if test:
+        _send_test(settings, store, issue_date, test)
+        return
     pending_estimate = store.count_subscribers(Status.active)
     with _ProgressReporter(pending_estimate, settings.batch_size) as progress:
         result = edition.send_edition(settings, store, issue_date, on_progress=progress)
@@ -191,6 +201,15 @@ def send(date: DateOption = None) -> None:
     if not report.complete:
         err.print(f"Incomplete: {report.failed} subscriber(s) left for the next `newsletter send`."
                   + (" Interrupted." if report.interrupted else ""))
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def _send_test(settings: Settings, store: Store, issue_date: dt.date, addresses: list[str]) -> None:
+    result = edition.send_test(settings, store, issue_date, [normalise_email(a) for a in addresses])
+    out.print(f"Test issue sent to {len(result.sent)} address(es): {result.subject}", markup=False)
+    for address, reply in result.failed:
+        err.print(f"not sent to {address}: {reply}", markup=False)
+    if result.failed:
         raise typer.Exit(EXIT_INCOMPLETE)
 
 
@@ -214,6 +233,30 @@ def status(date: DateOption = None) -> None:
         out.print(f"  {count:>7}  {label:<9} {reply or '(no reply yet)'}", markup=False)
     if pending or counts.get("failed", 0):
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+@app.command()
+def preview(
+    date: DateOption = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8001,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in a browser.")] = True,
+) -> None:
+    """Preview the issue locally, re-rendered whenever templates/ or the editorial file change."""
+    import uvicorn
+
+    from .preview import create_preview_app
+
+    settings = _settings()
+    issue_date = _issue_date(settings, date)
+    url = f"http://127.0.0.1:{port}/"
+    out.print(f"Preview of {issue_date} at {url} (Ctrl-C to stop); editorial file: "
+              f"{settings.editorial_dir / (issue_date.isoformat() + '.toml')}")
+    if open_browser:
+        import threading
+        import webbrowser
+
+        threading.Timer(1.5, webbrowser.open, args=(url,)).start()
+    uvicorn.run(create_preview_app(settings, issue_date), host="127.0.0.1", port=port, log_level="warning")
 
 
 @app.command()

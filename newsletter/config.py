@@ -50,6 +50,7 @@ class Settings(BaseSettings):
 
     database_url: str = f"sqlite:///{PROJECT_DIR / 'subscribers' / 'subscribers.sqlite3'}"
     templates_dir: Path = PROJECT_DIR / "templates"
+    editorial_dir: Path = PROJECT_DIR / "editorial"
 
     smtp_host: str = "localhost"
     smtp_port: int = Field(default=25, ge=1, le=65535)

@@ -11,16 +11,20 @@ import datetime as dt
 import logging
 import signal
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import aiosmtplib
 
 from .config import Settings
 from .confirmations import ConfirmationMailer, ConfirmationReport
 from .delivery import DeliveryReport, ProgressCallback, Sender
+from .editorial import Editorial, apply_editorial, load_editorial
 from .errors import NoStoriesError
 from .feeds import FeedBatch, read_feeds
-from .message import MessageTemplate
+from .message import MessageTemplate, Recipient, ascii_address
 from .render import Issue, RenderedIssue, Renderer, issue_from_selection
 from .selection import Selection, select_stories
+from .smtp import SmtpConnection, reply_of
 from .store import Status, Store, StoredIssue
 
 log = logging.getLogger(__name__)
@@ -45,13 +49,15 @@ class Draft:
     feeds: FeedBatch
     selection: Selection
     issue: Issue
+    editorial: Editorial | None = None
 
 
-def draft_edition(settings: Settings, store: Store, date: dt.date) -> Draft:
-    """Read the feeds and choose the stories; report failed feeds but carry on."""
-    batch = read_feeds(settings.feeds, settings.feed_timeout, settings.feed_max_bytes)
-    for failure in batch.failures:
-        log.warning("feed skipped: %s", failure)
+def draft_edition(settings: Settings, store: Store, date: dt.date, batch: FeedBatch | None = None) -> Draft:
+    """Choose the stories from the feeds (read now unless given); failed feeds are reported, not fatal."""
+    if batch is None:
+        batch = read_feeds(settings.feeds, settings.feed_timeout, settings.feed_max_bytes)
+        for failure in batch.failures:
+            log.warning("feed skipped: %s", failure)
     selection = select_stories(
         batch.stories,
         window_end=window_end(settings, date),
@@ -60,7 +66,10 @@ def draft_edition(settings: Settings, store: Store, date: dt.date) -> Draft:
         max_stories=settings.max_stories,
         already_sent=store.sent_story_urls(before_date=date.isoformat()),
     )
-    return Draft(date, batch, selection, issue_from_selection(selection, date))
+    editorial = load_editorial(settings.editorial_dir, date)
+    if editorial is not None:
+        selection = apply_editorial(selection, batch.stories, editorial, settings.max_stories)
+    return Draft(date, batch, selection, issue_from_selection(selection, date, editorial), editorial)
 
 
 def render_draft(settings: Settings, draft: Draft) -> RenderedIssue:
@@ -135,3 +144,41 @@ def send_edition(settings: Settings, store: Store, date: dt.date,
     sender = Sender(store, template, issue.id, settings, on_progress)
     report = asyncio.run(_stop_cleanly_on_sigterm(sender.run()))
     return SendResult(issue, built_now, report, already_done, active)
+
+
+@dataclass
+class TestSendResult:
+    subject: str
+    sent: list[str]
+    failed: list[tuple[str, str]]
+
+
+def send_test(settings: Settings, store: Store, date: dt.date, addresses: list[str]) -> TestSendResult:
+    """Send the day's issue to a few addresses only, marked as a test.
+
+    The subscriber list and the delivery log are not touched, and the issue is
+    not frozen: editors can keep changing it after a test.
+    """
+    stored = store.get_issue(date.isoformat())
+    rendered = as_rendered(stored) if stored else render_draft(settings, draft_edition(settings, store, date))
+    renderer = Renderer(settings.templates_dir, settings.base_url)
+    rendered = replace(rendered, subject=renderer.test_subject(rendered.subject))
+    template = MessageTemplate(rendered, settings)
+    return asyncio.run(_send_test_messages(settings, template, rendered.subject, addresses))
+
+
+async def _send_test_messages(settings: Settings, template: MessageTemplate, subject: str,
+                              addresses: list[str]) -> TestSendResult:
+    result = TestSendResult(subject, [], [])
+    connection = SmtpConnection(settings)
+    try:
+        for address in addresses:
+            message = template.personalise(Recipient(0, address))
+            try:
+                await connection.send(template.envelope_from, ascii_address(address), message)
+                result.sent.append(address)
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                result.failed.append((address, reply_of(exc)))
+    finally:
+        await connection.close()
+    return result

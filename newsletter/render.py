@@ -17,6 +17,7 @@ from mjml import mjml2html
 from premailer import Premailer
 
 from .errors import TemplateError
+from .editorial import Editorial
 from .selection import Selection
 
 # Stands in for the per-subscriber unsubscribe token until `message` splices it
@@ -40,6 +41,7 @@ class Issue:
 
     date: dt.date
     stories: list[IssueStory]
+    intro: str = ""
 
     def manifest(self) -> list[dict]:
         return [{"url": s.url, "title": s.title, "source": s.sources[0]} for s in self.stories]
@@ -55,13 +57,17 @@ class RenderedIssue:
     stories: list[dict]
 
 
-def issue_from_selection(selection: Selection, date: dt.date) -> Issue:
+def issue_from_selection(selection: Selection, date: dt.date, editorial: Editorial | None = None) -> Issue:
+    overrides = editorial.overrides if editorial else {}
     stories = []
     for event in selection.events:
         story = event.story
         sources = [story.source] + [s for s in event.sources if s != story.source]
-        stories.append(IssueStory(story.url, story.title, story.summary, sources, story.image, story.image_alt))
-    return Issue(date, stories)
+        override = next((overrides[r.url] for r in event.reports if r.url in overrides), None)
+        title = override.title if override and override.title else story.title
+        summary = override.summary if override and override.summary else story.summary
+        stories.append(IssueStory(story.url, title, summary, sources, story.image, story.image_alt or title))
+    return Issue(date, stories, editorial.intro if editorial else "")
 
 
 class Renderer:
@@ -91,6 +97,9 @@ class Renderer:
         month = self._locale["months"][date.month - 1]
         return f"{weekday} {date.day} {month} {date.year}"
 
+    def test_subject(self, subject: str) -> str:
+        return f"{self._locale['test_subject_prefix']} {subject}"
+
     def _render(self, name: str, context: dict) -> str:
         try:
             return self.env.get_template(name).render(context)
@@ -99,13 +108,14 @@ class Renderer:
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(f"template not found: {self.templates_dir / str(exc)}") from None
         except jinja2.TemplateError as exc:
-            raise TemplateError(f"{self.templates_dir / name}: {exc}") from None
+            raise TemplateError(f"{_template_location(exc, self.templates_dir / name)}: {exc}") from None
 
     def render(self, issue: Issue) -> RenderedIssue:
         if not issue.stories:
             raise TemplateError("an issue needs at least one story")
         stories = [asdict(s) for s in issue.stories]
         context = {
+            "intro": issue.intro,
             "date_label": self.date_label(issue.date),
             "stories": stories,
             "lead": stories[0],
@@ -133,6 +143,18 @@ class Renderer:
     def render_page(self, name: str, **context: object) -> str:
         """A web page from templates/pages/ (signup, confirm, unsubscribe, archive)."""
         return self._render(f"pages/{name}.html.j2", {"base_url": self.base_url, "email": "", "error": "", **context})
+
+
+def _template_location(exc: BaseException, fallback: Path) -> str:
+    """file, line of the template frame where a render error happened (Jinja keeps them in the traceback)."""
+    location = str(fallback)
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2"):
+            location = f"{filename}, line {tb.tb_lineno}"
+        tb = tb.tb_next
+    return location
 
 
 def compile_mjml(source: str) -> str:

@@ -70,12 +70,13 @@ def story_terms(story: Story) -> Counter[str]:
     return Counter(_stem(w) for w in words if w not in _STOPWORDS and len(w) > 1)
 
 
-@dataclass
+@dataclass(eq=False)
 class Event:
     """One news event, possibly reported by several outlets."""
 
     reports: list[Story]
     lead_candidate: bool = False
+    editor_note: str = ""  # set when the editorial file placed it
 
     @property
     def sources(self) -> list[str]:
@@ -113,10 +114,9 @@ class Event:
         return [r for r in self.reports if r is not chosen]
 
     def reasons(self) -> str:
-        return (
-            f"{len(self.sources)} source(s): {', '.join(self.sources)}; "
-            f"best feed position {self.best_position}; latest {self.latest:%Y-%m-%d %H:%M} UTC"
-        )
+        latest = f"latest {self.latest:%Y-%m-%d %H:%M} UTC" if any(r.published for r in self.reports) else "undated"
+        reasons = f"{len(self.sources)} source(s): {', '.join(self.sources)}; best feed position {self.best_position}; {latest}"
+        return f"{self.editor_note}; {reasons}" if self.editor_note else reasons
 
 
 @dataclass

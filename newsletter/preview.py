@@ -1,0 +1,145 @@
+"""`newsletter preview`: tomorrow's issue as readers will see it, re-rendered as editors work.
+
+A local web app: the email in a desktop (600 px) and a phone (375 px) frame,
+the plain-text part, subject, preheader, size against Gmail's clipping limit,
+and the selection with its reasons. When a file under templates/ or the
+editorial folder changes, the issue is rebuilt and the page reloads itself;
+a broken template is shown on the page and the server keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from watchfiles import awatch
+
+from . import edition
+from .config import Settings
+from .errors import NewsletterError
+from .feeds import FeedBatch, read_feeds_async
+from .render import UNSUBSCRIBE_SLOT, Renderer, RenderedIssue
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+GMAIL_CLIP_BYTES = 102 * 1024
+
+
+@dataclass
+class PreviewState:
+    """The issue as last built, and what went wrong if it could not be."""
+
+    settings: Settings
+    store: Store
+    date: dt.date
+    feeds: FeedBatch | None = None
+    draft: edition.Draft | None = None
+    rendered: RenderedIssue | None = None
+    error: str = ""
+    version: int = 0
+    changed: list[str] = field(default_factory=list)
+
+    async def read_feeds(self) -> None:
+        s = self.settings
+        self.feeds = await read_feeds_async(s.feeds, s.feed_timeout, s.feed_max_bytes)
+
+    def rebuild(self) -> None:
+        """Select and render again from the feeds already read (templates or editorial changed)."""
+        try:
+            self.draft = edition.draft_edition(self.settings, self.store, self.date, self.feeds)
+            self.rendered = edition.render_draft(self.settings, self.draft)
+            self.error = ""
+        except NewsletterError as exc:
+            self.error = str(exc)
+            log.warning("preview: %s", exc)
+        self.version += 1
+
+    def email_html(self) -> str:
+        html = self.rendered.html if self.rendered else ""
+        return html.replace(UNSUBSCRIBE_SLOT, "preview")
+
+
+def _watched(settings: Settings) -> list[str]:
+    settings.editorial_dir.mkdir(parents=True, exist_ok=True)
+    return [str(settings.templates_dir), str(settings.editorial_dir)]
+
+
+async def _watch(state: PreviewState, stop: asyncio.Event) -> None:
+    async for changes in awatch(*_watched(state.settings), stop_event=stop, debounce=200, step=50):
+        state.changed = sorted({path for _, path in changes})
+        log.info("changed: %s; rebuilding", ", ".join(state.changed))
+        await asyncio.to_thread(state.rebuild)
+
+
+def create_preview_app(settings: Settings, date: dt.date, store: Store | None = None) -> FastAPI:
+    state = PreviewState(settings, store or Store(settings.database_url), date)
+    renderer = Renderer(settings.templates_dir, settings.base_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await state.read_feeds()
+        await asyncio.to_thread(state.rebuild)
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(_watch(state, stop))
+        yield
+        stop.set()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.preview = state
+
+    @app.get("/", response_class=HTMLResponse)
+    async def preview_page() -> HTMLResponse:
+        rendered, draft = state.rendered, state.draft
+        size = len(rendered.html.encode("utf-8")) if rendered else 0
+        try:
+            page = Renderer(settings.templates_dir, settings.base_url).render_page(
+                "preview",
+                state=state,
+                rendered=rendered,
+                selection=draft.selection if draft else None,
+                failures=state.feeds.failures if state.feeds else [],
+                size_kb=round(size / 1024, 1),
+                clip_kb=GMAIL_CLIP_BYTES // 1024,
+                clipped=size > GMAIL_CLIP_BYTES,
+                date_label=renderer.date_label(date),
+                reload_js=_RELOAD_JS,
+            )
+        except NewsletterError as exc:  # the preview page's own template is broken
+            page = f"<!doctype html><meta charset=utf-8><pre>{exc}</pre><script>{_RELOAD_JS}</script>"
+        return HTMLResponse(page)
+
+    @app.get("/email.html", response_class=HTMLResponse)
+    async def email_html() -> HTMLResponse:
+        return HTMLResponse(state.email_html())
+
+    @app.get("/email.txt", response_class=PlainTextResponse)
+    async def email_text() -> str:
+        return state.rendered.text if state.rendered else ""
+
+    @app.get("/version")
+    async def version() -> JSONResponse:
+        return JSONResponse({"version": state.version, "error": state.error})
+
+    return app
+
+
+# Polls /version and reloads when the issue was rebuilt; also used when the
+# preview page itself cannot be rendered.
+_RELOAD_JS = """
+(function () {
+  var seen = null;
+  setInterval(function () {
+    fetch('/version').then(function (r) { return r.json(); }).then(function (v) {
+      if (seen === null) { seen = v.version; } else if (v.version !== seen) { location.reload(); }
+    }).catch(function () {});
+  }, 700);
+})();
+"""
+
