@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+import uvicorn
 from aiosmtpd.controller import Controller
 
 from newsletter.config import Settings
@@ -22,6 +24,33 @@ from newsletter.store import Store
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE_DATE = dt.date(2017, 5, 9)  # the day of the bundled sample feeds
+
+
+class LiveApp:
+    """An ASGI app under uvicorn in a background thread, on a loopback port, over real HTTP."""
+
+    def __init__(self, app, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveApp:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive(), "uvicorn stopped while starting"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
 
 
 @dataclass
@@ -91,6 +120,7 @@ def env(tmp_path, smtp_server) -> dict[str, str]:
         "NEWSLETTER_BASE_URL": "https://news.example",
         "NEWSLETTER_SECRET_KEY": "test-secret",
         "NEWSLETTER_RETRY_BASE_SECONDS": "0.05",
+        "NEWSLETTER_EDITORIAL_DIR": str(tmp_path / "editorial"),
     }
     return {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}, **values}
 

@@ -10,7 +10,7 @@ from playwright.sync_api import sync_playwright
 from newsletter.outbox import free_port
 from newsletter.store import Status
 
-from .test_web import LiveServer, wait_for_mail
+from .test_web import live_site, wait_for_mail
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -31,7 +31,7 @@ def browser():
 def site(settings):
     port = free_port()
     local = settings.model_copy(update={"base_url": f"http://127.0.0.1:{port}", "signup_rate_limit": 100})
-    with LiveServer(local, port) as server:
+    with live_site(local, port) as server:
         yield server
 
 

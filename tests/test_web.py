@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
-import threading
 import time
 from urllib.parse import urlparse
 
 import httpx
 import pytest
-import uvicorn
 
 from newsletter.config import Settings
 from newsletter.outbox import free_port
@@ -18,33 +16,12 @@ from newsletter.store import Status
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
 
-from .conftest import SAMPLE_DATE, run_cli
+from .conftest import SAMPLE_DATE, LiveApp, run_cli
 
 
-class LiveServer:
-    """The app under uvicorn in a background thread, on a free loopback port."""
-
-    def __init__(self, settings: Settings, port: int | None = None) -> None:
-        self.port = port or free_port()
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+def live_site(settings: Settings, port: int | None = None) -> LiveApp:
+    """The reader-facing app under uvicorn."""
+    return LiveApp(create_app(settings), port)
 
 
 @pytest.fixture
@@ -54,7 +31,7 @@ def web_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def live(web_settings):
-    with LiveServer(web_settings) as server:
+    with live_site(web_settings) as server:
         yield server
 
 
@@ -216,7 +193,7 @@ def test_an_expired_confirmation_link_offers_a_new_one(settings, store):
     token = Tokens(settings.secret_key).confirm_token(store.get_subscriber("late@example.com").id)
     time.sleep(1.1)
     strict = settings.model_copy(update={"confirm_max_age_days": 0.5 / 86400})
-    with LiveServer(strict) as server, httpx.Client(base_url=server.url) as client:
+    with live_site(strict) as server, httpx.Client(base_url=server.url) as client:
         answer = client.get(f"/confirm/{token}")
     assert answer.status_code == 400
     assert "انتهت صلاحية رابط التأكيد" in answer.text
@@ -226,7 +203,7 @@ def test_an_expired_confirmation_link_offers_a_new_one(settings, store):
 
 def test_a_flood_of_signups_from_one_address_gets_429_with_retry_after(settings, store):
     limited = settings.model_copy(update={"signup_rate_limit": 3})
-    with LiveServer(limited) as server, httpx.Client(base_url=server.url) as client:
+    with live_site(limited) as server, httpx.Client(base_url=server.url) as client:
         codes = [client.post("/subscribe", json={"email": f"r{i}@example.com"}).status_code for i in range(6)]
         last = client.post("/subscribe", json={"email": "r9@example.com"})
     assert codes == [202, 202, 202, 429, 429, 429]
@@ -263,7 +240,7 @@ def test_healthz(client):
 
 def test_smtp_down_at_signup_keeps_the_reader_and_retries_later(web_settings, store, env, smtp_server):
     down = web_settings.model_copy(update={"smtp_port": free_port()})
-    with LiveServer(down) as server, httpx.Client(base_url=server.url) as client:
+    with live_site(down) as server, httpx.Client(base_url=server.url) as client:
         assert client.post("/subscribe", json={"email": "patient@example.com"}).status_code == 202
         time.sleep(4)  # the background send gives up after its connection attempts
     assert store.get_subscriber("patient@example.com").status == Status.pending.value

@@ -1,0 +1,116 @@
+"""Editorial files steer the issue: pin, drop, lead, order, overrides, intro; broken ones stop the send."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import SAMPLE_DATE, run_cli
+
+COPENHAGEN = "https://www.france24.com/ar/20170509-denmark-copenhagen-international-coalition-islamic-state-meeting-mattis"
+KOREA = "https://www.france24.com/ar/20170509-south-korea-presidential-election-vote-moon-jae-in-favourite"
+CHOLERA_TITLE = "منظمة الصحة العالمية تحذر من تفشي الكوليرا مجددا في اليمن"
+
+
+@pytest.fixture
+def editorial_file(env):
+    def write(text: str):
+        folder = env["NEWSLETTER_EDITORIAL_DIR"]
+        from pathlib import Path
+
+        path = Path(folder) / f"{SAMPLE_DATE.isoformat()}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def rendered(env, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("render", "--date", SAMPLE_DATE.isoformat(), "--out", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "issue.json").read_text(encoding="utf-8"))
+    return manifest, (out / "issue.html").read_text(encoding="utf-8"), (out / "issue.txt").read_text(encoding="utf-8")
+
+
+def test_pin_drop_lead_and_order_shape_the_issue(env, tmp_path, editorial_file):
+    before, _, _ = rendered(env, tmp_path)
+    urls = [s["url"] for s in before["stories"]]
+    assert urls[0] == COPENHAGEN and urls[1] == KOREA
+    cholera = "https://www.france24.com/ar/20170508-yemen-cholera-outbreak-sanaa-who-warning"
+    editorial_file(f'''
+lead = "{KOREA}"
+order = ["{urls[4]}"]
+pin = ["{cholera}"]
+drop = ["{urls[2]}"]
+''')
+    after, html, text = rendered(env, tmp_path)
+    titles = [s["title"] for s in after["stories"]]
+    new_urls = [s["url"] for s in after["stories"]]
+    assert new_urls[0] == KOREA, "the lead is the editor's"
+    assert new_urls[1] == urls[4], "then the ordered ones"
+    assert urls[2] not in new_urls and urls[2] not in html
+    assert CHOLERA_TITLE in titles, "a pinned story is in even though it ranked below the limit"
+    assert len(new_urls) == 6
+    assert html.index(KOREA) < html.index(COPENHAGEN)
+    assert text.index("كوريا الجنوبية") < text.index("كوبنهاغن")
+
+
+def test_headline_override_and_intro(env, tmp_path, editorial_file):
+    editorial_file(f'''
+intro = "صباح الخير: يوم حافل & مزدحم <b>بالأخبار</b>"
+
+[[override]]
+url = "{COPENHAGEN}"
+title = "التحالف يجتمع في كوبنهاغن"
+summary = "ملخص كتبه المحرر."
+''')
+    manifest, html, text = rendered(env, tmp_path)
+    assert manifest["stories"][0]["title"] == "التحالف يجتمع في كوبنهاغن"
+    assert "التحالف يجتمع في كوبنهاغن" in html and "ملخص كتبه المحرر." in html
+    assert "صباح الخير: يوم حافل &amp; مزدحم &lt;b&gt;بالأخبار&lt;/b&gt;" in html, "escaped like feed text"
+    assert text.index("صباح الخير") < text.index("التحالف يجتمع في كوبنهاغن")
+    assert manifest["subject"].endswith("التحالف يجتمع في كوبنهاغن")
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
+        ('intro = "ok"\nlead = "https://nowhere.example/story"\n', 2, "unknown story URL"),
+        ('intro = "ok"\n\npin = [ "unterminated\n', 3, "invalid TOML"),
+        ('intro = "ok"\nheadline = "x"\n', 2, "unknown key `headline`"),
+        (f'drop = ["{COPENHAGEN}"]\nlead = "{COPENHAGEN}"\n', 1, "both dropped and kept"),
+    ],
+    ids=["unknown-url", "bad-syntax", "unknown-key", "contradiction"],
+)
+def test_a_broken_editorial_file_is_reported_with_file_and_line_and_send_refuses(
+    env, store, smtp_server, editorial_file, content, line, message
+):
+    path = editorial_file(content)
+    store.add_subscriber("reader@example.com")
+
+    for command in (["render", "--out", str(path.parent / "out")], ["send"]):
+        result = run_cli(*command, "--date", SAMPLE_DATE.isoformat(), env=env)
+        assert result.returncode != 0
+        assert f"{path}:{line}:" in result.stderr and message in result.stderr
+        assert "Traceback" not in result.stderr
+    assert smtp_server.handler.messages == [], "no issue goes out built from a broken editorial file"
+    assert store.get_issue(SAMPLE_DATE.isoformat()) is None
+
+
+def test_send_test_reaches_only_the_given_addresses_and_leaves_the_log_empty(env, store, smtp_server, editorial_file):
+    store.add_subscriber("reader@example.com")
+    result = run_cli("send", "--date", SAMPLE_DATE.isoformat(), "--test", "editor@example.com",
+                     "--test", "chief@example.com", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(smtp_server.handler.recipients()) == ["chief@example.com", "editor@example.com"]
+    assert all(m.parsed()["Subject"].startswith("[تجربة] أبرز الأحداث الدولية") for m in smtp_server.handler.messages)
+    assert store.get_issue(SAMPLE_DATE.isoformat()) is None, "a test does not freeze the issue"
+    editorial_file(f'lead = "{KOREA}"\n')
+    real = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env)
+    assert real.returncode == 0 and "Sent 1," in real.stdout, "the reader still gets the issue, once"
+    issue = store.get_issue(SAMPLE_DATE.isoformat())
+    assert issue.stories[0]["url"] == KOREA, "edits made after a test send count"

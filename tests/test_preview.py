@@ -1,0 +1,146 @@
+"""`newsletter preview`: served over HTTP, re-rendered live, and looked at in a real Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import sync_playwright
+
+from newsletter.preview import create_preview_app
+
+from .conftest import PROJECT, SAMPLE_DATE, LiveApp
+from .test_browser import CHROMIUM, QUIET, SCREENSHOTS
+
+KOREA = "https://www.france24.com/ar/20170509-south-korea-presidential-election-vote-moon-jae-in-favourite"
+
+
+@pytest.fixture
+def templates(tmp_path) -> Path:
+    copy = tmp_path / "templates"
+    shutil.copytree(PROJECT / "templates", copy)
+    return copy
+
+
+@pytest.fixture
+def preview(settings, store, templates, tmp_path):
+    local = settings.model_copy(update={"templates_dir": templates, "editorial_dir": tmp_path / "editorial"})
+    feeds = local.feeds + ["http://127.0.0.1:9/unreachable-feed.xml"]  # no network: listed, not fatal
+    local = local.model_copy(update={"feeds": feeds, "feed_timeout": 2})
+    with LiveApp(create_preview_app(local, SAMPLE_DATE, store)) as app, \
+            httpx.Client(base_url=app.url, timeout=10) as client:
+        yield client, local
+
+
+def wait_for_rebuild(client, after: int, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        version = client.get("/version").json()
+        if version["version"] > after:
+            return version
+        assert time.monotonic() < deadline, "the preview did not rebuild after the change"
+        time.sleep(0.05)
+
+
+def test_the_page_shows_subject_preheader_size_text_and_the_selection(preview):
+    client, _ = preview
+    page = client.get("/").text
+    assert 'id="subject">أبرز الأحداث الدولية' in page
+    assert 'id="preheader"' in page
+    assert "KB من 102 KB" in page
+    assert 'id="desktop"' in page and 'id="phone"' in page
+    assert "اجتماع للتحالف الدولي" in page.split('id="plain"')[1], "the plain-text part is shown"
+    chosen, left_out = page.split('id="left-out"')
+    assert "4 source(s)" in chosen and "دُمج معه" in chosen
+    assert "not international" in left_out and "outside the 24-hour window" in left_out
+    assert "unreachable-feed.xml" in page.split('id="failed-feeds"')[1], "an unreachable feed is listed"
+    assert "اقرأ المزيد" in client.get("/email.html").text
+
+
+def test_a_template_change_is_served_without_a_restart(preview, templates):
+    client, _ = preview
+    version = client.get("/version").json()["version"]
+    mjml = templates / "issue.mjml.j2"
+    mjml.write_text(mjml.read_text(encoding="utf-8").replace("اقرأ المزيد", "تابع القراءة"), encoding="utf-8")
+
+    wait_for_rebuild(client, version)
+
+    email = client.get("/email.html").text
+    assert "تابع القراءة" in email and "اقرأ المزيد" not in email
+
+
+def test_a_template_error_is_shown_with_file_and_line_and_the_server_keeps_running(preview, templates):
+    client, _ = preview
+    mjml = templates / "issue.mjml.j2"
+    good = mjml.read_text(encoding="utf-8")
+    version = client.get("/version").json()["version"]
+    lines = good.splitlines()
+    broken_line = next(i for i, line in enumerate(lines) if "{%- for story in stories %}" in line) + 1
+    lines[broken_line - 1] = "{%- for story in %}"
+    mjml.write_text("\n".join(lines), encoding="utf-8")
+
+    state = wait_for_rebuild(client, version)
+
+    assert f"issue.mjml.j2, line {broken_line}" in state["error"]
+    page = client.get("/").text
+    assert 'id="build-error"' in page and f"line {broken_line}" in page
+    mjml.write_text(good, encoding="utf-8")
+    recovered = wait_for_rebuild(client, state["version"])
+    assert recovered["error"] == ""
+
+
+def test_the_editorial_file_steers_the_preview(preview):
+    client, settings = preview
+    version = client.get("/version").json()["version"]
+    settings.editorial_dir.mkdir(exist_ok=True)
+    (settings.editorial_dir / f"{SAMPLE_DATE.isoformat()}.toml").write_text(
+        f'lead = "{KOREA}"\nintro = "افتتاحية المحرر"\n', encoding="utf-8")
+
+    wait_for_rebuild(client, version)
+
+    page = client.get("/").text
+    chosen = page.split('id="chosen"')[1]
+    assert chosen.index(KOREA) < chosen.index("كوبنهاغن")
+    assert "placed by the editor" in chosen
+    assert "افتتاحية المحرر" in client.get("/email.html").text
+
+
+def test_in_chromium_the_email_is_rtl_fits_a_phone_and_every_image_has_alt(preview):
+    client, _ = preview
+    base = str(client.base_url)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=QUIET)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(base + "/")
+            assert page.evaluate("getComputedStyle(document.body).direction") == "rtl"
+            page.screenshot(path=str(SCREENSHOTS / "preview-page.png"))
+            for width in (375, 600):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                page.goto(base + "/email.html")
+                checks = page.evaluate("""() => {
+                    const texts = [...document.querySelectorAll('td div')].filter(d => d.textContent.trim());
+                    const headlines = [...document.querySelectorAll('.headline div')];
+                    return {
+                      direction: getComputedStyle(texts[0]).direction,
+                      allRtl: texts.every(d => getComputedStyle(d).direction === 'rtl'),
+                      headlineAlign: [...new Set(headlines.map(h => getComputedStyle(h).textAlign))],
+                      headlines: headlines.length,
+                      overflow: document.documentElement.scrollWidth - window.innerWidth,
+                      missingAlt: [...document.images].filter(i => !(i.getAttribute('alt') || '').trim()).length,
+                      images: document.images.length,
+                    };
+                }""")
+                assert checks["direction"] == "rtl" and checks["allRtl"], width
+                assert checks["headlines"] >= 6 and checks["headlineAlign"] == ["right"], checks
+                assert checks["images"] > 0 and checks["missingAlt"] == 0
+                if width == 375:
+                    assert checks["overflow"] <= 0, "no horizontal scrolling on a phone"
+                page.screenshot(path=str(SCREENSHOTS / f"email-{width}.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (SCREENSHOTS / "email-375.png").stat().st_size > 0
