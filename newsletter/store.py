@@ -130,6 +130,9 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+SUBSCRIBER_COLUMNS = (subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status)
+
+
 @dataclass(frozen=True)
 class Subscriber:
     id: int
@@ -226,21 +229,14 @@ class Store:
         return result.rowcount == 1
 
     def get_subscriber(self, email: str) -> Subscriber | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status).where(
-                    subscribers.c.email == email
-                )
-            ).first()
-        return Subscriber(*row) if row else None
+        return self._one_subscriber(subscribers.c.email == email)
 
     def subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        return self._one_subscriber(subscribers.c.id == subscriber_id)
+
+    def _one_subscriber(self, condition) -> Subscriber | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status).where(
-                    subscribers.c.id == subscriber_id
-                )
-            ).first()
+            row = conn.execute(select(*SUBSCRIBER_COLUMNS).where(condition)).first()
         return Subscriber(*row) if row else None
 
     def request_subscription(self, email: str, name: str = "",
@@ -281,7 +277,7 @@ class Store:
     def pending_confirmations(self, limit: int = 1000) -> list[Subscriber]:
         """Pending readers whose confirmation email never went out (SMTP was down)."""
         query = (
-            select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status)
+            select(*SUBSCRIBER_COLUMNS)
             .where(subscribers.c.status == Status.pending.value, subscribers.c.confirmation_sent_at.is_(None))
             .order_by(subscribers.c.id)
             .limit(limit)

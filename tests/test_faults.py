@@ -241,19 +241,19 @@ class CrowdedController(Controller):
         return CrowdedSMTP(self.handler, **self.SMTP_kwargs)
 
 
-def serve(handler, controller_class=Controller):
+def send_through(env, handler, controller_class=Controller, **settings: str) -> subprocess.CompletedProcess:
+    """Run `newsletter send` against an aiosmtpd relay using `handler`."""
     controller = controller_class(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
-    return controller
+    try:
+        return send(env, controller.port, **settings)
+    finally:
+        controller.stop()
 
 
 def test_a_fraction_of_transient_refusals_is_retried_to_completion(env, readers):
     handler = FlakyHandler(fraction=0.3)
-    controller = serve(handler)
-    try:
-        result = send(env, controller.port)
-    finally:
-        controller.stop()
+    result = send_through(env, handler)
     assert result.returncode == 0, result.stdout + result.stderr
     assert Counter(handler.recipients()) == Counter(readers), "everyone once, nobody twice"
     assert "delivered 40, pending 0, retrying 0" in status(env)
@@ -261,11 +261,7 @@ def test_a_fraction_of_transient_refusals_is_retried_to_completion(env, readers)
 
 def test_dropped_connections_are_reopened_and_nobody_gets_two_copies(env, readers):
     handler = DroppingHandler(per_session=3)
-    controller = serve(handler)
-    try:
-        result = send(env, controller.port)
-    finally:
-        controller.stop()
+    result = send_through(env, handler)
     assert result.returncode == 0, result.stdout + result.stderr
     assert Counter(handler.recipients()) == Counter(readers)
 
@@ -273,11 +269,7 @@ def test_dropped_connections_are_reopened_and_nobody_gets_two_copies(env, reader
 def test_too_many_connections_makes_the_sender_use_fewer(env, readers):
     CrowdedSMTP.active = CrowdedSMTP.turned_away = 0
     handler = RecordingHandler()
-    controller = serve(handler, CrowdedController)
-    try:
-        result = send(env, controller.port, smtp_connections="6", retry_base_seconds="0.01")
-    finally:
-        controller.stop()
+    result = send_through(env, handler, CrowdedController, smtp_connections="6", retry_base_seconds="0.01")
     assert result.returncode == 0, result.stdout + result.stderr
     assert CrowdedSMTP.turned_away >= 1
     assert "relay busy" in result.stderr and "connection(s)" in result.stderr
@@ -286,11 +278,7 @@ def test_too_many_connections_makes_the_sender_use_fewer(env, readers):
 
 def test_messages_per_connection_cap_is_respected(env, readers):
     handler = CountingHandler()
-    controller = serve(handler)
-    try:
-        result = send(env, controller.port, smtp_messages_per_connection="5")
-    finally:
-        controller.stop()
+    result = send_through(env, handler, smtp_messages_per_connection="5")
     assert result.returncode == 0
     assert max(handler.per_session.values()) <= 5
     assert sum(handler.per_session.values()) == len(readers)
@@ -298,11 +286,7 @@ def test_messages_per_connection_cap_is_respected(env, readers):
 
 def test_rate_limit_spaces_the_messages(env, readers):
     handler = CountingHandler()
-    controller = serve(handler)
-    try:
-        result = send(env, controller.port, rate_limit="40")
-    finally:
-        controller.stop()
+    result = send_through(env, handler, rate_limit="40")
     assert result.returncode == 0
     # 40 messages at 40/s: the first and the last are at least ~39 intervals apart.
     assert handler.times[-1] - handler.times[0] >= 39 / 40 * 0.9
