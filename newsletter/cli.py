@@ -223,12 +223,12 @@ def status(date: DateOption = None) -> None:
     if issue is None:
         err.print(f"No issue for {issue_date} yet: `newsletter send --date {issue_date}` builds and sends it.")
         raise typer.Exit(1)
-    counts = store.delivery_counts(issue.id)
-    pending = store.never_claimed(issue.id) + counts.get("sending", 0)
+    counts = store.log.delivery_counts(issue.id)
+    pending = store.log.never_claimed(issue.id) + counts.get("sending", 0)
     out.print(f"Issue {issue.issue_date}: {issue.subject}", markup=False)
     out.print(f"delivered {counts.get('sent', 0)}, pending {pending}, retrying {counts.get('failed', 0)}, "
               f"bounced {counts.get('refused', 0)}")
-    for outcome, reply, count in store.common_replies(issue.id):
+    for outcome, reply, count in store.log.common_replies(issue.id):
         label = {"failed": "retrying", "refused": "bounced", "sending": "in flight"}.get(outcome, outcome)
         out.print(f"  {count:>7}  {label:<9} {reply or '(no reply yet)'}", markup=False)
     if pending or counts.get("failed", 0):

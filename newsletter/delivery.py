@@ -109,7 +109,7 @@ class OutcomeWriter:
             if not batch:
                 continue
             try:
-                await asyncio.to_thread(self.store.record_outcomes, self.issue_id, self.run_id, batch)
+                await asyncio.to_thread(self.store.log.record_outcomes, self.issue_id, self.run_id, batch)
             except BaseException as exc:
                 for waiter in waiters:
                     waiter.set_exception(exc) if not waiter.done() else None
@@ -152,7 +152,7 @@ class Sender:
     async def run(self) -> DeliveryReport:
         self.report.started = time.monotonic()
         owner = f"{socket.gethostname()} pid {os.getpid()}"
-        await asyncio.to_thread(self.store.start_run, self.issue_id, self.run_id, owner)
+        await asyncio.to_thread(self.store.log.start_run, self.issue_id, self.run_id, owner)
         heartbeat = asyncio.create_task(self._heartbeat())
         writer = asyncio.create_task(self._writer.run())
         workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.smtp_connections)]
@@ -169,8 +169,8 @@ class Sender:
             self._writer.close()
             await writer
             heartbeat.cancel()
-            released = await asyncio.to_thread(self.store.release_claims, self.issue_id, self.run_id)
-            await asyncio.to_thread(self.store.finish_run, self.run_id)
+            released = await asyncio.to_thread(self.store.log.release_claims, self.issue_id, self.run_id)
+            await asyncio.to_thread(self.store.log.finish_run, self.run_id)
             self.report.interrupted = self.report.interrupted or released > 0
             self.report.finished = time.monotonic()
             self.on_progress(self.report)
@@ -184,7 +184,7 @@ class Sender:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
-            await asyncio.to_thread(self.store.heartbeat, self.run_id)
+            await asyncio.to_thread(self.store.log.heartbeat, self.run_id)
 
     # Feeding the workers --------------------------------------------------
 
@@ -198,7 +198,7 @@ class Sender:
             await self._produce_pass()
             await self._all_settled()
             if self._fatal is not None or not await asyncio.to_thread(
-                self.store.claimed_by_others, self.issue_id, self.run_id
+                self.store.log.claimed_by_others, self.issue_id, self.run_id
             ):
                 return
             log.info("waiting for subscribers claimed by another send (concurrent or killed run)")
@@ -208,7 +208,7 @@ class Sender:
         after_id = 0
         while self._fatal is None:
             claimed, after_id_next = await asyncio.to_thread(
-                self.store.claim_batch, self.issue_id, self.run_id, after_id, self.settings.batch_size,
+                self.store.log.claim_batch, self.issue_id, self.run_id, after_id, self.settings.batch_size,
                 self.stale_after,
             )
             if after_id_next == after_id:

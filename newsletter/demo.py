@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from .config import PROJECT_DIR
 from .outbox import start_outbox

@@ -139,7 +139,7 @@ def send_edition(settings: Settings, store: Store, date: dt.date,
     retry_confirmations(settings, store)
     issue, built_now = freeze_edition(settings, store, date)
     active = store.count_subscribers(Status.active)
-    already_done = sum(store.delivery_counts(issue.id).get(o, 0) for o in ("sent", "refused"))
+    already_done = sum(store.log.delivery_counts(issue.id).get(o, 0) for o in ("sent", "refused"))
     template = MessageTemplate(as_rendered(issue), settings)
     sender = Sender(store, template, issue.id, settings, on_progress)
     report = asyncio.run(_stop_cleanly_on_sigterm(sender.run()))

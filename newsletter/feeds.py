@@ -188,7 +188,7 @@ async def read_feeds_async(sources: list[str], timeout: float, max_bytes: int) -
             *(_read_source(client, s, max_bytes) for s in sources), return_exceptions=True
         )
     batch = FeedBatch(stories=[], failures=[])
-    for source, result in zip(sources, results):
+    for source, result in zip(sources, results, strict=True):
         if isinstance(result, FeedError):
             batch.failures.append(result)
         elif isinstance(result, BaseException):

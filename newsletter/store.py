@@ -1,8 +1,7 @@
-"""The subscriber store: subscribers, sent issues and the delivery log.
+"""The subscriber store: subscribers and sent issues, with the delivery log beside them.
 
-SQLAlchemy Core over `DATABASE_URL`, SQLite by default. Everything here is
-portable to PostgreSQL: claims use INSERT … ON CONFLICT DO NOTHING (both
-dialects) and compare-and-set UPDATEs, never SQLite-only locking.
+SQLAlchemy Core over `DATABASE_URL`, SQLite by default (WAL, busy timeout),
+PostgreSQL when several senders share one list.
 """
 
 from __future__ import annotations
@@ -10,146 +9,29 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Engine,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    func,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
+from .deliverylog import DeliveryLog
 from .errors import ConfigError
-
-
-class Status(str, Enum):
-    pending = "pending"
-    active = "active"
-    unsubscribed = "unsubscribed"
-    bounced = "bounced"
-
-
-class Outcome(str, Enum):
-    sending = "sending"  # claimed by a run, not yet known
-    sent = "sent"
-    failed = "failed"  # transient: the next run retries it
-    refused = "refused"  # permanent: the server said no for good
-
-
-metadata = MetaData()
-
-subscribers = Table(
-    "subscribers",
+from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue are part of the store's API)
+    SUBSCRIBER_COLUMNS,
+    Outcome,
+    Status,
+    StoredIssue,
+    Subscriber,
+    deliveries,
+    insert_ignoring_duplicates,
+    issue_stories,
+    issues,
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("email", String(320), nullable=False, unique=True),
-    Column("name", String(200), nullable=False, default=""),
-    Column("status", String(20), nullable=False, index=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("confirmation_sent_at", DateTime(timezone=True)),
-    Column("confirmed_at", DateTime(timezone=True)),
-    Column("unsubscribed_at", DateTime(timezone=True)),
-    # Ids are never reused (AUTOINCREMENT on SQLite), so an old unsubscribe
-    # link can never reach a later reader.
-    sqlite_autoincrement=True,
+    subscribers,
+    suppressions,
+    utcnow,
 )
-
-# What is kept of a forgotten reader who had unsubscribed: a keyed hash of the
-# address, enough to keep an import from subscribing them again, nothing more.
-suppressions = Table(
-    "suppressions",
-    metadata,
-    Column("email_hash", String(64), primary_key=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-issues = Table(
-    "issues",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("issue_date", String(10), nullable=False, unique=True),
-    Column("subject", Text, nullable=False),
-    Column("preheader", Text, nullable=False),
-    Column("html", Text, nullable=False),
-    Column("text", Text, nullable=False),
-    Column("stories", Text, nullable=False),  # JSON: [{url, title, source}, …]
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-issue_stories = Table(
-    "issue_stories",
-    metadata,
-    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
-    Column("url", String(2000), primary_key=True),
-)
-
-deliveries = Table(
-    "deliveries",
-    metadata,
-    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
-    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
-    Column("outcome", String(20), nullable=False, index=True),
-    Column("run_id", String(64), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("reply", Text, nullable=False, default=""),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("issue_id", "subscriber_id", name="one_delivery_per_issue"),
-)
-
-
-send_runs = Table(
-    "send_runs",
-    metadata,
-    Column("run_id", String(64), primary_key=True),
-    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
-    Column("owner", String(200), nullable=False),  # host and pid, for people reading the table
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
-    Column("finished_at", DateTime(timezone=True)),
-)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-SUBSCRIBER_COLUMNS = (subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status)
-
-
-@dataclass(frozen=True)
-class Subscriber:
-    id: int
-    email: str
-    name: str
-    status: str = Status.active.value
-
-
-@dataclass(frozen=True)
-class StoredIssue:
-    id: int
-    issue_date: str
-    subject: str
-    preheader: str
-    html: str
-    text: str
-    stories: list[dict]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -160,12 +42,6 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-def _insert_ignoring_duplicates(engine: Engine, table: Table):
-    """INSERT that silently skips rows violating a unique key, in the engine's dialect."""
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
 
 
 class Store:
@@ -184,6 +60,7 @@ class Store:
             raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: {exc}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.log = DeliveryLog(self.engine)
         try:
             metadata.create_all(self.engine)
         except OperationalError as exc:
@@ -199,7 +76,7 @@ class Store:
         now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
-                _insert_ignoring_duplicates(self.engine, subscribers),
+                insert_ignoring_duplicates(self.engine, subscribers),
                 {"email": email, "name": name, "status": status.value, "created_at": now, "updated_at": now},
             )
         return result.rowcount == 1
@@ -211,7 +88,7 @@ class Store:
         now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
-                _insert_ignoring_duplicates(self.engine, subscribers),
+                insert_ignoring_duplicates(self.engine, subscribers),
                 [
                     {"email": e, "name": n, "status": status.value, "created_at": now, "updated_at": now}
                     for e, n in rows
@@ -325,7 +202,7 @@ class Store:
             if row is None:
                 return False
             if row.status == Status.unsubscribed.value:
-                conn.execute(_insert_ignoring_duplicates(self.engine, suppressions),
+                conn.execute(insert_ignoring_duplicates(self.engine, suppressions),
                              {"email_hash": email_hash, "created_at": utcnow()})
             conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
             conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
@@ -413,165 +290,3 @@ class Store:
         )
         with self.engine.connect() as conn:
             return frozenset(conn.execute(query).scalars())
-
-    # Delivery log --------------------------------------------------------
-
-    def start_run(self, issue_id: int, run_id: str, owner: str) -> None:
-        now = utcnow()
-        with self.engine.begin() as conn:
-            conn.execute(send_runs.insert().values(run_id=run_id, issue_id=issue_id, owner=owner,
-                                                   started_at=now, heartbeat_at=now))
-
-    def heartbeat(self, run_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(send_runs).where(send_runs.c.run_id == run_id).values(heartbeat_at=utcnow()))
-
-    def finish_run(self, run_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(send_runs).where(send_runs.c.run_id == run_id).values(finished_at=utcnow()))
-
-    def _abandoned_runs(self, stale_after: dt.timedelta):
-        """Runs that will never settle their claims: finished, or silent (killed, machine lost)."""
-        return select(send_runs.c.run_id).where(
-            send_runs.c.finished_at.is_not(None) | (send_runs.c.heartbeat_at < utcnow() - stale_after)
-        )
-
-    def claim_batch(self, issue_id: int, run_id: str, after_id: int, limit: int,
-                    stale_after: dt.timedelta = dt.timedelta(seconds=30)) -> tuple[list[Subscriber], int]:
-        """Claim up to `limit` active subscribers after `after_id` who still need this issue.
-
-        Returns the subscribers this run now owns and the last id scanned.
-        Claimable: no delivery row yet, a transient failure, or a claim left
-        by a run that stopped heart-beating (killed mid-send). Every claim is
-        a compare-and-set on the row, so two runs never own one subscriber.
-        """
-        page = (
-            select(subscribers.c.id, subscribers.c.email, subscribers.c.name, deliveries.c.outcome)
-            .outerjoin(
-                deliveries,
-                (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id),
-            )
-            .where(subscribers.c.id > after_id, subscribers.c.status == Status.active.value)
-            .order_by(subscribers.c.id)
-            .limit(limit)
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(page).all()
-        if not rows:
-            return [], after_id
-        fresh = [r.id for r in rows if r.outcome is None]
-        retry = [r.id for r in rows if r.outcome in (Outcome.failed.value, Outcome.sending.value)]
-        now = utcnow()
-        with self.engine.begin() as conn:
-            if fresh:
-                conn.execute(
-                    _insert_ignoring_duplicates(self.engine, deliveries),
-                    [
-                        {"issue_id": issue_id, "subscriber_id": sid, "outcome": Outcome.sending.value,
-                         "run_id": run_id, "attempts": 0, "reply": "", "updated_at": now}
-                        for sid in fresh
-                    ],
-                )
-            if retry:
-                conn.execute(
-                    update(deliveries)
-                    .where(
-                        deliveries.c.issue_id == issue_id,
-                        deliveries.c.subscriber_id.in_(retry),
-                        (deliveries.c.outcome == Outcome.failed.value)
-                        | ((deliveries.c.outcome == Outcome.sending.value)
-                           & deliveries.c.run_id.in_(self._abandoned_runs(stale_after))),
-                    )
-                    .values(outcome=Outcome.sending.value, run_id=run_id, updated_at=now)
-                )
-            owned = set(
-                conn.execute(
-                    select(deliveries.c.subscriber_id).where(
-                        deliveries.c.issue_id == issue_id,
-                        deliveries.c.run_id == run_id,
-                        deliveries.c.outcome == Outcome.sending.value,
-                        deliveries.c.subscriber_id.in_(fresh + retry),
-                    )
-                ).scalars()
-            )
-        claimed = [Subscriber(r.id, r.email, r.name) for r in rows if r.id in owned]
-        return claimed, rows[-1].id
-
-    def claimed_by_others(self, issue_id: int, run_id: str) -> int:
-        """Subscribers of this issue that another run has claimed and not yet settled."""
-        query = select(func.count()).select_from(deliveries).where(
-            deliveries.c.issue_id == issue_id,
-            deliveries.c.outcome == Outcome.sending.value,
-            deliveries.c.run_id != run_id,
-        )
-        with self.engine.connect() as conn:
-            return conn.execute(query).scalar_one()
-
-    def record_outcomes(self, issue_id: int, run_id: str, outcomes: list[tuple[int, Outcome, str]]) -> None:
-        """Write a batch of (subscriber_id, outcome, server reply) in one transaction."""
-        if not outcomes:
-            return
-        now = utcnow()
-        bounced = [sid for sid, outcome, _ in outcomes if outcome is Outcome.refused]
-        with self.engine.begin() as conn:
-            for subscriber_id, outcome, reply in outcomes:
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscriber_id,
-                           deliveries.c.run_id == run_id)
-                    .values(outcome=outcome.value, reply=reply[:500], attempts=deliveries.c.attempts + 1,
-                            updated_at=now)
-                )
-            if bounced:  # a hard bounce: nothing more goes to them until reactivated
-                conn.execute(
-                    update(subscribers)
-                    .where(subscribers.c.id.in_(bounced), subscribers.c.status == Status.active.value)
-                    .values(status=Status.bounced.value, updated_at=now)
-                )
-
-    def release_claims(self, issue_id: int, run_id: str) -> int:
-        """Hand back what this run claimed but never settled (Ctrl-C, SMTP unreachable).
-
-        Never tried: back to no row at all (pending); tried before: failed
-        again, keeping the last reply.
-        """
-        owned = (deliveries.c.issue_id == issue_id) & (deliveries.c.run_id == run_id) \
-            & (deliveries.c.outcome == Outcome.sending.value)
-        with self.engine.begin() as conn:
-            untried = conn.execute(deliveries.delete().where(owned & (deliveries.c.attempts == 0))).rowcount
-            retried = conn.execute(
-                update(deliveries).where(owned).values(outcome=Outcome.failed.value, updated_at=utcnow())
-            ).rowcount
-        return untried + retried
-
-    def never_claimed(self, issue_id: int) -> int:
-        """Active subscribers without any delivery row for this issue yet."""
-        query = (
-            select(func.count())
-            .select_from(subscribers.outerjoin(
-                deliveries, (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id)))
-            .where(subscribers.c.status == Status.active.value, deliveries.c.issue_id.is_(None))
-        )
-        with self.engine.connect() as conn:
-            return conn.execute(query).scalar_one()
-
-    def common_replies(self, issue_id: int, limit: int = 5) -> list[tuple[str, str, int]]:
-        """(outcome, server reply, count) for what did not go through, most frequent first."""
-        query = (
-            select(deliveries.c.outcome, deliveries.c.reply, func.count().label("n"))
-            .where(deliveries.c.issue_id == issue_id, deliveries.c.outcome != Outcome.sent.value)
-            .group_by(deliveries.c.outcome, deliveries.c.reply)
-            .order_by(func.count().desc())
-            .limit(limit)
-        )
-        with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(query)]
-
-    def delivery_counts(self, issue_id: int) -> dict[str, int]:
-        query = (
-            select(deliveries.c.outcome, func.count())
-            .where(deliveries.c.issue_id == issue_id)
-            .group_by(deliveries.c.outcome)
-        )
-        with self.engine.connect() as conn:
-            return {outcome: n for outcome, n in conn.execute(query)}

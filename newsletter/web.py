@@ -14,7 +14,7 @@ from collections import defaultdict, deque
 from urllib.parse import parse_qs
 
 from fastapi import BackgroundTasks, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .config import Settings
 from .confirmations import ConfirmationMailer

@@ -7,7 +7,6 @@ tell the truth.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import shutil
 import socket

@@ -158,7 +158,7 @@ def test_outcomes_are_in_the_delivery_log(settings, store, smtp_server):
     add_readers(store)
     smtp_server.handler.refuse["claire@example.fr"] = "550 5.1.1 No such user"
     issue = send_edition(settings, store, SAMPLE_DATE).issue
-    assert store.delivery_counts(issue.id) == {Outcome.sent.value: 2, Outcome.refused.value: 1}
+    assert store.log.delivery_counts(issue.id) == {Outcome.sent.value: 2, Outcome.refused.value: 1}
 
 
 def test_two_sends_at_once_never_send_anyone_two_copies(env, store, smtp_server):

@@ -87,4 +87,4 @@ def test_wrong_password_is_a_configuration_error(settings, store: Store, certifi
         controller.stop()
     assert handler.messages == []
     # Nobody was lost: the subscriber is still waiting for the issue.
-    assert store.delivery_counts(store.get_issue(SAMPLE_DATE.isoformat()).id).get("sent", 0) == 0
+    assert store.log.delivery_counts(store.get_issue(SAMPLE_DATE.isoformat()).id).get("sent", 0) == 0

@@ -1,0 +1,191 @@
+"""The delivery log: one row per (issue, subscriber), claimed, settled, retried.
+
+Runs claim subscribers with compare-and-set writes (INSERT … ON CONFLICT DO
+NOTHING, conditional UPDATEs), heart-beat while they send, and take over the
+claims of a run that stopped heart-beating. Portable to PostgreSQL: no
+SQLite-only locking.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Engine, func, select, update
+
+from .schema import (
+    Outcome,
+    Status,
+    Subscriber,
+    deliveries,
+    insert_ignoring_duplicates,
+    send_runs,
+    subscribers,
+    utcnow,
+)
+
+
+class DeliveryLog:
+    """Who has had which issue, and which run is sending to whom right now."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def start_run(self, issue_id: int, run_id: str, owner: str) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(send_runs.insert().values(run_id=run_id, issue_id=issue_id, owner=owner,
+                                                   started_at=now, heartbeat_at=now))
+
+    def heartbeat(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(send_runs).where(send_runs.c.run_id == run_id).values(heartbeat_at=utcnow()))
+
+    def finish_run(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(send_runs).where(send_runs.c.run_id == run_id).values(finished_at=utcnow()))
+
+    def _abandoned_runs(self, stale_after: dt.timedelta):
+        """Runs that will never settle their claims: finished, or silent (killed, machine lost)."""
+        return select(send_runs.c.run_id).where(
+            send_runs.c.finished_at.is_not(None) | (send_runs.c.heartbeat_at < utcnow() - stale_after)
+        )
+
+    def claim_batch(self, issue_id: int, run_id: str, after_id: int, limit: int,
+                    stale_after: dt.timedelta = dt.timedelta(seconds=30)) -> tuple[list[Subscriber], int]:
+        """Claim up to `limit` active subscribers after `after_id` who still need this issue.
+
+        Returns the subscribers this run now owns and the last id scanned.
+        Claimable: no delivery row yet, a transient failure, or a claim left
+        by a run that stopped heart-beating (killed mid-send). Every claim is
+        a compare-and-set on the row, so two runs never own one subscriber.
+        """
+        page = (
+            select(subscribers.c.id, subscribers.c.email, subscribers.c.name, deliveries.c.outcome)
+            .outerjoin(
+                deliveries,
+                (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id),
+            )
+            .where(subscribers.c.id > after_id, subscribers.c.status == Status.active.value)
+            .order_by(subscribers.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(page).all()
+        if not rows:
+            return [], after_id
+        fresh = [r.id for r in rows if r.outcome is None]
+        retry = [r.id for r in rows if r.outcome in (Outcome.failed.value, Outcome.sending.value)]
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if fresh:
+                conn.execute(
+                    insert_ignoring_duplicates(self.engine, deliveries),
+                    [
+                        {"issue_id": issue_id, "subscriber_id": sid, "outcome": Outcome.sending.value,
+                         "run_id": run_id, "attempts": 0, "reply": "", "updated_at": now}
+                        for sid in fresh
+                    ],
+                )
+            if retry:
+                conn.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.issue_id == issue_id,
+                        deliveries.c.subscriber_id.in_(retry),
+                        (deliveries.c.outcome == Outcome.failed.value)
+                        | ((deliveries.c.outcome == Outcome.sending.value)
+                           & deliveries.c.run_id.in_(self._abandoned_runs(stale_after))),
+                    )
+                    .values(outcome=Outcome.sending.value, run_id=run_id, updated_at=now)
+                )
+            owned = set(
+                conn.execute(
+                    select(deliveries.c.subscriber_id).where(
+                        deliveries.c.issue_id == issue_id,
+                        deliveries.c.run_id == run_id,
+                        deliveries.c.outcome == Outcome.sending.value,
+                        deliveries.c.subscriber_id.in_(fresh + retry),
+                    )
+                ).scalars()
+            )
+        claimed = [Subscriber(r.id, r.email, r.name) for r in rows if r.id in owned]
+        return claimed, rows[-1].id
+
+    def claimed_by_others(self, issue_id: int, run_id: str) -> int:
+        """Subscribers of this issue that another run has claimed and not yet settled."""
+        query = select(func.count()).select_from(deliveries).where(
+            deliveries.c.issue_id == issue_id,
+            deliveries.c.outcome == Outcome.sending.value,
+            deliveries.c.run_id != run_id,
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def record_outcomes(self, issue_id: int, run_id: str, outcomes: list[tuple[int, Outcome, str]]) -> None:
+        """Write a batch of (subscriber_id, outcome, server reply) in one transaction."""
+        if not outcomes:
+            return
+        now = utcnow()
+        bounced = [sid for sid, outcome, _ in outcomes if outcome is Outcome.refused]
+        with self.engine.begin() as conn:
+            for subscriber_id, outcome, reply in outcomes:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscriber_id,
+                           deliveries.c.run_id == run_id)
+                    .values(outcome=outcome.value, reply=reply[:500], attempts=deliveries.c.attempts + 1,
+                            updated_at=now)
+                )
+            if bounced:  # a hard bounce: nothing more goes to them until reactivated
+                conn.execute(
+                    update(subscribers)
+                    .where(subscribers.c.id.in_(bounced), subscribers.c.status == Status.active.value)
+                    .values(status=Status.bounced.value, updated_at=now)
+                )
+
+    def release_claims(self, issue_id: int, run_id: str) -> int:
+        """Hand back what this run claimed but never settled (Ctrl-C, SMTP unreachable).
+
+        Never tried: back to no row at all (pending); tried before: failed
+        again, keeping the last reply.
+        """
+        owned = (deliveries.c.issue_id == issue_id) & (deliveries.c.run_id == run_id) \
+            & (deliveries.c.outcome == Outcome.sending.value)
+        with self.engine.begin() as conn:
+            untried = conn.execute(deliveries.delete().where(owned & (deliveries.c.attempts == 0))).rowcount
+            retried = conn.execute(
+                update(deliveries).where(owned).values(outcome=Outcome.failed.value, updated_at=utcnow())
+            ).rowcount
+        return untried + retried
+
+    def never_claimed(self, issue_id: int) -> int:
+        """Active subscribers without any delivery row for this issue yet."""
+        query = (
+            select(func.count())
+            .select_from(subscribers.outerjoin(
+                deliveries, (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id)))
+            .where(subscribers.c.status == Status.active.value, deliveries.c.issue_id.is_(None))
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def common_replies(self, issue_id: int, limit: int = 5) -> list[tuple[str, str, int]]:
+        """(outcome, server reply, count) for what did not go through, most frequent first."""
+        query = (
+            select(deliveries.c.outcome, deliveries.c.reply, func.count().label("n"))
+            .where(deliveries.c.issue_id == issue_id, deliveries.c.outcome != Outcome.sent.value)
+            .group_by(deliveries.c.outcome, deliveries.c.reply)
+            .order_by(func.count().desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(query)]
+
+    def delivery_counts(self, issue_id: int) -> dict[str, int]:
+        query = (
+            select(deliveries.c.outcome, func.count())
+            .where(deliveries.c.issue_id == issue_id)
+            .group_by(deliveries.c.outcome)
+        )
+        with self.engine.connect() as conn:
+            return {outcome: n for outcome, n in conn.execute(query)}

@@ -1,0 +1,145 @@
+"""The tables of the newsletter's data and the small records read from them.
+
+Portable SQLAlchemy Core: the same schema runs on SQLite (the default) and
+PostgreSQL (several senders sharing one list).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import Enum
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+class Status(str, Enum):
+    pending = "pending"
+    active = "active"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+
+
+class Outcome(str, Enum):
+    sending = "sending"  # claimed by a run, not yet known
+    sent = "sent"
+    failed = "failed"  # transient: the next run retries it
+    refused = "refused"  # permanent: the server said no for good
+
+
+metadata = MetaData()
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("status", String(20), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("confirmation_sent_at", DateTime(timezone=True)),
+    Column("confirmed_at", DateTime(timezone=True)),
+    Column("unsubscribed_at", DateTime(timezone=True)),
+    # Ids are never reused (AUTOINCREMENT on SQLite), so an old unsubscribe
+    # link can never reach a later reader.
+    sqlite_autoincrement=True,
+)
+
+# What is kept of a forgotten reader who had unsubscribed: a keyed hash of the
+# address, enough to keep an import from subscribing them again, nothing more.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email_hash", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+issues = Table(
+    "issues",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("issue_date", String(10), nullable=False, unique=True),
+    Column("subject", Text, nullable=False),
+    Column("preheader", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("stories", Text, nullable=False),  # JSON: [{url, title, source}, …]
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+issue_stories = Table(
+    "issue_stories",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("url", String(2000), primary_key=True),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    Column("outcome", String(20), nullable=False, index=True),
+    Column("run_id", String(64), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("reply", Text, nullable=False, default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("issue_id", "subscriber_id", name="one_delivery_per_issue"),
+)
+
+
+send_runs = Table(
+    "send_runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    Column("owner", String(200), nullable=False),  # host and pid, for people reading the table
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+SUBSCRIBER_COLUMNS = (subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status)
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    status: str = Status.active.value
+
+
+@dataclass(frozen=True)
+class StoredIssue:
+    id: int
+    issue_date: str
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    stories: list[dict]
+
+
+def insert_ignoring_duplicates(engine: Engine, table: Table):
+    """INSERT that silently skips rows violating a unique key, in the engine's dialect."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
