@@ -9,6 +9,7 @@ SQLite-only locking.
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 
 from sqlalchemy import Engine, func, select, update
 
@@ -127,14 +128,18 @@ class DeliveryLog:
             return
         now = utcnow()
         bounced = [sid for sid, outcome, _ in outcomes if outcome is Outcome.refused]
+        # One UPDATE per distinct (outcome, reply): nearly always a single
+        # statement for the whole group, however many rows it settles.
+        groups: dict[tuple[Outcome, str], list[int]] = defaultdict(list)
+        for subscriber_id, outcome, reply in outcomes:
+            groups[outcome, reply[:500]].append(subscriber_id)
         with self.engine.begin() as conn:
-            for subscriber_id, outcome, reply in outcomes:
+            for (outcome, reply), ids in groups.items():
                 conn.execute(
                     update(deliveries)
-                    .where(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscriber_id,
+                    .where(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id.in_(ids),
                            deliveries.c.run_id == run_id)
-                    .values(outcome=outcome.value, reply=reply[:500], attempts=deliveries.c.attempts + 1,
-                            updated_at=now)
+                    .values(outcome=outcome.value, reply=reply, attempts=deliveries.c.attempts + 1, updated_at=now)
                 )
             if bounced:  # a hard bounce: nothing more goes to them until reactivated
                 conn.execute(

@@ -21,6 +21,7 @@ import idna
 
 from .config import Settings
 from .render import UNSUBSCRIBE_SLOT, RenderedIssue
+from .smtp import PreparedMessage
 from .tokens import Tokens
 
 CRLF = b"\r\n"
@@ -71,6 +72,7 @@ def ascii_address(email: str) -> str:
 
 
 def _mailbox(name: str, email: str) -> str:
+    name = " ".join(name.split())  # no CR/LF from a CSV or a form can reach the headers
     if name and not name.isascii():
         return f"{encoded_words(name)} <{ascii_address(email)}>"
     return formataddr((name, ascii_address(email)))
@@ -170,7 +172,7 @@ class MessageTemplate:
         if self.settings.unsubscribe_mailto:
             list_unsubscribe += f", <mailto:{self.settings.unsubscribe_mailto}?subject=unsubscribe-{token}>"
         token_bytes = token.encode("ascii")
-        return b"".join(
+        return PreparedMessage(b"".join(
             (
                 _header("To", _mailbox(recipient.name, recipient.email)),
                 b"Message-ID: ", self.message_id(recipient.id).encode("ascii"), CRLF,
@@ -182,7 +184,7 @@ class MessageTemplate:
                 self.html_body.fill(token_bytes),
                 self.closing,
             )
-        )
+        ))
 
 
 def transactional_message(settings: Settings, recipient: Recipient, subject: str, html: str, text: str,

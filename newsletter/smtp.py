@@ -13,10 +13,13 @@ import logging
 import random
 
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import SMTPStatus
 
 from .config import Settings, SmtpTls
 from .errors import ConfigError, NewsletterError
-from .store import Outcome
+from .schema import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,37 @@ class Throttle:
             await asyncio.sleep(slot - now)
 
 
+class PreparedMessage(bytes):
+    """Message bytes already in wire form: CRLF lines, none starting with ".", ending in CRLF.
+
+    `message.MessageTemplate` builds every message that way (base64 bodies,
+    folded headers), so the two whole-message regular expressions aiosmtplib
+    runs before DATA (line endings, dot-stuffing) can change nothing; on a
+    78 KB issue they cost ~0.9 ms a message, most of the sender's CPU.
+    """
+
+
+class PreparedDataProtocol(SMTPProtocol):
+    """aiosmtplib's protocol, sending a PreparedMessage's DATA as it is."""
+
+    async def execute_data_command(self, message: bytes, timeout: float | None = None) -> SMTPResponse:
+        if not isinstance(message, PreparedMessage) or self._command_lock is None:
+            return await super().execute_data_command(message, timeout=timeout)
+        async with self._command_lock:  # the same exchange as aiosmtplib's, minus the two passes
+            self._response_pending = True
+            self.write(b"DATA\r\n")
+            start = await self.read_response(timeout=timeout)
+            if start.code != SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            self._response_pending = True
+            self.write(message)
+            self.write(b".\r\n")
+            response = await self.read_response(timeout=timeout)
+            if response.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return response
+
+
 class SmtpConnection:
     """One persistent connection: opened on first use, reopened after a drop or N messages."""
 
@@ -123,6 +157,8 @@ class SmtpConnection:
                 last_error = exc
                 await asyncio.sleep(backoff(attempt, CONNECT_BACKOFF_SECONDS))
             else:
+                if type(client.protocol) is SMTPProtocol:
+                    client.protocol.__class__ = PreparedDataProtocol  # adds a method, keeps its state
                 self.client, self.sent_here = client, 0
                 return client
         raise SmtpUnavailableError(f"cannot connect to SMTP server {s.smtp_host}:{s.smtp_port}: {last_error}")

@@ -39,6 +39,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # the busy timeout makes concurrent writers wait instead of failing.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL still survives the process being killed (the crash the
+    # send guards against); only a power cut can lose the last commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

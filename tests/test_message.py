@@ -112,3 +112,13 @@ def test_encoded_words_decode_to_the_exact_text(text):
     encoded = encoded_words(text)
     assert str(make_header(decode_header(encoded))) == text
     assert all(len(line) <= 76 for line in encoded.split("\r\n"))
+
+
+def test_a_name_cannot_inject_headers_or_break_the_wire_form(rendered, settings):
+    template = MessageTemplate(rendered, settings)
+    raw = template.personalise(Recipient(5, "victim@example.com", "Eve\r\nBcc: all@example.com\r\n.\r\n"))
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["Bcc"] is None
+    assert message["To"].addresses[0].addr_spec == "victim@example.com"
+    assert not any(line.startswith(b".") for line in raw.split(b"\r\n")), "nothing to dot-stuff"
+    assert raw.endswith(b"\r\n")
