@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 
 from .schema import (
     Outcome,
@@ -22,6 +22,18 @@ from .schema import (
     send_runs,
     subscribers,
     utcnow,
+)
+
+
+# Built once: on the hot path, constructing and cache-keying the statement
+# cost more than SQLite executing it.
+SETTLE = (
+    update(deliveries)
+    .where(deliveries.c.issue_id == bindparam("issue"),
+           deliveries.c.subscriber_id.in_(bindparam("ids", expanding=True)),
+           deliveries.c.run_id == bindparam("run"))
+    .values(outcome=bindparam("outcome"), reply=bindparam("reply"), attempts=deliveries.c.attempts + 1,
+            updated_at=bindparam("now"))
 )
 
 
@@ -135,12 +147,8 @@ class DeliveryLog:
             groups[outcome, reply[:500]].append(subscriber_id)
         with self.engine.begin() as conn:
             for (outcome, reply), ids in groups.items():
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id.in_(ids),
-                           deliveries.c.run_id == run_id)
-                    .values(outcome=outcome.value, reply=reply, attempts=deliveries.c.attempts + 1, updated_at=now)
-                )
+                conn.execute(SETTLE, {"issue": issue_id, "run": run_id, "ids": ids, "outcome": outcome.value,
+                                      "reply": reply, "now": now})
             if bounced:  # a hard bounce: nothing more goes to them until reactivated
                 conn.execute(
                     update(subscribers)
