@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-deps bench clean
+.PHONY: demo test system-deps bench bench-large bench-profile clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+# Speed and memory against postfix's smtp-sink, next to smtp-source (C) and a stdlib loop:
+# see benchmarks/README.md. Results land in benchmarks/results/.
+bench: $(STAMP) system-deps
+	$(BIN)/python -m benchmarks.run
+
+bench-large: $(STAMP) system-deps
+	$(BIN)/python -m benchmarks.run --large
+
+bench-profile: $(STAMP) system-deps
+	$(BIN)/python -m benchmarks.profile_send
 
 clean:
 	rm -rf $(VENV) outbox subscribers/*.sqlite3*
