@@ -88,6 +88,11 @@ class OutcomeWriter:
         self.issue_id = issue_id
         self.run_id = run_id
         self.on_written = on_written
+        # A SQLite commit is local and takes ~0.2 ms: done on the event loop it
+        # costs less than the GIL hand-offs of a worker thread (measured: 1,100
+        # → 1,400 msg/s). A networked database is written from a thread so the
+        # loop never waits on the network.
+        self.write_inline = store.engine.dialect.name == "sqlite"
         self._pending: list[tuple[int, Outcome, str]] = []
         self._waiters: list[asyncio.Future] = []
         self._wakeup = asyncio.Event()
@@ -109,7 +114,10 @@ class OutcomeWriter:
             if not batch:
                 continue
             try:
-                await asyncio.to_thread(self.store.log.record_outcomes, self.issue_id, self.run_id, batch)
+                if self.write_inline:
+                    self.store.log.record_outcomes(self.issue_id, self.run_id, batch)
+                else:
+                    await asyncio.to_thread(self.store.log.record_outcomes, self.issue_id, self.run_id, batch)
             except BaseException as exc:
                 for waiter in waiters:
                     waiter.set_exception(exc) if not waiter.done() else None
