@@ -8,6 +8,9 @@ not the SMTP server's).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import hashlib
+import io
 import json
 import os
 import platform
@@ -17,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 BENCH_DIR = PROJECT / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
 TMP_DIR = RESULTS_DIR / "tmp"  # git-ignored: databases, captured message, logs
+WORK_DIR = TMP_DIR  # this run's own folder under TMP_DIR, set by begin_run()
 
 ISSUE_DATE = "2017-05-09"  # the day of the bundled sample feeds
 FROM_ADDRESS = "morning@news.example"
@@ -144,7 +149,7 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path
     files, so no pipe can fill up and stall the command. `on_start(pid)` runs in a thread with
     the command's pid (e.g. to sample /proc while it runs).
     """
-    log_prefix = log_prefix or TMP_DIR / "run"
+    log_prefix = log_prefix or WORK_DIR / "run"
     out_path, err_path = Path(f"{log_prefix}.stdout"), Path(f"{log_prefix}.stderr")
     report_path = Path(f"{log_prefix}.rusage.json")
     report_path.unlink(missing_ok=True)
@@ -232,7 +237,7 @@ class SmtpSink:
         self.binary = sink_binary
         self.name = name
         self.port = free_port()
-        self.counter_path = TMP_DIR / f"{name}.sink-counters"
+        self.counter_path = WORK_DIR / f"{name}.sink-counters"
         self.proc: subprocess.Popen | None = None
         self.stats: SinkStats | None = None
 
@@ -242,7 +247,7 @@ class SmtpSink:
             cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root
         cmd += [f"{HOST}:{self.port}", "256"]
         self._out = open(self.counter_path, "wb")
-        self._err = open(TMP_DIR / f"{self.name}.sink-stderr", "wb")
+        self._err = open(WORK_DIR / f"{self.name}.sink-stderr", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc)
         return self
@@ -265,6 +270,98 @@ class SmtpSink:
         sessions, _, messages = (int(x) for x in counters[-1]) if counters else (0, 0, 0)
         self.stats = SinkStats(messages=messages, sessions=sessions, cpu=usage.ru_utime + usage.ru_stime)
         return self.stats
+
+
+# --- the code under test: a snapshot -----------------------------------------
+
+_lock_file = None
+
+
+def begin_run(stamp: str) -> Path:
+    """One benchmark run at a time on this checkout, each in a folder of its own.
+
+    Two runs at once would each measure the other's load (and, sharing scratch
+    files, could even count each other's messages), so a second run waits for
+    the first. Scratch folders of earlier runs are removed; this run's stays
+    after it ends (logs of every command, the code snapshot) until the next run.
+    """
+    global WORK_DIR, _lock_file
+    TMP_DIR.mkdir(parents=True, exist_ok=True)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    _lock_file = open(TMP_DIR / ".lock", "a+")
+    try:
+        fcntl.flock(_lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _lock_file.seek(0)
+        owner = _lock_file.read().strip() or "another process"
+        print(f"· another benchmark run is in progress ({owner}); waiting for it to finish, so that "
+              f"neither disturbs the other …", flush=True)
+        fcntl.flock(_lock_file, fcntl.LOCK_EX)
+    _lock_file.seek(0)
+    _lock_file.truncate()
+    _lock_file.write(f"pid {os.getpid()}: {' '.join(sys.argv)}\n")
+    _lock_file.flush()
+    for old in TMP_DIR.glob("run-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    WORK_DIR = TMP_DIR / f"run-{stamp}-{os.getpid()}"
+    WORK_DIR.mkdir(parents=True)
+    return WORK_DIR
+
+
+def _digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def use_code_snapshot(rev: str | None = None) -> dict:
+    """Copy the product (everything but benchmarks/) to results/tmp/code and import it from there.
+
+    The whole run then measures one version of the code, even while people keep
+    editing the working tree (with an editable install every child process would
+    otherwise import whatever is on disk at that moment). `rev` snapshots a commit
+    instead of the working tree, to compare versions. Children find the snapshot
+    through PYTHONPATH, which comes before the editable install's finder.
+    """
+    code_dir = WORK_DIR / "code"
+    shutil.rmtree(code_dir, ignore_errors=True)
+    code_dir.mkdir(parents=True)
+    if rev:
+        archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=PROJECT, capture_output=True)
+        if archive.returncode != 0:
+            sys.exit(f"git archive {rev}: {archive.stderr.decode(errors='replace').strip()}")
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(code_dir, members=[m for m in tar.getmembers()
+                                              if not m.name.startswith("benchmarks/")], filter="data")
+        source = f"commit {_git('rev-parse', rev)}"
+    else:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                cwd=PROJECT, capture_output=True)
+        names = [n for n in listed.stdout.decode().split("\0") if n] if listed.returncode == 0 else []
+        if not names:  # not a git checkout: the package and the templates are what matter
+            names = [str(p.relative_to(PROJECT)) for d in ("newsletter", "templates") for p in (PROJECT / d).rglob("*")]
+        for name in names:
+            if name.startswith("benchmarks/"):
+                continue
+            src = PROJECT / name
+            if src.is_file():
+                dest = code_dir / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest)
+        modified = _git("status", "--porcelain", "--", "newsletter", "templates", "pyproject.toml")
+        source = f"working tree at commit {_git('rev-parse', 'HEAD')}" + (
+            f", with local changes to: {', '.join(line.split(None, 1)[-1] for line in modified.splitlines())}"
+            if modified else "")
+    if not (code_dir / "newsletter" / "__init__.py").exists():
+        sys.exit(f"no newsletter package in the snapshot of {rev or 'the working tree'}")
+    if "newsletter" in sys.modules:
+        raise RuntimeError("use_code_snapshot must run before anything imports newsletter")
+    sys.path.insert(0, str(code_dir))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_dir), os.environ.get("PYTHONPATH")]))
+    return {"source": source, "snapshot": str(code_dir.relative_to(PROJECT)),
+            "newsletter_sha256_16": _digest(code_dir / "newsletter"),
+            "templates_sha256_16": _digest(code_dir / "templates") if (code_dir / "templates").exists() else None}
 
 
 # --- stores and settings ---------------------------------------------------

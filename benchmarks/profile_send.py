@@ -26,8 +26,8 @@ import threading
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script (the profiled child): find `benchmarks` last, so that
+    sys.path.append(str(Path(__file__).resolve().parent.parent))  # newsletter comes from PYTHONPATH
 
 from benchmarks import harness  # noqa: E402
 
@@ -208,9 +208,8 @@ def top_functions(stats: pstats.Stats, top: int) -> list[dict]:
 
 def profile(sink_binary: str, n: int, connections: int = 10, top: int = 25, stamp: str | None = None) -> dict:
     stamp = stamp or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    harness.TMP_DIR.mkdir(parents=True, exist_ok=True)
-    prof_path = harness.TMP_DIR / f"profile-{stamp}.prof"  # 1 MB or more: kept out of git
-    db = harness.TMP_DIR / "profile.sqlite3"
+    prof_path = harness.TMP_DIR / f"profile-{stamp}.prof"  # 1 MB or more: kept out of git, kept after the run
+    db = harness.WORK_DIR / "profile.sqlite3"
     result: dict = {"messages": n, "connections": connections}
 
     # 1. Unprofiled, per-thread CPU from /proc.
@@ -219,8 +218,8 @@ def profile(sink_binary: str, n: int, connections: int = 10, top: int = 25, stam
     with harness.SmtpSink(sink_binary, "profile-plain") as sink:
         env = harness.newsletter_env(db, sink.port, connections)
         plain = harness.run_measured([sys.executable, "-m", "newsletter", "send", "--date", harness.ISSUE_DATE],
-                                     env=env, cwd=harness.TMP_DIR, timeout=max(600, n / 20),
-                                     log_prefix=harness.TMP_DIR / "profile-plain", on_start=sampler)
+                                     env=env, cwd=harness.WORK_DIR, timeout=max(600, n / 20),
+                                     log_prefix=harness.WORK_DIR / "profile-plain", on_start=sampler)
     summary = harness.parse_send_summary(plain.stdout) or {}
     result["plain"] = {"wall": plain.wall, "cpu": plain.cpu, "user": plain.user, "system": plain.system,
                        "exit_code": plain.exit_code, "sink_messages": sink.stats.messages,
@@ -233,8 +232,9 @@ def profile(sink_binary: str, n: int, connections: int = 10, top: int = 25, stam
         profiled = harness.run_measured(
             [sys.executable, str(Path(__file__).resolve()), "--child", str(prof_path), "--",
              "send", "--date", harness.ISSUE_DATE],
-            env={**env, "PYTHONPATH": str(harness.PROJECT)}, cwd=harness.TMP_DIR, timeout=max(900, n / 10),
-            log_prefix=harness.TMP_DIR / "profile-cprofile")
+            env={**env, "PYTHONPATH": os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(harness.PROJECT)]))},
+            cwd=harness.WORK_DIR, timeout=max(900, n / 10),
+            log_prefix=harness.WORK_DIR / "profile-cprofile")
     summary = harness.parse_send_summary(profiled.stdout) or {}
     result["profiled"] = {"wall": profiled.wall, "cpu": profiled.cpu, "exit_code": profiled.exit_code,
                           "sink_messages": sink.stats.messages, **summary}
@@ -242,10 +242,10 @@ def profile(sink_binary: str, n: int, connections: int = 10, top: int = 25, stam
         leftover.unlink()
 
     components = harness.run_measured(
-        [sys.executable, str(harness.BENCH_DIR / "components.py"), "--workdir", str(harness.TMP_DIR / "components"),
+        [sys.executable, str(harness.BENCH_DIR / "components.py"), "--workdir", str(harness.WORK_DIR / "components"),
          "--messages", str(min(n, 20_000)), "--connections", str(connections),
          "--from-address", harness.FROM_ADDRESS, "--base-url", harness.BASE_URL, "--secret-key", harness.SECRET_KEY],
-        cwd=harness.TMP_DIR, timeout=900, log_prefix=harness.TMP_DIR / "components")
+        cwd=harness.WORK_DIR, timeout=900, log_prefix=harness.WORK_DIR / "components")
     if components.exit_code == 0:
         import json
 
@@ -254,6 +254,7 @@ def profile(sink_binary: str, n: int, connections: int = 10, top: int = 25, stam
         result["components"] = {"error": components.stderr[-2000:]}
 
     stats = pstats.Stats(str(prof_path))
+    result["component_calls"] = component_calls(stats, n)
     areas = attribute_areas(stats)
     busy = sum(s for a, s in areas if a != IDLE)
     result["profile_file"] = str(prof_path.relative_to(harness.PROJECT))
@@ -270,18 +271,43 @@ def profile(sink_binary: str, n: int, connections: int = 10, top: int = 25, stam
     return result
 
 
+# (key in components.py's output, label, the function whose calls in the real send show
+# whether and how often that cost is paid: (file suffix, function name)).
 COMPONENT_ROWS = [
-    ("aiosmtplib_data_preparation", "aiosmtplib DATA preparation (line-ending regex + dot-stuffing regex on the whole message)"),
-    ("store_record_outcomes_cpu", "store.record_outcomes, CPU per message (groups of K rows, one UPDATE per row)"),
-    ("aiosmtplib_address_checks", "aiosmtplib address checks (parseaddr ×4)"),
-    ("personalise", "MessageTemplate.personalise (incl. the itsdangerous token)"),
-    ("store_claim_batch", "store.claim_batch, per subscriber"),
+    ("aiosmtplib_data_preparation", "aiosmtplib's DATA preparation (line-ending regex + dot-stuffing regex on the "
+     "whole message)", ("aiosmtplib/protocol.py", "normalize_message_line_endings")),
+    ("store_record_outcomes_cpu", "delivery log record_outcomes, groups of K outcomes (CPU)", ("", "record_outcomes")),
+    ("aiosmtplib_address_checks", "aiosmtplib's address checks (email.utils.parseaddr ×4)",
+     ("aiosmtplib/email.py", "parse_address")),
+    ("personalise", "MessageTemplate.personalise (incl. the itsdangerous token)", ("newsletter/message.py", "personalise")),
+    ("store_claim_batch", "delivery log claim_batch, per subscriber", ("", "claim_batch")),
 ]
 
 
-def component_rows(result: dict) -> list[tuple[str, float]]:
+def component_calls(stats: pstats.Stats, n: int) -> dict[str, float]:
+    """Calls per message, in the profiled send, of the function behind each component."""
+    calls = {}
+    for key, _, (suffix, name) in COMPONENT_ROWS:
+        total = sum(v[1] for (filename, _, func), v in stats.stats.items()
+                    if func == name and filename.endswith(suffix) and filename != "~")
+        calls[key] = total / n
+    return calls
+
+
+def component_rows(result: dict) -> list[tuple[str, float, float | None]]:
+    """(label, µs per message timed alone, calls per message in the real send or None)."""
     comp = result.get("components") or {}
-    return [(label, comp[key]) for key, label in COMPONENT_ROWS if isinstance(comp.get(key), (int, float))]
+    calls = result.get("component_calls") or {}
+    return [(label, comp[key], calls.get(key)) for key, label, _ in COMPONENT_ROWS
+            if isinstance(comp.get(key), (int, float))]
+
+
+def _calls(value: float | None) -> str:
+    if value is None:
+        return "?"
+    if value == 0:
+        return "0 (not on the send path)"
+    return f"{value:.2f}" if value >= 0.01 else f"{value:.4f}"
 
 
 def format_report(result: dict, stats: pstats.Stats, top: int) -> str:
@@ -305,11 +331,13 @@ def format_report(result: dict, stats: pstats.Stats, top: int) -> str:
     if rows:
         comp = result["components"]
         lines += ["", "## Per-message costs, each timed alone (benchmarks/components.py)", "",
-                  "| component | µs per message | share of the measured CPU per message |", "|---|---:|---:|"]
-        for label, us in rows:
-            lines.append(f"| {label} | {us:.0f} | {us / cpu_us:.0%} |")
+                  "| component | µs per message, alone | calls per message in the send | share of the send's CPU |",
+                  "|---|---:|---:|---:|"]
+        for label, us, calls in rows:
+            share = "—" if calls == 0 else f"{us / cpu_us:.0%}"
+            lines.append(f"| {label} | {us:.0f} | {_calls(calls)} | {share} |")
         lines.append(f"| kernel (system time of the real send: socket writes of {comp.get('message_bytes', 0):,}-byte "
-                     f"messages, SQLite I/O) | {plain['system'] / n * 1e6:.0f} | {plain['system'] / plain['cpu']:.0%} |")
+                     f"messages, SQLite I/O) | {plain['system'] / n * 1e6:.0f} | | {plain['system'] / plain['cpu']:.0%} |")
         if "store_record_outcomes_fixed_per_transaction_us" in comp:
             lines += ["", f"record_outcomes by group size (µs per row, wall / CPU): " + ", ".join(
                 f"{g}: {comp['store_record_outcomes_by_group_size'][g]:.0f} / "
@@ -318,7 +346,9 @@ def format_report(result: dict, stats: pstats.Stats, top: int) -> str:
                   f"+ {comp['store_record_outcomes_per_row_us']:.0f} µs per row."]
         if "message_lines_starting_with_dot" in comp:
             lines += ["", f"Our message has {comp['message_lines_starting_with_dot']} line(s) starting with '.' and "
-                          f"{comp['message_lone_cr_or_lf']} lone CR/LF: aiosmtplib's two passes change nothing in it."]
+                          f"{comp['message_lone_cr_or_lf']} lone CR/LF: aiosmtplib's two passes change nothing in it. "
+                          f"Our bytes are CRLF by construction; looking for a line that starts with '.' "
+                          f"(`b'\\r\\n.' in message`) costs {comp.get('check_no_leading_dot', float('nan')):.0f} µs."]
     lines += ["", "## Own time by area in the profiled run (built-ins charged to their caller, except "
                   "socket, sqlite3 and idle waits)", "",
               "| area | seconds | share of busy time | µs per message |", "|---|---:|---:|---:|"]
@@ -350,9 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--messages", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--code", metavar="REV", default=None,
+                        help="profile this git revision instead of the working tree (snapshot either way)")
     args = parser.parse_args(argv)
     sink, _ = harness.ensure_postfix()
-    result = profile(sink, args.messages, args.connections, args.top)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    harness.begin_run(stamp)
+    code = harness.use_code_snapshot(args.code)
+    print(f"code under test: {code['source']}", flush=True)
+    result = profile(sink, args.messages, args.connections, args.top, stamp=stamp)
     print((harness.PROJECT / result["report_file"]).read_text(encoding="utf-8"))
     return 0
 

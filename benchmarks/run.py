@@ -37,16 +37,17 @@ PROJECT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(PROJECT))
 
-try:
-    import newsletter  # noqa: F401
-except ImportError:  # started with a Python that lacks the project: use the venv's
+import importlib.util  # noqa: E402
+
+if not all(importlib.util.find_spec(m) for m in ("aiosmtplib", "aiosmtpd", "sqlalchemy", "mjml")):
+    # started with a Python that lacks the project's dependencies: use the venv's
     venv_python = PROJECT / ".venv" / "bin" / "python"
     if venv_python.exists() and Path(sys.executable) != venv_python:
         os.execv(str(venv_python), [str(venv_python), str(PROJECT / "benchmarks" / "run.py"), *sys.argv[1:]])
-    sys.exit("the project is not installed: run `make` (or `make .venv/.installed`) first")
+    sys.exit("the project's dependencies are not installed: run `make .venv/.installed` first")
 
 from benchmarks import harness  # noqa: E402
-from benchmarks.harness import HOST, ISSUE_DATE, TMP_DIR, Step  # noqa: E402
+from benchmarks.harness import HOST, ISSUE_DATE, Step  # noqa: E402
 
 STEPS = ("reference", "baseline", "ours", "relay", "memory", "build")
 NOISY_CORES = 0.1  # other processes using more than this many cores during a run: flagged
@@ -84,13 +85,13 @@ def capture_message() -> dict:
     from newsletter.render import UNSUBSCRIBE_SLOT
     from newsletter.store import Store
 
-    db = TMP_DIR / "capture.sqlite3"
+    db = harness.WORK_DIR / "capture.sqlite3"
     harness.make_store(db, 1)
     controller, handler = _capture_server()
     try:
         env = harness.newsletter_env(db, controller.port, 1)
         run = harness.run_measured([sys.executable, "-m", "newsletter", "send", "--date", ISSUE_DATE],
-                                   env=env, cwd=TMP_DIR, timeout=300, log_prefix=TMP_DIR / "capture")
+                                   env=env, cwd=harness.WORK_DIR, timeout=300, log_prefix=harness.WORK_DIR / "capture")
     finally:
         controller.stop()
     if run.exit_code != 0 or len(handler.messages) != 1:
@@ -99,24 +100,24 @@ def capture_message() -> dict:
     raw = handler.messages[0]
     if b"\r\n" not in raw or raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
         sys.exit("the captured message does not have clean CRLF line endings")
-    (TMP_DIR / "message.eml").write_bytes(raw)
+    (harness.WORK_DIR / "message.eml").write_bytes(raw)
     # smtp-source -F sends every line of the file followed by CRLF: give it LF lines
     # (what goes on the wire is checked byte for byte in verify_reference_bytes).
-    (TMP_DIR / "message.lf").write_bytes(raw.replace(b"\r\n", b"\n"))
+    (harness.WORK_DIR / "message.lf").write_bytes(raw.replace(b"\r\n", b"\n"))
 
     store = Store(f"sqlite:///{db}")
     issue = store.get_issue(ISSUE_DATE)
     store.close()
     fields = {k.removeprefix("NEWSLETTER_").lower(): v for k, v in env.items() if k.startswith("NEWSLETTER_")}
     settings = Settings(_env_file=None, **fields)
-    (TMP_DIR / "issue.json").write_text(json.dumps({
+    (harness.WORK_DIR / "issue.json").write_text(json.dumps({
         "subject": issue.subject, "html": issue.html, "text": issue.text, "slot": UNSUBSCRIBE_SLOT,
         "from_name": settings.from_name, "from_address": settings.from_address,
         "sender_domain": settings.sender_domain, "list_id": settings.effective_list_id,
         "base_url": settings.base_url, "secret_key": settings.secret_key,
         "issue_tag": ISSUE_DATE.replace("-", ""),
     }, ensure_ascii=False), encoding="utf-8")
-    for leftover in TMP_DIR.glob("capture.sqlite3*"):
+    for leftover in harness.WORK_DIR.glob("capture.sqlite3*"):
         leftover.unlink()
     return {
         "bytes": len(raw),
@@ -136,13 +137,13 @@ def verify_reference_bytes(source: str) -> str:
     """
     controller, handler = _capture_server()
     try:
-        run = harness.run_measured([source, "-d", "-s", "1", "-m", "1", "-F", str(TMP_DIR / "message.lf"),
+        run = harness.run_measured([source, "-d", "-s", "1", "-m", "1", "-F", str(harness.WORK_DIR / "message.lf"),
                                     "-f", harness.FROM_ADDRESS, "-t", "reader1@example.com",
                                     f"{HOST}:{controller.port}"],
-                                   timeout=60, log_prefix=TMP_DIR / "verify-reference")
+                                   timeout=60, log_prefix=harness.WORK_DIR / "verify-reference")
     finally:
         controller.stop()
-    expected = (TMP_DIR / "message.eml").read_bytes()
+    expected = (harness.WORK_DIR / "message.eml").read_bytes()
     if run.exit_code != 0 or len(handler.messages) != 1:
         return f"smtp-source failed (exit {run.exit_code}): {run.stderr.strip()}"
     got = handler.messages[0]
@@ -180,6 +181,7 @@ def _record(name: str, run: harness.Measured, sink: harness.SinkStats, n: int, c
         # Other processes' CPU during the run, in cores: above ~0.1 the numbers are disturbed.
         "other_load_cores": other / run.wall,
         "noisy": other / run.wall > NOISY_CORES,
+        "machine_busy_seconds": run.machine_busy,
         "command": " ".join(run.cmd),
     }
     if extra:
@@ -193,20 +195,20 @@ def _record(name: str, run: harness.Measured, sink: harness.SinkStats, n: int, c
 def run_reference(sink_bin: str, source: str, n: int, k: int) -> dict:
     with harness.SmtpSink(sink_bin, "reference") as sink:
         run = harness.run_measured(
-            [source, "-d", "-s", str(k), "-m", str(n), "-F", str(TMP_DIR / "message.lf"),
+            [source, "-d", "-s", str(k), "-m", str(n), "-F", str(harness.WORK_DIR / "message.lf"),
              "-f", harness.FROM_ADDRESS, "-t", "reader1@example.com", f"{HOST}:{sink.port}"],
-            timeout=max(600, n / 20), log_prefix=TMP_DIR / "reference")
+            timeout=max(600, n / 20), log_prefix=harness.WORK_DIR / "reference")
     return _record("smtp-source (C)", run, sink.stats, n, k)
 
 
 def run_baseline(sink_bin: str, n: int) -> dict:
-    db = TMP_DIR / "baseline.sqlite3"
+    db = harness.WORK_DIR / "baseline.sqlite3"
     insert = harness.make_store(db, n)
     with harness.SmtpSink(sink_bin, "baseline") as sink:
         run = harness.run_measured(
             [sys.executable, str(harness.BENCH_DIR / "baseline.py"), "--db", str(db),
-             "--issue", str(TMP_DIR / "issue.json"), "--host", HOST, "--port", str(sink.port)],
-            cwd=TMP_DIR, timeout=max(600, n / 10), log_prefix=TMP_DIR / "baseline")
+             "--issue", str(harness.WORK_DIR / "issue.json"), "--host", HOST, "--port", str(sink.port)],
+            cwd=harness.WORK_DIR, timeout=max(600, n / 10), log_prefix=harness.WORK_DIR / "baseline")
     extra, sent = {"store_insert_seconds": insert}, None
     try:
         report = json.loads(run.stdout.strip().splitlines()[-1])
@@ -215,19 +217,19 @@ def run_baseline(sink_bin: str, n: int) -> dict:
                       "loop_seconds": report["loop_seconds"]})
     except (IndexError, ValueError, KeyError):
         pass
-    for leftover in TMP_DIR.glob("baseline.sqlite3*"):
+    for leftover in harness.WORK_DIR.glob("baseline.sqlite3*"):
         leftover.unlink()
     return _record("stdlib baseline (EmailMessage + smtplib)", run, sink.stats, n, 1, extra, sent)
 
 
 def _send(n: int, port: int, k: int, name: str, timeout: float | None = None) -> tuple[harness.Measured, dict, float]:
-    db = TMP_DIR / f"{name}.sqlite3"
+    db = harness.WORK_DIR / f"{name}.sqlite3"
     insert = harness.make_store(db, n)
     env = harness.newsletter_env(db, port, k)
     run = harness.run_measured([sys.executable, "-m", "newsletter", "send", "--date", ISSUE_DATE],
-                               env=env, cwd=TMP_DIR, timeout=timeout or max(600, n / 20),
-                               log_prefix=TMP_DIR / name)
-    for leftover in TMP_DIR.glob(f"{name}.sqlite3*"):
+                               env=env, cwd=harness.WORK_DIR, timeout=timeout or max(600, n / 20),
+                               log_prefix=harness.WORK_DIR / name)
+    for leftover in harness.WORK_DIR.glob(f"{name}.sqlite3*"):
         leftover.unlink()
     return run, harness.parse_send_summary(run.stdout) or {}, insert
 
@@ -242,12 +244,12 @@ def run_ours(sink_bin: str, n: int, k: int, name: str = "ours") -> dict:
 
 def run_relay(n: int, k: int, delay: float) -> dict:
     port = harness.free_port()
-    stats_path = TMP_DIR / "relay-stats.json"
+    stats_path = harness.WORK_DIR / "relay-stats.json"
     stats_path.unlink(missing_ok=True)
-    with open(TMP_DIR / "relay.log", "wb") as log:
+    with open(harness.WORK_DIR / "relay.log", "wb") as log:
         relay = subprocess.Popen([sys.executable, str(harness.BENCH_DIR / "slow_relay.py"), "--host", HOST,
                                   "--port", str(port), "--delay", str(delay), "--stats", str(stats_path)],
-                                 stdout=log, stderr=subprocess.STDOUT, cwd=TMP_DIR)
+                                 stdout=log, stderr=subprocess.STDOUT, cwd=harness.WORK_DIR)
         try:
             harness.wait_for_port(port, relay)
             run, summary, _ = _send(n, port, k, "relay", timeout=max(300, n * delay * 5))
@@ -289,10 +291,10 @@ def run_memory(sink_bin: str, sizes: list[int], k: int) -> list[dict]:
 
 
 def run_build() -> dict:
-    run = harness.run_measured([sys.executable, str(harness.BENCH_DIR / "micro.py"), "--workdir", str(TMP_DIR / "micro"),
+    run = harness.run_measured([sys.executable, str(harness.BENCH_DIR / "micro.py"), "--workdir", str(harness.WORK_DIR / "micro"),
                                 "--from-address", harness.FROM_ADDRESS, "--base-url", harness.BASE_URL,
                                 "--secret-key", harness.SECRET_KEY],
-                               cwd=TMP_DIR, timeout=900, log_prefix=TMP_DIR / "micro")
+                               cwd=harness.WORK_DIR, timeout=900, log_prefix=harness.WORK_DIR / "micro")
     if run.exit_code != 0:
         return {"status": "failed", "stderr_tail": run.stderr[-2000:]}
     other = run.other_cpu() / run.wall
@@ -356,8 +358,8 @@ def markdown(results: dict) -> str:
     msg = results.get("message", {})
     out = [f"Machine: {m['cpu_model']}, {m['usable_cores']} cores, {m['memory_gb']} GB, Linux {m['kernel']}, "
            f"Python {m['python']}, postfix {m['postfix']}, aiosmtplib {m['packages'].get('aiosmtplib')}, "
-           f"SQLAlchemy {m['packages'].get('SQLAlchemy')}; {m['date']}, commit {m['git_commit'][:10]}"
-           + (" (product code modified)" if m.get("git_product_code_modified") else ""), ""]
+           f"SQLAlchemy {m['packages'].get('SQLAlchemy')}; {m['date']}.", "",
+           f"Code: {results['code']['source']} (newsletter/ sha256 {results['code']['newsletter_sha256_16']}).", ""]
     noisy = [r for r in list((results.get("throughput") or {}).values()) + (results.get("memory") or [])
              + ([results["relay"]] if results.get("relay") else []) if r.get("noisy")]
     if noisy:
@@ -387,6 +389,10 @@ def markdown(results: dict) -> str:
                        f"{row['wall_seconds']:.1f} | {_fmt(row['rate'], ',.0f')} | {_fmt(vs_ref)} | {_fmt(vs_base)} | "
                        f"{row['cpu_per_1000']:.2f} | {row['peak_rss_mb']:.1f} | {row['sink_cpu_per_1000']:.2f} | "
                        f"{row['other_load_cores']:.2f}{' ⚠' if row['noisy'] else ''} |")
+        repeated = [row for row in t.values() if row.get("samples_rate")]
+        if repeated:
+            out += [""] + [f"Each run of {row['client']} (msg/s; the median is shown): "
+                           + ", ".join(_fmt(r, ",.0f") for r in row["samples_rate"]) + "." for row in repeated]
         ours = t.get("ours")
         if ours and ours.get("cli_send_rate"):
             out += ["", f"msg/s is end to end (process start to exit, N / wall). `newsletter send` itself reports "
@@ -451,7 +457,7 @@ def markdown(results: dict) -> str:
                 "| area | share | µs per message |", "|---|---:|---:|"]
         for a in [a for a in prof["areas"] if a["share"] is not None][:10]:
             out.append(f"| {a['area']} | {a['share']:.1%} | {a['us_per_message']:.0f} |")
-        from benchmarks.profile_send import component_rows
+        from benchmarks.profile_send import _calls, component_rows
 
         plain = prof["plain"]
         cpu_us = plain["cpu"] / prof["messages"] * 1e6
@@ -460,9 +466,10 @@ def markdown(results: dict) -> str:
                     f"{threads['main_thread_cpu'] / prof['messages'] * 1e6:.0f} µs, to_thread workers "
                     f"{threads['other_threads_cpu'] / prof['messages'] * 1e6:.0f} µs, of which kernel "
                     f"{plain['system'] / prof['messages'] * 1e6:.0f} µs. Components timed alone:", "",
-                "| component | µs per message | share of CPU per message |", "|---|---:|---:|"]
-        for label, us in component_rows(prof):
-            out.append(f"| {label} | {us:.0f} | {us / cpu_us:.0%} |")
+                "| component | µs per message, alone | calls per message in the send | share of the send's CPU |",
+                "|---|---:|---:|---:|"]
+        for label, us, calls in component_rows(prof):
+            out.append(f"| {label} | {us:.0f} | {_calls(calls)} | {'—' if calls == 0 else f'{us / cpu_us:.0%}'} |")
         out += ["", f"Full report: `{prof['report_file']}`, profile: `{prof['profile_file']}`.", ""]
     return "\n".join(out)
 
@@ -483,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated steps to run (instead of all)")
     parser.add_argument("--profile", action="store_true", help="also profile `newsletter send` (N messages)")
     parser.add_argument("--profile-messages", type=int, default=None)
+    parser.add_argument("--code", metavar="REV", default=None,
+                        help="benchmark this git revision instead of the working tree (snapshot either way)")
     args = parser.parse_args(argv)
 
     steps = set(args.only.split(",")) if args.only else set(STEPS)
@@ -495,12 +504,14 @@ def main(argv: list[str] | None = None) -> int:
         sizes.append(1_000_000)
 
     sink_bin, source_bin = harness.ensure_postfix()
-    TMP_DIR.mkdir(parents=True, exist_ok=True)
-    harness.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    harness.begin_run(stamp)
+    code = harness.use_code_snapshot(args.code)
+    print(f"· code under test: {code['source']} (snapshot in {code['snapshot']})", flush=True)
     n, k = args.messages, args.connections
     results: dict = {
         "machine": harness.machine_info(),
+        "code": code,
         "parameters": {"messages": n, "connections": k, "repeat": args.repeat, "issue_date": ISSUE_DATE,
                        "relay_messages": args.relay_messages, "relay_delay": args.relay_delay,
                        "memory_sizes": sizes, "steps": sorted(steps), "sink": "smtp-sink -c (keeps nothing), loopback"},
