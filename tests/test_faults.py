@@ -97,7 +97,7 @@ def status(env) -> str:
 
 
 def test_soft_rejects_are_retried_then_left_for_the_next_run(env, sinks, readers):
-    refusing = sinks("-r", "RCPT")
+    refusing = sinks("-r", "RCPT", "-b", "452 4.2.2 Mailbox full")
 
     first = send(env, refusing.port, send_attempts="2")
 
@@ -105,7 +105,7 @@ def test_soft_rejects_are_retried_then_left_for_the_next_run(env, sinks, readers
     assert f"failed {len(readers)}" in first.stdout
     assert refusing.recipients() == []
     report = status(env)
-    assert f"retrying {len(readers)}" in report and "450 4.3.0 Error: command failed" in report
+    assert f"retrying {len(readers)}" in report and "452 4.2.2 Mailbox full" in report
 
     healthy = sinks()
     second = send(env, healthy.port)
@@ -115,7 +115,7 @@ def test_soft_rejects_are_retried_then_left_for_the_next_run(env, sinks, readers
 
 
 def test_hard_rejects_bounce_the_reader_and_end_the_job(env, sinks, readers, store):
-    refusing = sinks("-f", "RCPT")
+    refusing = sinks("-f", "RCPT", "-B", "550 5.1.1 User unknown")
 
     result = send(env, refusing.port)
 
@@ -123,7 +123,7 @@ def test_hard_rejects_bounce_the_reader_and_end_the_job(env, sinks, readers, sto
     assert f"refused {len(readers)}" in result.stdout
     assert store.count_subscribers(Status.bounced) == len(readers)
     report = status(env)
-    assert f"bounced {len(readers)}" in report and "500 5.3.0 Error: command failed" in report
+    assert f"bounced {len(readers)}" in report and "550 5.1.1 User unknown" in report
     healthy = sinks()
     assert send(env, healthy.port).returncode == 0
     assert healthy.recipients() == [], "a bounced reader receives nothing more"
