@@ -200,8 +200,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         if issue is None:
             return notice("لا رسالة في هذا اليوم", "لم تُرسل رسالة في هذا التاريخ.", 404)
         # The web copy is shared: no reader's unsubscribe token in it.
-        html = issue.html.replace(f"{settings.base_url}/unsubscribe/{UNSUBSCRIBE_SLOT}",
-                                  f"{settings.base_url}/unsubscribe")
+        html = issue.html.replace(f"/unsubscribe/{UNSUBSCRIBE_SLOT}", "/unsubscribe")
         return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
 
     return app
