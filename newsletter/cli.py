@@ -159,7 +159,7 @@ class _ProgressReporter:
     def __call__(self, report: DeliveryReport) -> None:
         if self.progress:
             self.progress.update(self.task, completed=report.attempted, failed=report.failed + report.refused)
-        elif report.attempted >= self.next_line or report.finished:
+        elif report.attempted and (report.attempted >= self.next_line or report.finished):
             self.next_line = report.attempted + self.every
             rate = report.sent / max(time.monotonic() - report.started, 1e-9)
             log.info("progress: %d/%d attempted, %d sent, %d failed, %d refused (%.0f msg/s)",
