@@ -371,7 +371,9 @@ def subscribers_remove(email: str) -> None:
     """Unsubscribe an address (kept as unsubscribed so it is never mailed again)."""
     settings = _settings()
     address = normalise_email(email)
-    if Store(settings.database_url).set_status(address, Status.unsubscribed):
+    store = Store(settings.database_url)
+    subscriber = store.get_subscriber(address)
+    if subscriber is not None and store.unsubscribe(subscriber.id):
         out.print(f"{address} is unsubscribed.")
     else:
         err.print(f"{address} is not on the list.")

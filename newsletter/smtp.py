@@ -41,9 +41,15 @@ class RelayBusy(Exception):
         self.reply = reply
 
 
-def reply_of(exc: BaseException) -> str:
+def _the_refusal(exc: BaseException) -> BaseException:
+    """Our sends have one recipient: a refusal of "all recipients" is that one's refusal."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
-        exc = exc.recipients[0]
+        return exc.recipients[0]
+    return exc
+
+
+def reply_of(exc: BaseException) -> str:
+    exc = _the_refusal(exc)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return f"{exc.code} {exc.message}".strip()
     return f"{type(exc).__name__}: {exc}".strip()
@@ -51,8 +57,7 @@ def reply_of(exc: BaseException) -> str:
 
 def classify(exc: BaseException) -> Outcome:
     """Transient (`failed`, retry) or permanent (`refused`), by reply code."""
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
-        exc = exc.recipients[0]
+    exc = _the_refusal(exc)
     if isinstance(exc, aiosmtplib.SMTPResponseException) and 500 <= exc.code < 600:
         return Outcome.refused
     return Outcome.failed

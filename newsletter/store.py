@@ -99,15 +99,6 @@ class Store:
             )
         return max(result.rowcount, 0)
 
-    def set_status(self, email: str, status: Status) -> bool:
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(subscribers)
-                .where(subscribers.c.email == email)
-                .values(status=status.value, updated_at=utcnow())
-            )
-        return result.rowcount == 1
-
     def get_subscriber(self, email: str) -> Subscriber | None:
         return self._one_subscriber(subscribers.c.email == email)
 

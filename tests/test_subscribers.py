@@ -69,6 +69,7 @@ def test_add_remove_and_export_with_status_and_dates(env, store):
         ("nadia@example.com", "", "unsubscribed"),
     ]
     assert all(r["created_at"] and r["updated_at"] for r in rows)
+    assert rows[1]["unsubscribed_at"] and not rows[0]["unsubscribed_at"]
     listing = run_cli("subscribers", "list", "--status", "active", env=env)
     assert "sara@example.com" in listing.stdout and "nadia@example.com" not in listing.stdout
 
