@@ -115,11 +115,7 @@ def render(
     settings = _settings()
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
-    stored = store.get_issue(issue_date.isoformat())
-    if stored is not None:
-        rendered = edition.as_rendered(stored)
-    else:
-        rendered = edition.render_draft(settings, edition.draft_edition(settings, store, issue_date))
+    rendered = edition.current_issue(settings, store, issue_date)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "issue.html").write_text(rendered.html, encoding="utf-8")
     (out_dir / "issue.txt").write_text(rendered.text, encoding="utf-8")

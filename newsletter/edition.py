@@ -113,6 +113,12 @@ async def _stop_cleanly_on_sigterm(work: Coroutine[None, None, DeliveryReport]) 
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+def current_issue(settings: Settings, store: Store, date: dt.date) -> RenderedIssue:
+    """The issue as sent if it was frozen already, else as it would be built now (not frozen)."""
+    stored = store.get_issue(date.isoformat())
+    return as_rendered(stored) if stored else render_draft(settings, draft_edition(settings, store, date))
+
+
 @dataclass
 class SendResult:
     issue: StoredIssue
@@ -159,8 +165,7 @@ def send_test(settings: Settings, store: Store, date: dt.date, addresses: list[s
     The subscriber list and the delivery log are not touched, and the issue is
     not frozen: editors can keep changing it after a test.
     """
-    stored = store.get_issue(date.isoformat())
-    rendered = as_rendered(stored) if stored else render_draft(settings, draft_edition(settings, store, date))
+    rendered = current_issue(settings, store, date)
     renderer = Renderer(settings.templates_dir, settings.base_url)
     rendered = replace(rendered, subject=renderer.test_subject(rendered.subject))
     template = MessageTemplate(rendered, settings)
