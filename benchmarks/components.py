@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--from-address", default="morning@news.example")
     parser.add_argument("--base-url", default="https://news.example")
-    parser.add_argument("--secret-key", default="benchmark-secret-key")
+    parser.add_argument("--secret-key", default="benchmark-secret-key-0123456789abcdef")
     args = parser.parse_args()
 
     from newsletter.config import Settings

@@ -36,7 +36,7 @@ WORK_DIR = TMP_DIR  # this run's own folder under TMP_DIR, set by begin_run()
 ISSUE_DATE = "2017-05-09"  # the day of the bundled sample feeds
 FROM_ADDRESS = "morning@news.example"
 BASE_URL = "https://news.example"
-SECRET_KEY = "benchmark-secret-key"
+SECRET_KEY = "benchmark-secret-key-0123456789abcdef"
 HOST = "127.0.0.1"
 
 PACKAGES = [

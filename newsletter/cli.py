@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import edition
-from .config import Settings, load_settings
+from .config import Settings, load_settings, write_env_file
 from .delivery import DeliveryReport
 from .errors import NewsletterError
 from .outbox import start_outbox
@@ -50,6 +50,13 @@ DateOption = Annotated[
 
 def _settings() -> Settings:
     return load_settings()
+
+
+def _settings_for_links() -> Settings:
+    """Settings of a command that sends mail or serves pages: it signs links, so the key must be real."""
+    settings = load_settings()
+    settings.require_secret_key()
+    return settings
 
 
 def _issue_date(settings: Settings, value: str | None) -> dt.date:
@@ -177,7 +184,7 @@ def send(
     Exit codes: 0 complete, 75 some left for the next run, 2 bad setting,
     3 no story to send.
     """
-    settings = _settings()
+    settings = _settings_for_links()
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
     if test:
@@ -265,7 +272,7 @@ def serve(
 
     from .web import create_app
 
-    settings = _settings()
+    settings = _settings_for_links()
     out.print(f"Serving on http://{host}:{port} (public address: {settings.base_url})")
     uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=True, log_level="info")
 
@@ -273,11 +280,22 @@ def serve(
 @app.command()
 def confirmations() -> None:
     """Send the confirmation emails that could not go out at signup (SMTP was down)."""
-    settings = _settings()
+    settings = _settings_for_links()
     report = edition.retry_confirmations(settings, Store(settings.database_url))
     out.print(f"Confirmations sent {report.sent}, failed {report.failed}.")
     if report.failed:
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Option("--path", help="Where to write the settings file.")] = Path(".env"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Start a new install: write a .env from .env.example with a random NEWSLETTER_SECRET_KEY."""
+    written = write_env_file(path, force)
+    out.print(f"Wrote {written} with a new random NEWSLETTER_SECRET_KEY (keep it: changing it breaks the "
+              "links in every email already sent). Now set the feeds, SMTP, FROM_ADDRESS and BASE_URL in it.")
 
 
 @app.command(hidden=True)

@@ -6,20 +6,28 @@ Every field is documented in `.env.example`; keep the two in step.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
+import secrets
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .errors import ConfigError
+from .errors import ConfigError, NewsletterError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 SAMPLE_FEEDS_DIR = PACKAGE_DIR / "sample_feeds"
+ENV_EXAMPLE = PROJECT_DIR / ".env.example"
+
+MIN_SECRET_KEY_LENGTH = 32
+# Keys that were ever shipped as examples: whoever knows them forges every link.
+KNOWN_PLACEHOLDER_KEYS = frozenset({"change-me", "changeme", "secret", "test-secret"})
 
 
 def _sample_feeds() -> list[str]:
@@ -73,7 +81,7 @@ class Settings(BaseSettings):
     list_id: str = ""
     unsubscribe_mailto: str = ""
     base_url: str = "http://127.0.0.1:8000"
-    secret_key: str = "change-me"
+    secret_key: str = ""
     confirm_max_age_days: float = Field(default=7, gt=0)
 
     signup_rate_limit: int = Field(default=5, ge=1)  # signups per IP per window
@@ -128,6 +136,40 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @property
+    def base_url_is_local(self) -> bool:
+        """True when the links point at this machine only (development, the demo, the tests)."""
+        host = urlsplit(self.base_url).hostname or ""
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def require_secret_key(self) -> None:
+        """Refuse to sign public links with a missing, example or short key.
+
+        The key signs every confirmation and unsubscribe link: anyone who knows
+        it can unsubscribe every reader or confirm a stranger's signup.
+        """
+        if self.base_url_is_local:
+            return
+        key = self.secret_key.strip()
+        if not key:
+            problem = "is not set"
+        elif key.lower() in KNOWN_PLACEHOLDER_KEYS:
+            problem = f"is the example value {key!r}"
+        elif len(key) < MIN_SECRET_KEY_LENGTH:
+            problem = f"is {len(key)} characters; at least {MIN_SECRET_KEY_LENGTH} are needed"
+        else:
+            return
+        raise ConfigError(
+            f"setting NEWSLETTER_SECRET_KEY {problem}, and it signs every link sent to {self.base_url}: "
+            "run `newsletter init` to write a .env with a random key (or set one from "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+
+    @property
     def confirm_max_age_seconds(self) -> int:
         return int(self.confirm_max_age_days * 86400)
 
@@ -142,6 +184,19 @@ class Settings(BaseSettings):
     @property
     def effective_list_id(self) -> str:
         return self.list_id or f"morning.{self.sender_domain}"
+
+
+def write_env_file(path: Path, force: bool = False) -> Path:
+    """A new .env from .env.example with a random secret key; never overwrites one silently."""
+    if path.exists() and not force:
+        raise NewsletterError(f"{path} already exists; edit it, or pass --force to replace it")
+    example = ENV_EXAMPLE.read_text(encoding="utf-8") if ENV_EXAMPLE.is_file() else "NEWSLETTER_SECRET_KEY=\n"
+    key = secrets.token_urlsafe(48)
+    lines = [f"NEWSLETTER_SECRET_KEY={key}" if line.startswith("NEWSLETTER_SECRET_KEY=") else line
+             for line in example.splitlines()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)  # it holds the key and, once filled in, the SMTP password
+    return path
 
 
 def load_settings(**overrides: object) -> Settings:

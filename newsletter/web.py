@@ -65,6 +65,7 @@ class RateLimiter:
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    settings.require_secret_key()
     store = store or Store(settings.database_url)
     renderer = Renderer(settings.templates_dir, settings.base_url)
     tokens = Tokens(settings.secret_key, settings.confirm_max_age_seconds)

@@ -118,7 +118,7 @@ def env(tmp_path, smtp_server) -> dict[str, str]:
         "NEWSLETTER_SMTP_CONNECTIONS": "4",
         "NEWSLETTER_FROM_ADDRESS": "morning@news.example",
         "NEWSLETTER_BASE_URL": "https://news.example",
-        "NEWSLETTER_SECRET_KEY": "test-secret",
+        "NEWSLETTER_SECRET_KEY": "tests-only-key-0123456789-abcdefghijklmnop",
         "NEWSLETTER_RETRY_BASE_SECONDS": "0.05",
         "NEWSLETTER_EDITORIAL_DIR": str(tmp_path / "editorial"),
     }
