@@ -22,6 +22,7 @@ from . import edition
 from .config import Settings, load_settings, write_env_file
 from .delivery import DeliveryReport
 from .errors import NewsletterError
+from .message import clean_name
 from .outbox import start_outbox
 from .store import Status, Store
 from .subscribers import export_csv, import_csv, normalise_email
@@ -327,7 +328,7 @@ def subscribers_add(
     """Add one subscriber (active unless told otherwise)."""
     settings = _settings()
     address = normalise_email(email)
-    if Store(settings.database_url).add_subscriber(address, name.strip(), status):
+    if Store(settings.database_url).add_subscriber(address, clean_name(name), status):
         out.print(f"Added {address} ({status.value}).")
     else:
         out.print(f"{address} is already on the list; nothing changed.")

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     signup_rate_limit: int = Field(default=5, ge=1)  # signups per IP per window
     signup_rate_window_seconds: int = Field(default=60, ge=1)
     max_request_bytes: int = Field(default=16_384, ge=1024)
+    # How long a web request waits for the SQLite write lock (a send holds it
+    # in short bursts) before answering 503 with Retry-After.
+    web_db_wait_seconds: float = Field(default=5.0, gt=0, le=60)
 
     @field_validator("feeds", "sections", mode="before")
     @classmethod

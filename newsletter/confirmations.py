@@ -7,6 +7,7 @@ retries them, so nobody who asked is lost.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass
@@ -59,7 +60,8 @@ class ConfirmationMailer:
             return True
         except (aiosmtplib.SMTPException, OSError, NewsletterError) as exc:
             log.warning("confirmation to %s not sent, will retry: %s", subscriber.email, exc)
-            self.store.confirmation_failed(subscriber.id)
+            # Off the event loop: under `newsletter serve` the store may be waiting for a lock.
+            await asyncio.to_thread(self.store.confirmation_failed, subscriber.id)
             return False
         finally:
             if own_connection:

@@ -71,8 +71,17 @@ def ascii_address(email: str) -> str:
     return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
 
 
+# Every C0/C1 control character (NUL, CR, LF, ESC, DEL, …): none may reach a header.
+_CONTROLS = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0)], " ")
+
+
+def clean_name(name: str, max_length: int = 200) -> str:
+    """A reader's display name fit for a header: no control characters, single spaces."""
+    return " ".join(name.translate(_CONTROLS).split())[:max_length]
+
+
 def _mailbox(name: str, email: str) -> str:
-    name = " ".join(name.split())  # no CR/LF from a CSV or a form can reach the headers
+    name = clean_name(name)  # names come from CSVs and the CLI: checked again where they meet a header
     if name and not name.isascii():
         return f"{encoded_words(name)} <{ascii_address(email)}>"
     return formataddr((name, ascii_address(email)))

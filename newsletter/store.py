@@ -34,23 +34,27 @@ from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue a
 )
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    # WAL lets readers (the web app, `status`) work while a send writes;
-    # the busy timeout makes concurrent writers wait instead of failing.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # In WAL mode NORMAL still survives the process being killed (the crash the
-    # send guards against); only a power cut can lose the last commits.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_seconds: float):
+    def on_connect(dbapi_connection, _record) -> None:
+        # WAL lets readers (the web app, `status`) work while a send writes;
+        # the busy timeout makes concurrent writers wait instead of failing.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL still survives the process being killed (the crash the
+        # send guards against); only a power cut can lose the last commits.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
 
 
 class Store:
     """All reads and writes of the newsletter's data, behind named operations."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, busy_timeout_seconds: float = 30.0) -> None:
+        """Open the store; on SQLite a writer waits up to `busy_timeout_seconds` for the lock."""
         try:
             url = make_url(database_url)
         except ArgumentError:
@@ -62,7 +66,7 @@ class Store:
         except Exception as exc:  # missing driver and the like
             raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: {exc}") from None
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_seconds))
         self.log = DeliveryLog(self.engine)
         try:
             metadata.create_all(self.engine)

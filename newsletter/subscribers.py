@@ -15,6 +15,7 @@ from typing import TextIO
 from email_validator import EmailNotValidError, validate_email
 
 from .errors import SubscriberError
+from .message import clean_name
 from .store import Status, Store
 
 EXPORT_FIELDS = ["email", "name", "status", "created_at", "updated_at", "confirmed_at", "unsubscribed_at"]
@@ -92,7 +93,7 @@ def import_csv(store: Store, path: Path, email_hash: Callable[[str], str],
                     report.duplicates += 1
                     continue
                 seen.add(email)
-                chunk.append((email, row.get("name", "").strip()[:200]))
+                chunk.append((email, clean_name(row.get("name", ""))))
                 if len(chunk) >= IMPORT_CHUNK:
                     flush()
         except (UnicodeDecodeError, csv.Error) as exc:

@@ -14,7 +14,10 @@ from collections import defaultdict, deque
 from urllib.parse import parse_qs
 
 from fastapi import BackgroundTasks, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings
 from .confirmations import ConfirmationMailer
@@ -39,6 +42,43 @@ ARCHIVE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: ht
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 INVALID_EMAIL = "هذا العنوان لا يبدو بريدًا إلكترونيًا صحيحًا. تحقق منه وأعد المحاولة."
+BUSY_RETRY_SECONDS = 5
+GET = ["GET", "HEAD"]  # uptime checks and link checkers use HEAD
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response, whoever produced it.
+
+    It wraps the whole app, outside Starlette's error middleware, so a 500,
+    a 413 from the body limit and a 405 from the router carry them too. A
+    route may set its own value (the archive's CSP): it is kept.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                        for name, value in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in self.headers if name not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class SiteApp(FastAPI):
+    """The FastAPI app with SecurityHeaders as its outermost layer."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
 
 
 class RateLimiter:
@@ -66,12 +106,12 @@ class RateLimiter:
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     settings.require_secret_key()
-    store = store or Store(settings.database_url)
+    store = store or Store(settings.database_url, busy_timeout_seconds=settings.web_db_wait_seconds)
     renderer = Renderer(settings.templates_dir, settings.base_url)
     tokens = Tokens(settings.secret_key, settings.confirm_max_age_seconds)
     mailer = ConfirmationMailer(settings, store)
     limiter = RateLimiter(settings.signup_rate_limit, settings.signup_rate_window_seconds)
-    app = FastAPI(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None,
+    app = SiteApp(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None,
                   max_body_size=settings.max_request_bytes)
 
     def page(name: str, status_code: int = 200, **context: object) -> HTMLResponse:
@@ -80,33 +120,45 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     def notice(heading: str, text: str, status_code: int, show_form: bool = False) -> HTMLResponse:
         return page("message", status_code, heading=heading, text=text, show_form=show_form)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
     @app.exception_handler(404)
     async def not_found(request: Request, exc) -> Response:
         return notice("الصفحة غير موجودة", "لم نجد ما تبحث عنه.", 404)
 
     @app.exception_handler(405)
     async def wrong_method(request: Request, exc) -> Response:
-        return notice("طلب غير مسموح", "لا يمكن إرسال هذا الطلب إلى هذه الصفحة.", 405)
+        response = notice("طلب غير مسموح", "لا يمكن إرسال هذا الطلب إلى هذه الصفحة.", 405)
+        response.headers.update(getattr(exc, "headers", None) or {})  # Allow: the methods that work
+        return response
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.exception_handler(OperationalError)
+    async def store_busy(request: Request, exc: OperationalError) -> Response:
+        # The SQLite write lock outlasted NEWSLETTER_WEB_DB_WAIT_SECONDS (a send
+        # or an import is writing), or the database server is unreachable.
+        log.warning("store unavailable for %s %s: %s", request.method, request.url.path, exc.orig)
+        headers = {"Retry-After": str(BUSY_RETRY_SECONDS)}
+        if request.headers.get("content-type", "").startswith("application/json"):
+            return JSONResponse({"error": "busy, try again shortly"}, status_code=503, headers=headers)
+        response = notice("الخدمة مشغولة", "لم نتمكن من إتمام طلبك الآن. أعد المحاولة بعد لحظات.", 503)
+        response.headers.update(headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("error on %s %s", request.method, request.url.path)
+        return notice("حدث خطأ", "حدث خطأ من جهتنا. أعد المحاولة بعد قليل.", 500)
+
+    @app.api_route("/", methods=GET, response_class=HTMLResponse)
     async def signup_page() -> HTMLResponse:
         return page("signup")
 
-    @app.get("/static/site.css")
+    @app.api_route("/static/site.css", methods=GET)
     async def stylesheet() -> Response:
         css = (settings.templates_dir / "pages" / "site.css").read_text(encoding="utf-8")
         return Response(css, media_type="text/css; charset=utf-8", headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=GET)
     async def healthz() -> JSONResponse:
-        store.count_subscribers(Status.active)
+        await run_in_threadpool(store.count_subscribers, Status.active)
         return JSONResponse({"status": "ok"})
 
     @app.post("/subscribe")
@@ -140,7 +192,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                 if wants_json:
                     return JSONResponse({"error": "invalid email address"}, status_code=422)
                 return page("signup", 422, error=INVALID_EMAIL, email=raw_email[:320])
-            subscriber = store.request_subscription(email, str(fields.get("name", ""))[:200])
+            # The web form has no name field: a name from a stranger would go into
+            # the To: of a mail sent to any address.
+            subscriber = await run_in_threadpool(store.request_subscription, email)
             if subscriber is not None:
                 background.add_task(mailer.send, subscriber)
         # The same answer whether the address was new, pending or already active.
@@ -151,23 +205,24 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         response.background = background
         return response
 
-    @app.get("/confirm/{token}")
+    @app.api_route("/confirm/{token}", methods=GET)
     async def confirm(token: str) -> Response:
         check = tokens.check_confirm(token)
         if check.subscriber_id is None or check.expired:
-            known = store.subscriber_by_id(check.subscriber_id) if check.subscriber_id else None
+            known = await run_in_threadpool(store.subscriber_by_id, check.subscriber_id) \
+                if check.subscriber_id else None
             return page("confirm_invalid", 400, expired=check.expired, email=known.email if known else "")
-        subscriber = store.confirm(check.subscriber_id)
+        subscriber = await run_in_threadpool(store.confirm, check.subscriber_id)
         if subscriber is None:
             return page("confirm_invalid", 400, expired=False, email="")
-        store.lift_suppression(tokens.email_hash(subscriber.email))
+        await run_in_threadpool(store.lift_suppression, tokens.email_hash(subscriber.email))
         return page("confirmed")
 
-    @app.get("/unsubscribe")
+    @app.api_route("/unsubscribe", methods=GET)
     async def unsubscribe_help() -> HTMLResponse:
         return notice("إلغاء الاشتراك", "استخدم رابط «إلغاء الاشتراك» في أسفل أي رسالة وصلتك منا.", 200)
 
-    @app.get("/unsubscribe/{token}")
+    @app.api_route("/unsubscribe/{token}", methods=GET)
     async def unsubscribe_page(token: str) -> Response:
         if tokens.subscriber_from_unsubscribe(token) is None:
             return notice("رابط غير صالح", "رابط إلغاء الاشتراك هذا غير صالح. استخدم الرابط كما وصلك في الرسالة.", 400)
@@ -180,24 +235,26 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         subscriber_id = tokens.subscriber_from_unsubscribe(token)
         if subscriber_id is None:
             return notice("رابط غير صالح", "رابط إلغاء الاشتراك هذا غير صالح. استخدم الرابط كما وصلك في الرسالة.", 400)
-        store.unsubscribe(subscriber_id)
+        await run_in_threadpool(store.unsubscribe, subscriber_id)
         return page("unsubscribed")
 
-    @app.get("/archive")
+    @app.api_route("/archive", methods=GET)
     async def archive() -> HTMLResponse:
         issues = [
             {"date": day, "subject": subject, "date_label": renderer.date_label(dt.date.fromisoformat(day))}
-            for day, subject in store.list_issue_dates()
+            for day, subject in await run_in_threadpool(store.list_issue_dates)
         ]
         return page("archive", issues=issues)
 
-    @app.get("/archive/{day}")
+    @app.api_route("/archive/{day}", methods=GET)
     async def archived_issue(day: str) -> Response:
         try:
-            dt.date.fromisoformat(day)
+            date = dt.date.fromisoformat(day)
         except ValueError:
             return notice("تاريخ غير صحيح", "اكتب التاريخ بالشكل 2026-11-24.", 404)
-        issue = store.get_issue(day)
+        if day != date.isoformat():  # 20170509 and the like: one address per issue
+            return RedirectResponse(f"/archive/{date.isoformat()}", status_code=308)
+        issue = await run_in_threadpool(store.get_issue, day)
         if issue is None:
             return notice("لا رسالة في هذا اليوم", "لم تُرسل رسالة في هذا التاريخ.", 404)
         # The web copy is shared: no reader's unsubscribe token in it.
@@ -219,7 +276,9 @@ async def _read_fields(request: Request, wants_json: bool) -> dict[str, str] | N
                 data = {k: v for k, v in form.items() if isinstance(v, str)}
             else:
                 data = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested a thousand levels deep. Whatever cannot be
+        # read as a flat object is the client's mistake, never a 500.
         return None
     if not isinstance(data, dict) or not isinstance(data.get("email", ""), str):
         return None
