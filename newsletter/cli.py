@@ -267,15 +267,22 @@ def preview(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes; they share the store and its rate limits.")] = 1,
 ) -> None:
     """Run the signup, confirm, unsubscribe and archive pages (put a TLS proxy in front)."""
     import uvicorn
 
-    from .web import create_app
+    from .web import UVICORN_OPTIONS, create_app
 
     settings = _settings_for_links()
-    out.print(f"Serving on http://{host}:{port} (public address: {settings.base_url})")
-    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=True, log_level="info")
+    proxies = ", ".join(str(p) for p in settings.trusted_proxies) or "none (X-Forwarded-For is ignored)"
+    out.print(f"Serving on http://{host}:{port} with {workers} worker(s) (public address: {settings.base_url}; "
+              f"trusted proxies: {proxies})")
+    common = {"host": host, "port": port, "log_level": "info", **UVICORN_OPTIONS}
+    if workers == 1:
+        uvicorn.run(create_app(settings), **common)
+    else:
+        uvicorn.run("newsletter.web:app_from_environment", factory=True, workers=workers, **common)
 
 
 @app.command()

@@ -15,7 +15,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, IPvAnyNetwork, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError, NewsletterError
@@ -85,13 +85,15 @@ class Settings(BaseSettings):
     confirm_max_age_days: float = Field(default=7, gt=0)
 
     signup_rate_limit: int = Field(default=5, ge=1)  # signups per IP per window
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs).
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     signup_rate_window_seconds: int = Field(default=60, ge=1)
     max_request_bytes: int = Field(default=16_384, ge=1024)
     # How long a web request waits for the SQLite write lock (a send holds it
     # in short bursts) before answering 503 with Retry-After.
     web_db_wait_seconds: float = Field(default=5.0, gt=0, le=60)
 
-    @field_validator("feeds", "sections", mode="before")
+    @field_validator("feeds", "sections", "trusted_proxies", mode="before")
     @classmethod
     def _json_or_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -210,6 +212,8 @@ def load_settings(**overrides: object) -> Settings:
         first = exc.errors()[0]
         name = "NEWSLETTER_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
         message = first["msg"].removeprefix("Value error, ")
+        if len(first["loc"]) > 1:  # one item of a list setting: say which
+            message += f": {first['input']!r}"
         raise ConfigError(f"setting {name}: {message}") from None
     except (json.JSONDecodeError, ValueError) as exc:
         raise ConfigError(f"settings: {exc}") from None

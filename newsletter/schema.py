@@ -15,12 +15,14 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -111,6 +113,26 @@ send_runs = Table(
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
 )
+
+
+# Requests per client per fixed window, for the signup rate limit. In the store
+# so that every worker process and every machine counts against one limit;
+# rows of past windows are deleted as new ones start.
+rate_counts = Table(
+    "rate_counts",
+    metadata,
+    Column("bucket", String(100), primary_key=True),  # "signup:<address or /64>"
+    Column("window", Integer, primary_key=True),  # database epoch seconds // window length
+    Column("hits", Integer, nullable=False),
+    Index("rate_counts_by_window", "window"),
+)
+
+
+def db_epoch_seconds(engine: Engine):
+    """The database's clock, in seconds since 1970: one clock for every process and machine."""
+    if engine.dialect.name == "postgresql":
+        return func.extract("epoch", func.now())
+    return (func.julianday("now") - 2440587.5) * 86400.0
 
 
 def utcnow() -> dt.datetime:

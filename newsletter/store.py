@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
@@ -25,9 +26,11 @@ from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue a
     Subscriber,
     deliveries,
     insert_ignoring_duplicates,
+    db_epoch_seconds,
     issue_stories,
     issues,
     metadata,
+    rate_counts,
     subscribers,
     suppressions,
     utcnow,
@@ -237,6 +240,32 @@ class Store:
             query = query.where(subscribers.c.status == status.value)
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
+
+    # Rate limits -----------------------------------------------------------
+
+    def count_request(self, bucket: str, window_seconds: int) -> tuple[float, int, int]:
+        """Count one request against `bucket`; (database time, hits this window, hits last window).
+
+        One upsert per request, on the database's clock, so that every worker
+        process shares the count. The first request of a bucket's window
+        also deletes windows nobody needs any more: the table stays small.
+        """
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        with self.engine.begin() as conn:
+            now = float(conn.execute(select(db_epoch_seconds(self.engine))).scalar_one())
+            window = int(now // window_seconds)
+            upsert = (
+                dialect.insert(rate_counts).values(bucket=bucket, window=window, hits=1)
+                .on_conflict_do_update(index_elements=[rate_counts.c.bucket, rate_counts.c.window],
+                                       set_={"hits": rate_counts.c.hits + 1})
+                .returning(rate_counts.c.hits)
+            )
+            hits = conn.execute(upsert).scalar_one()
+            previous = conn.execute(select(rate_counts.c.hits).where(
+                rate_counts.c.bucket == bucket, rate_counts.c.window == window - 1)).scalar() or 0
+            if hits == 1:
+                conn.execute(rate_counts.delete().where(rate_counts.c.window < window - 1))
+        return now, hits, previous
 
     # Issues --------------------------------------------------------------
 

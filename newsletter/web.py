@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
-from collections import defaultdict, deque
 from urllib.parse import parse_qs
 
 from fastapi import BackgroundTasks, FastAPI, Request
@@ -21,7 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings
 from .confirmations import ConfirmationMailer
+from .config import load_settings
 from .errors import SubscriberError
+from .ratelimit import SignupLimiter, client_address
 from .render import UNSUBSCRIBE_SLOT, Renderer
 from .store import Status, Store
 from .subscribers import normalise_email
@@ -44,6 +44,10 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 INVALID_EMAIL = "هذا العنوان لا يبدو بريدًا إلكترونيًا صحيحًا. تحقق منه وأعد المحاولة."
 BUSY_RETRY_SECONDS = 5
 GET = ["GET", "HEAD"]  # uptime checks and link checkers use HEAD
+# How uvicorn must run the app. proxy_headers=False: uvicorn would believe
+# X-Forwarded-For from any loopback peer; the app reads it itself, from
+# NEWSLETTER_TRUSTED_PROXIES only.
+UVICORN_OPTIONS = {"proxy_headers": False, "server_header": False}
 
 
 class SecurityHeaders:
@@ -81,36 +85,13 @@ class SiteApp(FastAPI):
         return SecurityHeaders(super().build_middleware_stack())
 
 
-class RateLimiter:
-    """Sliding-window count of requests per client address, kept in the app (not global)."""
-
-    def __init__(self, limit: int, window_seconds: float) -> None:
-        self.limit = limit
-        self.window = window_seconds
-        self.hits: dict[str, deque[float]] = defaultdict(deque)
-
-    def retry_after(self, client: str) -> int:
-        """0 when the request may go ahead, else seconds to wait."""
-        now = time.monotonic()
-        hits = self.hits[client]
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            return max(1, int(hits[0] + self.window - now) + 1)
-        hits.append(now)
-        if len(self.hits) > 100_000:  # forget idle clients so memory stays bounded
-            for key in [k for k, v in self.hits.items() if not v]:
-                del self.hits[key]
-        return 0
-
-
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     settings.require_secret_key()
     store = store or Store(settings.database_url, busy_timeout_seconds=settings.web_db_wait_seconds)
     renderer = Renderer(settings.templates_dir, settings.base_url)
     tokens = Tokens(settings.secret_key, settings.confirm_max_age_seconds)
     mailer = ConfirmationMailer(settings, store)
-    limiter = RateLimiter(settings.signup_rate_limit, settings.signup_rate_window_seconds)
+    limiter = SignupLimiter(store, settings.signup_rate_limit, settings.signup_rate_window_seconds)
     app = SiteApp(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None,
                   max_body_size=settings.max_request_bytes)
 
@@ -167,8 +148,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         wants_json = content_type == "application/json"
         if not wants_json and content_type not in FORM_TYPES:
             return JSONResponse({"error": "send a form or JSON"}, status_code=415)
-        client = request.client.host if request.client else "unknown"
-        wait = limiter.retry_after(client)
+        client = client_address(request.client.host if request.client else "unknown",
+                                request.headers.get("x-forwarded-for"), settings.trusted_proxies)
+        wait = await run_in_threadpool(limiter.retry_after, client)
         if wait:
             headers = {"Retry-After": str(wait)}
             if wants_json:
@@ -262,6 +244,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app built from .env and the environment: what each `serve --workers N` process runs."""
+    return create_app(load_settings())
 
 
 async def _read_fields(request: Request, wants_json: bool) -> dict[str, str] | None:

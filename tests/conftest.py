@@ -21,6 +21,7 @@ from aiosmtpd.controller import Controller
 from newsletter.config import Settings
 from newsletter.outbox import free_port
 from newsletter.store import Store
+from newsletter.web import UVICORN_OPTIONS
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE_DATE = dt.date(2017, 5, 9)  # the day of the bundled sample feeds
@@ -31,7 +32,7 @@ class LiveApp:
 
     def __init__(self, app, port: int | None = None) -> None:
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **UVICORN_OPTIONS)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
