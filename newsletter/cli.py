@@ -199,7 +199,8 @@ def send(
     out.print(f"Issue {result.issue.issue_date} ({state}): {result.issue.subject}", markup=False)
     out.print(
         f"Sent {report.sent}, failed {report.failed} (will retry), refused {report.refused}, "
-        f"skipped {result.already_done} (already delivered) of {result.active} active; "
+        + (f"withdrawn {report.withdrawn} (unsubscribed during the send), " if report.withdrawn else "")
+        + f"skipped {result.already_done} (already delivered) of {result.active} active; "
         f"{report.elapsed:.1f} s, {report.rate:.0f} msg/s"
     )
     if not report.complete:

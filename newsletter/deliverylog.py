@@ -37,6 +37,12 @@ SETTLE = (
 )
 
 
+# Of these claimed readers, who is still active right now (the last look before sending).
+STILL_ACTIVE = select(subscribers.c.id).where(
+    subscribers.c.id.in_(bindparam("ids", expanding=True)), subscribers.c.status == Status.active.value
+)
+
+
 class DeliveryLog:
     """Who has had which issue, and which run is sending to whom right now."""
 
@@ -123,6 +129,11 @@ class DeliveryLog:
             )
         claimed = [Subscriber(r.id, r.email, r.name) for r in rows if r.id in owned]
         return claimed, rows[-1].id
+
+    def still_active(self, subscriber_ids: list[int]) -> set[int]:
+        """Which of these readers are active now: not unsubscribed, bounced or forgotten since the claim."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(STILL_ACTIVE, {"ids": subscriber_ids}).scalars())
 
     def claimed_by_others(self, issue_id: int, run_id: str) -> int:
         """Subscribers of this issue that another run has claimed and not yet settled."""

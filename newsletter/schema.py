@@ -39,6 +39,7 @@ class Outcome(str, Enum):
     sent = "sent"
     failed = "failed"  # transient: the next run retries it
     refused = "refused"  # permanent: the server said no for good
+    withdrawn = "withdrawn"  # unsubscribed or forgotten after the run claimed them: nothing sent
 
 
 metadata = MetaData()
