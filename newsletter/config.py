@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     confirm_max_age_days: float = Field(default=7, gt=0)
 
     signup_rate_limit: int = Field(default=5, ge=1)  # signups per IP per window
+    # Sites whose pages carry the signup box (the snippet at /embed), as origins:
+    # https://www.newsroom.example. Sign-ups posted from any other site get 403.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs).
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     signup_rate_window_seconds: int = Field(default=60, ge=1)
@@ -93,7 +96,7 @@ class Settings(BaseSettings):
     # in short bursts) before answering 503 with Retry-After.
     web_db_wait_seconds: float = Field(default=5.0, gt=0, le=60)
 
-    @field_validator("feeds", "sections", "trusted_proxies", mode="before")
+    @field_validator("feeds", "sections", "trusted_proxies", "allowed_origins", mode="before")
     @classmethod
     def _json_or_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -109,6 +112,18 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("list at least one feed URL or file path")
         return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for item in value:
+            parts = urlsplit(item.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+                    or parts.query or parts.fragment:
+                raise ValueError(f"{item!r} is not an origin like https://www.newsroom.example (no path)")
+            origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+        return origins
 
     @field_validator("smtp_ca_file")
     @classmethod
@@ -139,6 +154,12 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @property
+    def own_origin(self) -> str:
+        """The origin of the public pages (scheme://host[:port] of NEWSLETTER_BASE_URL)."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc.lower()}"
 
     @property
     def base_url_is_local(self) -> bool:

@@ -132,32 +132,30 @@ class RoundBatcher(Generic[Item, Answer]):
         self._wakeup.set()
 
 
-def outcome_writer(store: Store, issue_id: int, run_id: str,
-                   on_written: Callable[[], None]) -> RoundBatcher[tuple[int, Outcome, str], None]:
-    """Group commit for the delivery log.
+# What a worker brings to a round: the outcome it has just had (if any) and
+# the reader it is about to send to next (if any).
+Settled = tuple[int, Outcome, str]
+RoundEntry = tuple[Settled | None, int | None]
 
-    A worker waits until its outcome is written before it takes the next
-    subscriber, so a crash can repeat at most one message per connection;
-    the log still costs one commit per round, not per message.
+
+def delivery_rounds(store: Store, issue_id: int, run_id: str,
+                    on_written: Callable[[], None]) -> RoundBatcher[RoundEntry, bool]:
+    """Group commit for the delivery log, and the last look before each message leaves.
+
+    A worker waits until its outcome is written before it sends the next
+    message, so a crash can repeat at most one message per connection; the log
+    still costs one transaction per round, not per message. The same
+    transaction asks whether the reader each worker sends to next is still
+    active: one who unsubscribed, was forgotten or bounced after the run
+    claimed them gets nothing, and the check costs no extra round trip.
     """
-    def write(outcomes: list[tuple[int, Outcome, str]]) -> list[None]:
-        store.log.record_outcomes(issue_id, run_id, outcomes)
-        return [None] * len(outcomes)
+    def run_round(entries: list[RoundEntry]) -> list[bool]:
+        outcomes = [settled for settled, _ in entries if settled is not None]
+        upcoming = [sid for _, sid in entries if sid is not None]
+        active = store.log.record_outcomes(issue_id, run_id, outcomes, check_active=upcoming)
+        return [sid in active for _, sid in entries]
 
-    return RoundBatcher(write, inline=store.engine.dialect.name == "sqlite", after_round=on_written)
-
-
-def active_check(store: Store) -> RoundBatcher[int, bool]:
-    """The last look before a message leaves: is this reader still active?
-
-    A reader who unsubscribes (or is forgotten, or bounces) after the run
-    claimed them gets nothing, even mid-run; one indexed lookup per round.
-    """
-    def check(subscriber_ids: list[int]) -> list[bool]:
-        active = store.log.still_active(subscriber_ids)
-        return [sid in active for sid in subscriber_ids]
-
-    return RoundBatcher(check, inline=store.engine.dialect.name == "sqlite")
+    return RoundBatcher(run_round, inline=store.engine.dialect.name == "sqlite", after_round=on_written)
 
 
 class Sender:
@@ -177,8 +175,7 @@ class Sender:
         self.stale_after = dt.timedelta(seconds=settings.stale_run_seconds)
         self.heartbeat_seconds = settings.stale_run_seconds / 6
         self.throttle = Throttle(settings.rate_limit)
-        self._writer = outcome_writer(store, issue_id, self.run_id, lambda: self.on_progress(self.report))
-        self._active = active_check(store)
+        self._rounds = delivery_rounds(store, issue_id, self.run_id, lambda: self.on_progress(self.report))
         self._fatal: NewsletterError | None = None
         self._busy_strikes = 0  # 421s in a row on the last connection
         self._unsettled = 0  # jobs queued, in flight or waiting to retry
@@ -191,8 +188,7 @@ class Sender:
         owner = f"{socket.gethostname()} pid {os.getpid()}"
         await asyncio.to_thread(self.store.log.start_run, self.issue_id, self.run_id, owner)
         heartbeat = asyncio.create_task(self._heartbeat())
-        writer = asyncio.create_task(self._writer.run())
-        checker = asyncio.create_task(self._active.run())
+        rounds = asyncio.create_task(self._rounds.run())
         workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.smtp_connections)]
         try:
             await self._produce()
@@ -204,9 +200,8 @@ class Sender:
             for _ in workers:
                 await self._queue.put(None)
             results = await asyncio.gather(*workers, return_exceptions=True)
-            self._active.close()
-            self._writer.close()
-            await asyncio.gather(checker, writer)
+            self._rounds.close()
+            await rounds
             heartbeat.cancel()
             released = await asyncio.to_thread(self.store.log.release_claims, self.issue_id, self.run_id)
             await asyncio.to_thread(self.store.log.finish_run, self.run_id)
@@ -289,15 +284,17 @@ class Sender:
     async def _worker(self) -> None:
         connection = SmtpConnection(self.settings)
         try:
-            while True:
-                job = await self._queue.get()
-                if job is None:
-                    return
+            job = await self._queue.get()
+            active = await self._round(None, job)
+            while job is not None:
                 if self._fatal is not None:
+                    job = await self._queue.get()
                     continue
                 try:
-                    await self._attempt(connection, job)
+                    settled = await self._attempt(connection, job) if active else \
+                        (job.recipient.id, Outcome.withdrawn, WITHDRAWN_REPLY)
                 except RelayBusy as busy:
+                    settled = None
                     self._retry_later(job, backoff(1, self.settings.retry_base_seconds), next_attempt=False)
                     if self.report.connections > 1:
                         self.report.connections -= 1
@@ -307,17 +304,36 @@ class Sender:
                     if self._busy_strikes > CONNECT_ATTEMPTS * self.settings.send_attempts:
                         raise SmtpUnavailableError(f"the relay keeps answering {busy.reply!r}") from None
                     await asyncio.sleep(backoff(min(self._busy_strikes, 6), self.settings.retry_base_seconds))
+                # Settle this one and check the next one in the same round; when no
+                # job is waiting, settle first rather than hold the outcome back.
+                try:
+                    job = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    await self._round(settled, None)
+                    job = await self._queue.get()
+                    active = await self._round(None, job)
+                else:
+                    active = await self._round(settled, job)
         except NewsletterError as exc:
             self._fatal = exc
             self._stop_feeding()
         finally:
             await connection.close()
 
-    async def _attempt(self, connection: SmtpConnection, job: Job) -> None:
+    async def _round(self, settled: Settled | None, job: Job | None) -> bool:
+        """Write `settled` to the log and say whether `job`'s reader is still active (one transaction)."""
+        if settled is None and job is None:
+            return False
+        if settled is not None:
+            self.report.count(settled[1])
+        active = await self._rounds.submit((settled, job.recipient.id if job is not None else None))
+        if settled is not None:
+            self._settle()
+        return active
+
+    async def _attempt(self, connection: SmtpConnection, job: Job) -> Settled | None:
+        """Send one message; its outcome, or None when it was put back for a later try."""
         await self.throttle.wait()
-        if not await self._active.submit(job.recipient.id):
-            await self._settle_as(job, Outcome.withdrawn, WITHDRAWN_REPLY)
-            return
         message = self.template.personalise(job.recipient)
         envelope_to = ascii_address(job.recipient.email)
         try:
@@ -335,14 +351,9 @@ class Sender:
                 self.report.retried += 1
                 log.debug("%s: %s (attempt %d, retrying)", job.recipient.email, reply, job.attempt)
                 self._retry_later(job, backoff(job.attempt, self.settings.retry_base_seconds))
-                return
+                return None
             log.info("%s: %s", job.recipient.email, reply)
         else:
             outcome, reply = Outcome.sent, "250 OK"
             self._busy_strikes = 0
-        await self._settle_as(job, outcome, reply)
-
-    async def _settle_as(self, job: Job, outcome: Outcome, reply: str) -> None:
-        self.report.count(outcome)
-        await self._writer.submit((job.recipient.id, outcome, reply))
-        self._settle()
+        return job.recipient.id, outcome, reply

@@ -130,11 +130,6 @@ class DeliveryLog:
         claimed = [Subscriber(r.id, r.email, r.name) for r in rows if r.id in owned]
         return claimed, rows[-1].id
 
-    def still_active(self, subscriber_ids: list[int]) -> set[int]:
-        """Which of these readers are active now: not unsubscribed, bounced or forgotten since the claim."""
-        with self.engine.connect() as conn:
-            return set(conn.execute(STILL_ACTIVE, {"ids": subscriber_ids}).scalars())
-
     def claimed_by_others(self, issue_id: int, run_id: str) -> int:
         """Subscribers of this issue that another run has claimed and not yet settled."""
         query = select(func.count()).select_from(deliveries).where(
@@ -145,10 +140,16 @@ class DeliveryLog:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
-    def record_outcomes(self, issue_id: int, run_id: str, outcomes: list[tuple[int, Outcome, str]]) -> None:
-        """Write a batch of (subscriber_id, outcome, server reply) in one transaction."""
-        if not outcomes:
-            return
+    def record_outcomes(self, issue_id: int, run_id: str, outcomes: list[tuple[int, Outcome, str]],
+                        check_active: list[int] | None = None) -> set[int]:
+        """Write a batch of (subscriber_id, outcome, server reply) in one transaction.
+
+        In the same transaction, returns which of `check_active` are active
+        now: the readers about to be sent to, looked at last thing before
+        their message leaves.
+        """
+        if not outcomes and not check_active:
+            return set()
         now = utcnow()
         bounced = [sid for sid, outcome, _ in outcomes if outcome is Outcome.refused]
         # One UPDATE per distinct (outcome, reply): nearly always a single
@@ -166,6 +167,9 @@ class DeliveryLog:
                     .where(subscribers.c.id.in_(bounced), subscribers.c.status == Status.active.value)
                     .values(status=Status.bounced.value, updated_at=now)
                 )
+            if check_active:
+                return set(conn.execute(STILL_ACTIVE, {"ids": check_active}).scalars())
+        return set()
 
     def release_claims(self, issue_id: int, run_id: str) -> int:
         """Hand back what this run claimed but never settled (Ctrl-C, SMTP unreachable).

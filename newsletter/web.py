@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from fastapi import BackgroundTasks, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings
@@ -95,6 +96,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app = SiteApp(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None,
                   max_body_size=settings.max_request_bytes)
 
+    # The optional script of the signup box posts JSON from the allowed sites.
+    app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["POST"],
+                       allow_headers=["Content-Type"], max_age=3600)
+
     def page(name: str, status_code: int = 200, **context: object) -> HTMLResponse:
         return HTMLResponse(renderer.render_page(name, **context), status_code=status_code)
 
@@ -132,15 +137,34 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def signup_page() -> HTMLResponse:
         return page("signup")
 
+    def asset(name: str, media_type: str) -> Response:
+        """A file of templates/pages/, read on each request so editors' changes show at once."""
+        body = (settings.templates_dir / "pages" / name).read_text(encoding="utf-8")
+        # Article pages on other sites load the box's stylesheet and script.
+        return Response(body, media_type=media_type, headers={"Cache-Control": "max-age=3600",
+                                                              "Cross-Origin-Resource-Policy": "cross-origin"})
+
+    def snippet() -> str:
+        return renderer.render_page("embed_snippet").strip() + "\n"
+
     @app.api_route("/static/site.css", methods=GET)
     async def stylesheet() -> Response:
-        css = (settings.templates_dir / "pages" / "site.css").read_text(encoding="utf-8")
-        return Response(css, media_type="text/css; charset=utf-8", headers={"Cache-Control": "max-age=3600"})
+        return asset("site.css", "text/css; charset=utf-8")
 
     @app.api_route("/healthz", methods=GET)
     async def healthz() -> JSONResponse:
         await run_in_threadpool(store.count_subscribers, Status.active)
         return JSONResponse({"status": "ok"})
+
+    trusted_origins = frozenset([settings.own_origin, *settings.allowed_origins])
+
+    def embed_return(fields: dict[str, str]) -> str | None:
+        """The article to send a no-JavaScript embed signup back to, if it is on an allowed site."""
+        url = fields.get("return_to", "").strip()
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https") and f"{parts.scheme}://{parts.netloc.lower()}" in trusted_origins:
+            return urlunsplit(parts._replace(fragment=""))
+        return None
 
     @app.post("/subscribe")
     async def subscribe(request: Request, background: BackgroundTasks) -> Response:
@@ -148,6 +172,19 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         wants_json = content_type == "application/json"
         if not wants_json and content_type not in FORM_TYPES:
             return JSONResponse({"error": "send a form or JSON"}, status_code=415)
+        if not _from_trusted_page(request, trusted_origins):
+            log.info("signup refused: posted from %s", request.headers.get("origin") or "another site")
+            if wants_json:
+                return JSONResponse({"error": "sign-ups are not accepted from this site"}, status_code=403)
+            return notice("طلب غير مسموح", "لا يقبل هذا الموقع الاشتراك من هذه الصفحة. اشترك من صفحتنا.", 403,
+                          show_form=True)
+        fields = await _read_fields(request, wants_json)
+        if fields is None:
+            if wants_json:
+                return JSONResponse({"error": "the body is not valid JSON with an email field"}, status_code=400)
+            return page("signup", 400, error=INVALID_EMAIL)
+        back = None if wants_json else embed_return(fields)
+
         client = client_address(request.client.host if request.client else "unknown",
                                 request.headers.get("x-forwarded-for"), settings.trusted_proxies)
         wait = await run_in_threadpool(limiter.retry_after, client)
@@ -155,15 +192,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             headers = {"Retry-After": str(wait)}
             if wants_json:
                 return JSONResponse({"error": "too many requests"}, status_code=429, headers=headers)
+            if back:
+                return RedirectResponse(f"{back}#nl-later", status_code=303, headers=headers)
             response = notice("طلبات كثيرة", "حاولت مرات كثيرة في وقت قصير. انتظر قليلًا ثم أعد المحاولة.", 429)
             response.headers.update(headers)
             return response
 
-        fields = await _read_fields(request, wants_json)
-        if fields is None:
-            if wants_json:
-                return JSONResponse({"error": "the body is not valid JSON with an email field"}, status_code=400)
-            return page("signup", 400, error=INVALID_EMAIL)
         raw_email = fields.get("email", "")
         if fields.get("website"):  # the honeypot: only bots fill a field nobody can see
             log.info("signup honeypot filled from %s; ignored", client)
@@ -173,6 +207,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             except SubscriberError:
                 if wants_json:
                     return JSONResponse({"error": "invalid email address"}, status_code=422)
+                if back:
+                    return RedirectResponse(f"{back}#nl-invalid", status_code=303)
                 return page("signup", 422, error=INVALID_EMAIL, email=raw_email[:320])
             # The web form has no name field: a name from a stranger would go into
             # the To: of a mail sent to any address.
@@ -181,11 +217,33 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                 background.add_task(mailer.send, subscriber)
         # The same answer whether the address was new, pending or already active.
         if wants_json:
-            return JSONResponse({"status": "pending", "message": "check your inbox to confirm"}, status_code=202,
-                                background=background)
-        response = page("thanks")
+            response = JSONResponse({"status": "pending", "message": "check your inbox to confirm"}, status_code=202)
+        elif back:
+            response = RedirectResponse(f"{back}#nl-thanks", status_code=303)
+        else:
+            response = page("thanks")
         response.background = background
         return response
+
+    @app.api_route("/embed", methods=GET)
+    async def embed_page() -> HTMLResponse:
+        response = page("embed", snippet=snippet(), origins=settings.allowed_origins)
+        # The page shows the box working, script included.
+        response.headers["Content-Security-Policy"] = SECURITY_HEADERS["Content-Security-Policy"] \
+            .replace("default-src 'none';", "default-src 'none'; script-src 'self'; connect-src 'self';")
+        return response
+
+    @app.api_route("/embed/snippet", methods=GET)
+    async def embed_snippet() -> Response:
+        return PlainTextResponse(snippet())
+
+    @app.api_route("/embed.css", methods=GET)
+    async def embed_css() -> Response:
+        return asset("embed.css", "text/css; charset=utf-8")
+
+    @app.api_route("/embed.js", methods=GET)
+    async def embed_js() -> Response:
+        return asset("embed.js", "text/javascript; charset=utf-8")
 
     @app.api_route("/confirm/{token}", methods=GET)
     async def confirm(token: str) -> Response:
@@ -244,6 +302,23 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
 
     return app
+
+
+def _from_trusted_page(request: Request, trusted_origins: frozenset[str]) -> bool:
+    """Whether a signup was posted from our own pages, an allowed site, or no browser at all.
+
+    Browsers send Origin with every POST ("null" when the page's referrer policy
+    hides it, as ours does) and Sec-Fetch-Site; a request with neither comes from
+    a program (curl, a newsroom's server), which no other site can make a reader's
+    browser send.
+    """
+    origin = request.headers.get("origin")
+    site = request.headers.get("sec-fetch-site")
+    if origin and origin != "null":
+        return origin.lower() in trusted_origins
+    if origin == "null":
+        return site == "same-origin"
+    return site in (None, "same-origin", "none")
 
 
 def app_from_environment() -> FastAPI:
