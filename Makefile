@@ -14,9 +14,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages the tests use: postfix (its smtp-sink is a real misbehaving SMTP server)
-# and chromium (a real browser for the pages and the email).
-SYSTEM_PACKAGES := $(if $(wildcard /usr/sbin/smtp-sink),,postfix) $(if $(wildcard /usr/bin/chromium),,chromium)
+# Debian packages the tests use: postfix (its smtp-sink is a real misbehaving SMTP server),
+# chromium (a real browser for the pages and the email) and postgresql (the tests start a
+# throw-away cluster of their own with initdb and pg_ctl; no service is enabled or used) and
+# faketime (a sender whose host clock is wrong).
+SYSTEM_PACKAGES := $(if $(wildcard /usr/sbin/smtp-sink),,postfix) $(if $(wildcard /usr/bin/chromium),,chromium) \
+	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) $(if $(wildcard /usr/bin/faketime),,faketime)
 
 system-deps:
 	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then \

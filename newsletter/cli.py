@@ -23,6 +23,7 @@ from .config import Settings, load_settings, write_env_file
 from .delivery import DeliveryReport
 from .errors import NewsletterError
 from .message import clean_name
+from .migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
 from .outbox import start_outbox
 from .store import Status, Store
 from .subscribers import export_csv, import_csv, normalise_email
@@ -38,6 +39,8 @@ app = typer.Typer(
 )
 subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
+db_app = typer.Typer(help="The store's schema: see where it stands, upgrade it.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -76,8 +79,9 @@ def _setup_logging(verbose: bool) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "httpcore", "aiosmtplib", "mail.log", "sqlalchemy"):
+    for noisy in ("httpx", "httpcore", "aiosmtplib", "mail.log", "sqlalchemy", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # "Running upgrade 0001 -> 0002"
 
 
 @app.callback()
@@ -203,6 +207,10 @@ def send(
         + f"skipped {result.already_done} (already delivered) of {result.active} active; "
         f"{report.elapsed:.1f} s, {report.rate:.0f} msg/s"
     )
+    if report.lost or report.uncredited:
+        err.print(f"This run stalled past NEWSLETTER_STALE_RUN_SECONDS: another run took over {report.lost} "
+                  f"subscriber(s) before this one sent to them (left to it), and {report.uncredited} while "
+                  "this one was sending (they may have the issue twice). `newsletter status` shows the issue.")
     if not report.complete:
         err.print(f"Incomplete: {report.failed} subscriber(s) left for the next `newsletter send`."
                   + (" Interrupted." if report.interrupted else ""))
@@ -320,6 +328,38 @@ def outbox(
             time.sleep(3600)
     except KeyboardInterrupt:
         controller.stop()
+
+
+# --- the store's schema ---------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database's schema up to this version (data kept). Back the database up first."""
+    settings = _settings()
+    store = Store(settings.database_url, check_schema=False)
+    before, after = store.run_on_database(upgrade_schema)
+    if before == after:
+        out.print(f"The database is already at schema {after}; nothing to do.")
+    else:
+        out.print(f"Upgraded the database from schema {before or '(empty)'} to {after}.")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the database's schema revision and the one this version needs (exit 2 when they differ)."""
+    settings = _settings()
+    store = Store(settings.database_url, check_schema=False)
+    revision = store.run_on_database(lambda engine: _revision_of(engine))
+    out.print(f"Database schema: {revision or '(empty)'}; this version needs {SCHEMA_HEAD}.")
+    if revision not in (SCHEMA_HEAD, None):
+        err.print(describe_mismatch(revision), markup=False)
+        raise typer.Exit(2)
+
+
+def _revision_of(engine) -> str | None:
+    with engine.connect() as conn:
+        return schema_revision(conn)
 
 
 # --- subscribers ------------------------------------------------------------

@@ -26,6 +26,7 @@ from .config import Settings
 from .errors import NewsletterError
 from .message import MessageTemplate, Recipient, ascii_address
 from .smtp import CONNECT_ATTEMPTS, RelayBusy, SmtpConnection, SmtpUnavailableError, Throttle, backoff, classify, is_busy, reply_of
+from .deliverylog import Clearance
 from .store import Outcome, Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class DeliveryReport:
     failed: int = 0
     refused: int = 0
     withdrawn: int = 0  # unsubscribed during the run: not sent
+    lost: int = 0  # claims another run took over while this one stalled: not sent by this run
+    uncredited: int = 0  # sent, but the claim had already gone to another run: maybe twice
     retried: int = 0
     started: float = 0.0
     finished: float = 0.0
@@ -45,7 +48,7 @@ class DeliveryReport:
 
     @property
     def attempted(self) -> int:
-        return self.sent + self.failed + self.refused + self.withdrawn
+        return self.sent + self.failed + self.refused + self.withdrawn + self.lost + self.uncredited
 
     @property
     def elapsed(self) -> float:
@@ -133,27 +136,31 @@ class RoundBatcher(Generic[Item, Answer]):
 
 
 # What a worker brings to a round: the outcome it has just had (if any) and
-# the reader it is about to send to next (if any).
+# the reader it is about to send to next (if any); what it takes away: whether
+# the outcome was credited to this run, and whether it may send to that reader.
 Settled = tuple[int, Outcome, str]
 RoundEntry = tuple[Settled | None, int | None]
+RoundAnswer = tuple[bool, Clearance | None]
 
 
 def delivery_rounds(store: Store, issue_id: int, run_id: str,
-                    on_written: Callable[[], None]) -> RoundBatcher[RoundEntry, bool]:
+                    on_written: Callable[[], None]) -> RoundBatcher[RoundEntry, RoundAnswer]:
     """Group commit for the delivery log, and the last look before each message leaves.
 
     A worker waits until its outcome is written before it sends the next
     message, so a crash can repeat at most one message per connection; the log
     still costs one transaction per round, not per message. The same
-    transaction asks whether the reader each worker sends to next is still
-    active: one who unsubscribed, was forgotten or bounced after the run
-    claimed them gets nothing, and the check costs no extra round trip.
+    transaction looks at the reader each worker sends to next: one who
+    unsubscribed, was forgotten or bounced after the run claimed them gets
+    nothing, and neither does one whose claim another run took over (this run
+    stalled); the look costs no extra round trip.
     """
-    def run_round(entries: list[RoundEntry]) -> list[bool]:
+    def run_round(entries: list[RoundEntry]) -> list[RoundAnswer]:
         outcomes = [settled for settled, _ in entries if settled is not None]
         upcoming = [sid for _, sid in entries if sid is not None]
-        active = store.log.record_outcomes(issue_id, run_id, outcomes, check_active=upcoming)
-        return [sid in active for _, sid in entries]
+        credited, clearances = store.log.record_outcomes(issue_id, run_id, outcomes, upcoming)
+        return [(settled is not None and settled[0] in credited, clearances.get(sid) if sid is not None else None)
+                for settled, sid in entries]
 
     return RoundBatcher(run_round, inline=store.engine.dialect.name == "sqlite", after_round=on_written)
 
@@ -285,51 +292,71 @@ class Sender:
         connection = SmtpConnection(self.settings)
         try:
             job = await self._queue.get()
-            active = await self._round(None, job)
+            clearance = await self._round(None, job)
             while job is not None:
                 if self._fatal is not None:
                     job = await self._queue.get()
                     continue
-                try:
-                    settled = await self._attempt(connection, job) if active else \
-                        (job.recipient.id, Outcome.withdrawn, WITHDRAWN_REPLY)
-                except RelayBusy as busy:
-                    settled = None
-                    self._retry_later(job, backoff(1, self.settings.retry_base_seconds), next_attempt=False)
-                    if self.report.connections > 1:
-                        self.report.connections -= 1
-                        log.warning("relay busy (%s): down to %d connection(s)", busy.reply, self.report.connections)
-                        return
-                    self._busy_strikes += 1
-                    if self._busy_strikes > CONNECT_ATTEMPTS * self.settings.send_attempts:
-                        raise SmtpUnavailableError(f"the relay keeps answering {busy.reply!r}") from None
-                    await asyncio.sleep(backoff(min(self._busy_strikes, 6), self.settings.retry_base_seconds))
-                # Settle this one and check the next one in the same round; when no
+                settled = None
+                if clearance is Clearance.lost:
+                    self._lost_claim(job)
+                elif clearance is Clearance.withdrawn:
+                    settled = (job.recipient.id, Outcome.withdrawn, WITHDRAWN_REPLY)
+                else:
+                    try:
+                        settled = await self._attempt(connection, job)
+                    except RelayBusy as busy:
+                        self._retry_later(job, backoff(1, self.settings.retry_base_seconds), next_attempt=False)
+                        if self.report.connections > 1:
+                            self.report.connections -= 1
+                            log.warning("relay busy (%s): down to %d connection(s)", busy.reply,
+                                        self.report.connections)
+                            return
+                        self._busy_strikes += 1
+                        if self._busy_strikes > CONNECT_ATTEMPTS * self.settings.send_attempts:
+                            raise SmtpUnavailableError(f"the relay keeps answering {busy.reply!r}") from None
+                        await asyncio.sleep(backoff(min(self._busy_strikes, 6), self.settings.retry_base_seconds))
+                # Settle this one and look at the next one in the same round; when no
                 # job is waiting, settle first rather than hold the outcome back.
                 try:
                     job = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
                     await self._round(settled, None)
                     job = await self._queue.get()
-                    active = await self._round(None, job)
+                    clearance = await self._round(None, job)
                 else:
-                    active = await self._round(settled, job)
+                    clearance = await self._round(settled, job)
         except NewsletterError as exc:
             self._fatal = exc
             self._stop_feeding()
         finally:
             await connection.close()
 
-    async def _round(self, settled: Settled | None, job: Job | None) -> bool:
-        """Write `settled` to the log and say whether `job`'s reader is still active (one transaction)."""
+    async def _round(self, settled: Settled | None, job: Job | None) -> Clearance | None:
+        """Write `settled` to the log and say whether `job` may be sent (one transaction for the round)."""
         if settled is None and job is None:
-            return False
+            return None
+        credited, clearance = await self._rounds.submit((settled, job.recipient.id if job is not None else None))
         if settled is not None:
-            self.report.count(settled[1])
-        active = await self._rounds.submit((settled, job.recipient.id if job is not None else None))
-        if settled is not None:
+            # A withdrawn reader who was also forgotten has no row left to credit: still withdrawn.
+            if credited or settled[1] is Outcome.withdrawn:
+                self.report.count(settled[1])
+            else:
+                self._lost_claim(None, sent=settled[1] is Outcome.sent)
             self._settle()
-        return active
+        return clearance
+
+    def _lost_claim(self, job: Job | None, sent: bool = False) -> None:
+        """Another run took this reader over (this run stalled past the stale time): leave it to them."""
+        if sent:
+            self.report.uncredited += 1
+        else:
+            self.report.lost += 1
+        if self.report.lost + self.report.uncredited == 1:
+            log.warning("this run stalled past NEWSLETTER_STALE_RUN_SECONDS and another run took over some of "
+                        "its subscribers; it leaves them to that run")
+        if job is not None:
+            self._settle()
 
     async def _attempt(self, connection: SmtpConnection, job: Job) -> Settled | None:
         """Send one message; its outcome, or None when it was put back for a later try."""

@@ -2,14 +2,19 @@
 
 Runs claim subscribers with compare-and-set writes (INSERT … ON CONFLICT DO
 NOTHING, conditional UPDATEs), heart-beat while they send, and take over the
-claims of a run that stopped heart-beating. Portable to PostgreSQL: no
-SQLite-only locking.
+claims of a run that stopped heart-beating. A claim is a lease: before each
+message the run checks the claim is still its own, so a run that stalled past
+the stale time and lost its claims to another run sends none of them.
+Portable to PostgreSQL: no SQLite-only locking. Heartbeats and staleness are
+read on the database's clock, so senders on machines whose clocks disagree
+still agree on who is alive (SQLite lives on one machine: its clock is theirs).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from enum import Enum
 
 from sqlalchemy import Engine, bindparam, func, select, update
 
@@ -34,13 +39,26 @@ SETTLE = (
            deliveries.c.run_id == bindparam("run"))
     .values(outcome=bindparam("outcome"), reply=bindparam("reply"), attempts=deliveries.c.attempts + 1,
             updated_at=bindparam("now"))
+    .returning(deliveries.c.subscriber_id)  # what was credited: a claim lost to another run is not
 )
 
 
-# Of these claimed readers, who is still active right now (the last look before sending).
-STILL_ACTIVE = select(subscribers.c.id).where(
-    subscribers.c.id.in_(bindparam("ids", expanding=True)), subscribers.c.status == Status.active.value
+# The last look before sending: is each reader still active, and still claimed by this run?
+SEND_CHECK = (
+    select(subscribers.c.id, subscribers.c.status, deliveries.c.run_id, deliveries.c.outcome)
+    .select_from(subscribers.outerjoin(
+        deliveries,
+        (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == bindparam("issue"))))
+    .where(subscribers.c.id.in_(bindparam("ids", expanding=True)))
 )
+
+
+class Clearance(str, Enum):
+    """What the last look before sending says about one reader."""
+
+    send = "send"
+    withdrawn = "withdrawn"  # unsubscribed, bounced or forgotten since the claim
+    lost = "lost"  # the claim went to another run: this run stalled past the stale time
 
 
 class DeliveryLog:
@@ -48,25 +66,30 @@ class DeliveryLog:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._database_clock = engine.dialect.name == "postgresql"
+
+    def _now(self):
+        """The time of leases and heartbeats: the database server's clock on PostgreSQL."""
+        return func.now() if self._database_clock else utcnow()
 
     def start_run(self, issue_id: int, run_id: str, owner: str) -> None:
-        now = utcnow()
+        now = self._now()
         with self.engine.begin() as conn:
             conn.execute(send_runs.insert().values(run_id=run_id, issue_id=issue_id, owner=owner,
                                                    started_at=now, heartbeat_at=now))
 
     def heartbeat(self, run_id: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(send_runs).where(send_runs.c.run_id == run_id).values(heartbeat_at=utcnow()))
+            conn.execute(update(send_runs).where(send_runs.c.run_id == run_id).values(heartbeat_at=self._now()))
 
     def finish_run(self, run_id: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(send_runs).where(send_runs.c.run_id == run_id).values(finished_at=utcnow()))
+            conn.execute(update(send_runs).where(send_runs.c.run_id == run_id).values(finished_at=self._now()))
 
     def _abandoned_runs(self, stale_after: dt.timedelta):
-        """Runs that will never settle their claims: finished, or silent (killed, machine lost)."""
+        """Runs that will never settle their claims: finished, or silent (killed, stalled, machine lost)."""
         return select(send_runs.c.run_id).where(
-            send_runs.c.finished_at.is_not(None) | (send_runs.c.heartbeat_at < utcnow() - stale_after)
+            send_runs.c.finished_at.is_not(None) | (send_runs.c.heartbeat_at < self._now() - stale_after)
         )
 
     def claim_batch(self, issue_id: int, run_id: str, after_id: int, limit: int,
@@ -141,17 +164,16 @@ class DeliveryLog:
             return conn.execute(query).scalar_one()
 
     def record_outcomes(self, issue_id: int, run_id: str, outcomes: list[tuple[int, Outcome, str]],
-                        check_active: list[int] | None = None) -> set[int]:
-        """Write a batch of (subscriber_id, outcome, server reply) in one transaction.
+                        upcoming: list[int] | None = None) -> tuple[set[int], dict[int, Clearance]]:
+        """Write a batch of (subscriber_id, outcome, server reply) and look at the next readers, in one transaction.
 
-        In the same transaction, returns which of `check_active` are active
-        now: the readers about to be sent to, looked at last thing before
-        their message leaves.
+        Returns the subscribers whose outcome was credited (the claim was still
+        this run's) and, for each of `upcoming`, whether it may be sent to now.
         """
-        if not outcomes and not check_active:
-            return set()
+        if not outcomes and not upcoming:
+            return set(), {}
         now = utcnow()
-        bounced = [sid for sid, outcome, _ in outcomes if outcome is Outcome.refused]
+        credited: set[int] = set()
         # One UPDATE per distinct (outcome, reply): nearly always a single
         # statement for the whole group, however many rows it settles.
         groups: dict[tuple[Outcome, str], list[int]] = defaultdict(list)
@@ -159,17 +181,23 @@ class DeliveryLog:
             groups[outcome, reply[:500]].append(subscriber_id)
         with self.engine.begin() as conn:
             for (outcome, reply), ids in groups.items():
-                conn.execute(SETTLE, {"issue": issue_id, "run": run_id, "ids": ids, "outcome": outcome.value,
-                                      "reply": reply, "now": now})
+                credited.update(conn.execute(SETTLE, {"issue": issue_id, "run": run_id, "ids": ids,
+                                                      "outcome": outcome.value, "reply": reply, "now": now}).scalars())
+            bounced = [sid for sid, outcome, _ in outcomes if outcome is Outcome.refused and sid in credited]
             if bounced:  # a hard bounce: nothing more goes to them until reactivated
                 conn.execute(
                     update(subscribers)
                     .where(subscribers.c.id.in_(bounced), subscribers.c.status == Status.active.value)
                     .values(status=Status.bounced.value, updated_at=now)
                 )
-            if check_active:
-                return set(conn.execute(STILL_ACTIVE, {"ids": check_active}).scalars())
-        return set()
+            clearances = {sid: Clearance.withdrawn for sid in upcoming or ()}  # forgotten: no row at all
+            if upcoming:
+                for sid, status, owner, outcome in conn.execute(SEND_CHECK, {"issue": issue_id, "ids": upcoming}):
+                    if owner != run_id or outcome != Outcome.sending.value:
+                        clearances[sid] = Clearance.lost
+                    elif status == Status.active.value:
+                        clearances[sid] = Clearance.send
+        return credited, clearances
 
     def release_claims(self, issue_id: int, run_id: str) -> int:
         """Hand back what this run claimed but never settled (Ctrl-C, SMTP unreachable).

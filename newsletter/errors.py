@@ -44,3 +44,9 @@ class SendLockedError(NewsletterError):
     """Another `newsletter send` is already working on this issue."""
 
     exit_code = 75
+
+
+class SchemaError(NewsletterError):
+    """The database's schema is not the one this version works with: `newsletter db upgrade`."""
+
+    exit_code = 2

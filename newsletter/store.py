@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from .deliverylog import DeliveryLog
 from .errors import ConfigError
+from .migrate import prepare_schema
 from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue are part of the store's API)
     SUBSCRIBER_COLUMNS,
     Outcome,
@@ -29,7 +31,6 @@ from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue a
     db_epoch_seconds,
     issue_stories,
     issues,
-    metadata,
     rate_counts,
     subscribers,
     suppressions,
@@ -42,39 +43,62 @@ def _sqlite_pragmas(busy_timeout_seconds: float):
         # WAL lets readers (the web app, `status`) work while a send writes;
         # the busy timeout makes concurrent writers wait instead of failing.
         cursor = dbapi_connection.cursor()
+        # First: switching a new file to WAL needs a lock that a process starting
+        # at the same moment may hold.
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         # In WAL mode NORMAL still survives the process being killed (the crash the
         # send guards against); only a power cut can lose the last commits.
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     return on_connect
 
 
+T = TypeVar("T")
+
+
 class Store:
     """All reads and writes of the newsletter's data, behind named operations."""
 
-    def __init__(self, database_url: str, busy_timeout_seconds: float = 30.0) -> None:
-        """Open the store; on SQLite a writer waits up to `busy_timeout_seconds` for the lock."""
+    def __init__(self, database_url: str, busy_timeout_seconds: float = 30.0, check_schema: bool = True) -> None:
+        """Open the store; on SQLite a writer waits up to `busy_timeout_seconds` for the lock.
+
+        The schema is made in an empty database and checked otherwise (SchemaError
+        when it needs `newsletter db upgrade`); `check_schema=False` is for that command.
+        """
         try:
             url = make_url(database_url)
         except ArgumentError:
             raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: cannot parse {database_url!r}") from None
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = {}
+        if url.get_backend_name() == "postgresql":
+            # The PostgreSQL counterpart of SQLite's busy timeout: wait this long for a lock, then fail.
+            connect_args["options"] = f"-c lock_timeout={int(busy_timeout_seconds * 1000)}"
         try:
-            self.engine = create_engine(url)
-        except Exception as exc:  # missing driver and the like
+            self.engine = create_engine(url, connect_args=connect_args)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: the {url.get_backend_name()} driver "
+                              f"{exc.name!r} is not installed; for PostgreSQL: pip install "
+                              "'arabic-morning-newsletter[postgres]' (psycopg 3, URL postgresql+psycopg://…)") from None
+        except Exception as exc:  # an unknown dialect and the like
             raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: {exc}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_seconds))
         self.log = DeliveryLog(self.engine)
+        if check_schema:
+            self.run_on_database(prepare_schema)
+
+    def run_on_database(self, work: Callable[[Engine], T]) -> T:
+        """Run `work(engine)`, turning a database that cannot be reached into one line about the setting."""
         try:
-            metadata.create_all(self.engine)
+            return work(self.engine)
         except OperationalError as exc:
-            raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: cannot open the database: {exc.orig}") from None
+            reason = " ".join(str(exc.orig).split())  # drivers write several lines; one is enough
+            raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: cannot open the database: {reason}") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -83,28 +107,26 @@ class Store:
 
     def add_subscriber(self, email: str, name: str = "", status: Status = Status.active) -> bool:
         """Insert a subscriber; False when the address is already on the list."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                insert_ignoring_duplicates(self.engine, subscribers),
-                {"email": email, "name": name, "status": status.value, "created_at": now, "updated_at": now},
-            )
-        return result.rowcount == 1
+        return self.add_subscribers([(email, name)], status) == 1
 
     def add_subscribers(self, rows: list[tuple[str, str]], status: Status = Status.active) -> int:
-        """Insert many (email, name) rows in one transaction; returns how many were new."""
+        """Insert many (email, name) rows in one transaction; returns how many were new.
+
+        Counted from RETURNING, the rows actually inserted: `rowcount` of a
+        multi-row insert is -1 on PostgreSQL.
+        """
         if not rows:
             return 0
         now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
-                insert_ignoring_duplicates(self.engine, subscribers),
+                insert_ignoring_duplicates(self.engine, subscribers).returning(subscribers.c.id),
                 [
                     {"email": e, "name": n, "status": status.value, "created_at": now, "updated_at": now}
                     for e, n in rows
                 ],
             )
-        return max(result.rowcount, 0)
+            return len(result.all())
 
     def get_subscriber(self, email: str) -> Subscriber | None:
         return self._one_subscriber(subscribers.c.email == email)

@@ -23,6 +23,8 @@ from newsletter.outbox import free_port
 from newsletter.store import Store
 from newsletter.web import UVICORN_OPTIONS
 
+from .postgres import PostgresCluster
+
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE_DATE = dt.date(2017, 5, 9)  # the day of the bundled sample feeds
 
@@ -109,11 +111,54 @@ def smtp_server():
     controller.stop()
 
 
+# Test modules that run against both stores; the rest use SQLite, the embedded default.
+BOTH_STORES = {"test_send", "test_crash", "test_faults", "test_subscribers", "test_web", "test_web_hardening",
+               "test_rate_limit", "test_unsubscribe_during_send", "test_migrations", "test_embed"}
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself; not run on PostgreSQL")
+    config.addinivalue_line("markers", "postgresql_only: several machines share only a PostgreSQL store")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "store_kind" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if metafunc.definition.get_closest_marker("postgresql_only"):
+        kinds = ["postgresql"]
+    elif module in BOTH_STORES and not metafunc.definition.get_closest_marker("sqlite_only"):
+        kinds = ["sqlite", "postgresql"]
+    else:
+        kinds = ["sqlite"]
+    metafunc.parametrize("store_kind", kinds)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throw-away PostgreSQL cluster for the whole run, started the first time a test needs it."""
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def env(tmp_path, smtp_server) -> dict[str, str]:
+def database_url(store_kind, tmp_path, request):
+    """A new, empty database of the kind under test."""
+    if store_kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'subscribers.sqlite3'}"
+        return
+    cluster = request.getfixturevalue("postgres")
+    name = cluster.create_database()
+    yield cluster.url(name)
+    cluster.drop_database(name)
+
+
+@pytest.fixture
+def env(tmp_path, smtp_server, database_url) -> dict[str, str]:
     """Environment for running the real `newsletter` command against the test server."""
     values = {
-        "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'subscribers.sqlite3'}",
+        "NEWSLETTER_DATABASE_URL": database_url,
         "NEWSLETTER_SMTP_HOST": smtp_server.host,
         "NEWSLETTER_SMTP_PORT": str(smtp_server.port),
         "NEWSLETTER_SMTP_CONNECTIONS": "4",

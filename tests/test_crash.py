@@ -11,8 +11,10 @@ from collections import Counter
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
 
 from newsletter.outbox import free_port
+from newsletter.schema import deliveries, send_runs
 
 from .conftest import PROJECT, SAMPLE_DATE, RecordingHandler, run_cli
 
@@ -45,9 +47,13 @@ def crash_env(env, store, slow_server):
             "NEWSLETTER_BATCH_SIZE": "200", "NEWSLETTER_STALE_RUN_SECONDS": "2"}
 
 
-def start_send(env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE.isoformat()],
-                            env=env, cwd=PROJECT / "tests", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_send(env, clock: str | None = None) -> subprocess.Popen:
+    """`newsletter send` in the background; `clock` runs it under libfaketime (e.g. "+60s")."""
+    command = [sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE.isoformat()]
+    if clock:
+        command = ["faketime", "-f", clock, *command]
+    return subprocess.Popen(command, env=env, cwd=PROJECT / "tests", stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_until_received(handler, count: int, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -90,3 +96,49 @@ def test_sigterm_stops_cleanly_with_exit_75_and_the_rerun_finishes(crash_env, sl
     copies = Counter(handler.recipients())
     assert len(copies) == READERS
     assert max(copies.values()) == 1, "a clean stop records every message it sent"
+
+
+def claims_held_by(store, process: subprocess.Popen) -> int:
+    owner = f"% pid {process.pid}"
+    with store.engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(deliveries.join(send_runs, send_runs.c.run_id == deliveries.c.run_id))
+            .where(send_runs.c.owner.like(owner), deliveries.c.outcome == "sending")).scalar_one()
+
+
+def freeze_holding_claims(process: subprocess.Popen, store) -> None:
+    """SIGSTOP the send at a moment it holds unsettled claims (not between two batches)."""
+    for _ in range(200):
+        process.send_signal(signal.SIGSTOP)
+        if claims_held_by(store, process):
+            return
+        process.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
+    raise AssertionError("the send never held a claim when stopped")
+
+
+@pytest.mark.postgresql_only
+def test_three_senders_one_clock_a_minute_ahead_one_stalled_lose_nobody(crash_env, slow_server, store):
+    """Several machines on one PostgreSQL: leases on the database's clock, not each host's."""
+    _, handler = slow_server
+    steady = start_send(crash_env)
+    ahead = start_send(crash_env, clock="+60s")  # its host clock is a minute ahead of the others'
+    stalled = start_send(crash_env)
+    wait_until_received(handler, READERS // 5, stalled)
+    # Frozen mid-send with its claims held, until the others, having waited out the stale time,
+    # took them over and finished the list. Then it wakes up and finds its claims gone.
+    freeze_holding_claims(stalled, store)
+    results = {name: process.communicate(timeout=300) + (process.returncode,)
+               for name, process in (("steady", steady), ("ahead", ahead))}
+    stalled.send_signal(signal.SIGCONT)
+    results["stalled"] = stalled.communicate(timeout=300) + (stalled.returncode,)
+
+    for name, (out, err, code) in results.items():
+        assert code == 0, f"{name}: {out}{err}"
+        assert "Traceback" not in err
+    copies = Counter(handler.recipients())
+    assert set(copies) == {f"reader{i:05d}@example.com" for i in range(READERS)}, "nobody is missed"
+    duplicates = sum(n - 1 for n in copies.values())
+    assert duplicates <= CONNECTIONS, f"{duplicates} sent twice; only the stalled run's in-flight messages may repeat"
+    stalled_err = results["stalled"][1]
+    assert "stalled past NEWSLETTER_STALE_RUN_SECONDS" in stalled_err, "the stalled run says what happened"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sqlite3
 import threading
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from newsletter.store import Status
 
@@ -135,20 +135,24 @@ def test_control_characters_in_names_never_reach_a_header(env, store, smtp_serve
     assert names == {"from-cli@example.com": "Omar Ali", "from-csv@example.com": "ليلى [31m Bcc: x@example.com"}
 
 
-def _hold_write_lock(database: str, release: threading.Event, held: threading.Event) -> None:
-    connection = sqlite3.connect(database, isolation_level=None)
-    connection.execute("BEGIN IMMEDIATE")
-    held.set()
-    release.wait(30)
-    connection.execute("ROLLBACK")
-    connection.close()
+def _hold_write_lock(database_url: str, release: threading.Event, held: threading.Event) -> None:
+    """Another process's long write: SQLite's write lock, or a lock on PostgreSQL's subscribers table."""
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.execute(text("LOCK TABLE subscribers IN EXCLUSIVE MODE"))
+        held.set()
+        release.wait(30)
+        conn.rollback()
+    engine.dispose()
 
 
 def test_a_locked_database_stalls_nothing_and_answers_503_with_retry_after(web_settings, store):
-    database = web_settings.database_url.removeprefix("sqlite:///")
     patient = web_settings.model_copy(update={"web_db_wait_seconds": 1.5})
     release, held = threading.Event(), threading.Event()
-    locker = threading.Thread(target=_hold_write_lock, args=(database, release, held))
+    locker = threading.Thread(target=_hold_write_lock, args=(web_settings.database_url, release, held))
     with live_site(patient) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         locker.start()
         held.wait(10)
