@@ -237,14 +237,16 @@ def status(date: DateOption = None) -> None:
         err.print(f"No issue for {issue_date} yet: `newsletter send --date {issue_date}` builds and sends it.")
         raise typer.Exit(1)
     counts = store.log.delivery_counts(issue.id)
-    pending = store.log.never_claimed(issue.id) + counts.get("sending", 0)
+    pending = counts.get("sending", 0) + (0 if issue.log_folded_at else store.log.never_claimed(issue.id))
     out.print(f"Issue {issue.issue_date}: {issue.subject}", markup=False)
+    if issue.log_folded_at:
+        out.print(f"(delivery log folded into totals on {issue.log_folded_at:%Y-%m-%d}: final, never sent again)")
     out.print(f"delivered {counts.get('sent', 0)}, pending {pending}, retrying {counts.get('failed', 0)}, "
               f"bounced {counts.get('refused', 0)}")
     for outcome, reply, count in store.log.common_replies(issue.id):
         label = {"failed": "retrying", "refused": "bounced", "sending": "in flight"}.get(outcome, outcome)
         out.print(f"  {count:>7}  {label:<9} {reply or '(no reply yet)'}", markup=False)
-    if pending or counts.get("failed", 0):
+    if (pending or counts.get("failed", 0)) and not issue.log_folded_at:
         raise typer.Exit(EXIT_INCOMPLETE)
 
 
@@ -355,6 +357,15 @@ def db_status() -> None:
     if revision not in (SCHEMA_HEAD, None):
         err.print(describe_mismatch(revision), markup=False)
         raise typer.Exit(2)
+
+
+@db_app.command("compact")
+def db_compact() -> None:
+    """Fold old issues' per-reader delivery rows into per-issue totals (NEWSLETTER_LOG_RETENTION_DAYS)."""
+    settings = _settings()
+    report = edition.compact_delivery_log(settings, Store(settings.database_url))
+    out.print(f"Folded {report.issues} issue(s) dated before {report.before} into totals "
+              f"({report.rows} delivery row(s) removed).")
 
 
 def _revision_of(engine) -> str | None:

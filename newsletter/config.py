@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=2.0, ge=0)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     stale_run_seconds: float = Field(default=30.0, ge=1.0)
+    # Days an issue keeps one delivery row per reader; `newsletter db compact` folds older ones into totals.
+    log_retention_days: int = Field(default=90, ge=1, le=36_500)
 
     from_address: str = "newsletter@localhost"
     from_name: str = "الرسالة الإخبارية"

@@ -16,14 +16,17 @@ import datetime as dt
 from collections import defaultdict
 from enum import Enum
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, union_all, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .schema import (
     Outcome,
     Status,
     Subscriber,
     deliveries,
+    delivery_totals,
     insert_ignoring_duplicates,
+    issues,
     send_runs,
     subscribers,
     utcnow,
@@ -51,6 +54,19 @@ SEND_CHECK = (
         (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == bindparam("issue"))))
     .where(subscribers.c.id.in_(bindparam("ids", expanding=True)))
 )
+
+
+OTHER_REPLIES = "(other replies)"
+
+
+def insert_adding_counts(engine: Engine):
+    """INSERT into delivery_totals that adds to an existing row (folding twice counts once per row folded)."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(delivery_totals)
+    return statement.on_conflict_do_update(
+        index_elements=[delivery_totals.c.issue_id, delivery_totals.c.outcome, delivery_totals.c.reply],
+        set_={"count": delivery_totals.c.count + statement.excluded["count"]},
+    )
 
 
 class Clearance(str, Enum):
@@ -225,23 +241,55 @@ class DeliveryLog:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
+    def _outcome_groups(self, issue_id: int, exclude_sent: bool = False):
+        """(outcome, reply, count) of an issue, from its per-reader rows and from folded totals alike."""
+        rows = select(deliveries.c.outcome, deliveries.c.reply, func.count().label("n")) \
+            .where(deliveries.c.issue_id == issue_id).group_by(deliveries.c.outcome, deliveries.c.reply)
+        folded = select(delivery_totals.c.outcome, delivery_totals.c.reply, delivery_totals.c.count.label("n")) \
+            .where(delivery_totals.c.issue_id == issue_id)
+        if exclude_sent:
+            rows = rows.where(deliveries.c.outcome != Outcome.sent.value)
+            folded = folded.where(delivery_totals.c.outcome != Outcome.sent.value)
+        return union_all(rows, folded).subquery()
+
     def common_replies(self, issue_id: int, limit: int = 5) -> list[tuple[str, str, int]]:
         """(outcome, server reply, count) for what did not go through, most frequent first."""
-        query = (
-            select(deliveries.c.outcome, deliveries.c.reply, func.count().label("n"))
-            .where(deliveries.c.issue_id == issue_id, deliveries.c.outcome != Outcome.sent.value)
-            .group_by(deliveries.c.outcome, deliveries.c.reply)
-            .order_by(func.count().desc())
-            .limit(limit)
-        )
+        groups = self._outcome_groups(issue_id, exclude_sent=True)
+        total = func.sum(groups.c.n)
+        query = (select(groups.c.outcome, groups.c.reply, total).group_by(groups.c.outcome, groups.c.reply)
+                 .order_by(total.desc()).limit(limit))
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(query)]
+            return [(outcome, reply, int(n)) for outcome, reply, n in conn.execute(query)]
 
     def delivery_counts(self, issue_id: int) -> dict[str, int]:
-        query = (
-            select(deliveries.c.outcome, func.count())
-            .where(deliveries.c.issue_id == issue_id)
-            .group_by(deliveries.c.outcome)
-        )
+        groups = self._outcome_groups(issue_id)
+        query = select(groups.c.outcome, func.sum(groups.c.n)).group_by(groups.c.outcome)
         with self.engine.connect() as conn:
-            return {outcome: n for outcome, n in conn.execute(query)}
+            return {outcome: int(n) for outcome, n in conn.execute(query)}
+
+    def fold(self, issue_id: int, keep_replies: int = 20) -> int:
+        """Replace an issue's per-reader rows by its totals; returns how many rows went.
+
+        Per outcome, the `keep_replies` commonest server replies are kept as
+        they were and the rest are summed under OTHER_REPLIES, so every count
+        stays exact. One transaction: a crash leaves the issue as it was.
+        """
+        groups = select(deliveries.c.outcome, deliveries.c.reply, func.count().label("n")) \
+            .where(deliveries.c.issue_id == issue_id).group_by(deliveries.c.outcome, deliveries.c.reply) \
+            .order_by(deliveries.c.outcome, func.count().desc())
+        with self.engine.begin() as conn:
+            totals: dict[tuple[str, str], int] = defaultdict(int)
+            kept: dict[str, int] = defaultdict(int)
+            for outcome, reply, n in conn.execute(groups):
+                if kept[outcome] < keep_replies:
+                    kept[outcome] += 1
+                    totals[outcome, reply] += n
+                else:
+                    totals[outcome, OTHER_REPLIES] += n
+            if totals:
+                conn.execute(insert_adding_counts(self.engine),
+                             [{"issue_id": issue_id, "outcome": o, "reply": r, "count": n}
+                              for (o, r), n in totals.items()])
+            removed = conn.execute(deliveries.delete().where(deliveries.c.issue_id == issue_id)).rowcount
+            conn.execute(update(issues).where(issues.c.id == issue_id).values(log_folded_at=utcnow()))
+        return removed

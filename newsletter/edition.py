@@ -19,7 +19,7 @@ from .config import Settings
 from .confirmations import ConfirmationMailer, ConfirmationReport
 from .delivery import DeliveryReport, ProgressCallback, Sender
 from .editorial import Editorial, apply_editorial, load_editorial
-from .errors import NoStoriesError
+from .errors import NewsletterError, NoStoriesError
 from .feeds import FeedBatch, read_feeds
 from .message import MessageTemplate, Recipient, ascii_address
 from .render import Issue, RenderedIssue, Renderer, issue_from_selection
@@ -144,12 +144,33 @@ def send_edition(settings: Settings, store: Store, date: dt.date,
     """
     retry_confirmations(settings, store)
     issue, built_now = freeze_edition(settings, store, date)
+    if issue.log_folded_at is not None:
+        # Without its per-reader rows nobody can tell who already has it.
+        raise NewsletterError(f"issue {issue.issue_date} was sent long ago and its delivery log folded into "
+                              f"totals on {issue.log_folded_at:%Y-%m-%d}; it is not sent again")
     active = store.count_subscribers(Status.active)
     already_done = sum(store.log.delivery_counts(issue.id).get(o, 0) for o in ("sent", "refused"))
     template = MessageTemplate(as_rendered(issue), settings)
     sender = Sender(store, template, issue.id, settings, on_progress)
     report = asyncio.run(_stop_cleanly_on_sigterm(sender.run()))
     return SendResult(issue, built_now, report, already_done, active)
+
+
+@dataclass
+class CompactReport:
+    before: dt.date
+    issues: int = 0
+    rows: int = 0
+
+
+def compact_delivery_log(settings: Settings, store: Store) -> CompactReport:
+    """Fold the per-reader delivery rows of issues older than NEWSLETTER_LOG_RETENTION_DAYS into totals."""
+    report = CompactReport(today(settings) - dt.timedelta(days=settings.log_retention_days))
+    for issue in store.issues_to_fold(report.before.isoformat()):
+        report.rows += store.log.fold(issue.id)
+        report.issues += 1
+        log.info("folded the delivery log of %s", issue.issue_date)
+    return report
 
 
 @dataclass

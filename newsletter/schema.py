@@ -81,6 +81,8 @@ issues = Table(
     Column("text", Text, nullable=False),
     Column("stories", Text, nullable=False),  # JSON: [{url, title, source}, …]
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Set when the issue's per-reader delivery rows were folded into delivery_totals.
+    Column("log_folded_at", DateTime(timezone=True)),
 )
 
 issue_stories = Table(
@@ -103,6 +105,18 @@ deliveries = Table(
     UniqueConstraint("issue_id", "subscriber_id", name="one_delivery_per_issue"),
 )
 
+
+# What is kept of an old issue's delivery log once its per-reader rows are folded
+# (`newsletter db compact`): how many readers ended with each outcome, by reply.
+# The commonest replies are kept as they were; the rest are summed under one.
+delivery_totals = Table(
+    "delivery_totals",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("outcome", String(20), primary_key=True),
+    Column("reply", Text, primary_key=True),
+    Column("count", Integer, nullable=False),
+)
 
 send_runs = Table(
     "send_runs",
@@ -160,6 +174,7 @@ class StoredIssue:
     html: str
     text: str
     stories: list[dict]
+    log_folded_at: dt.datetime | None = None
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Table):

@@ -298,7 +298,7 @@ class Store:
             return None
         m = row._mapping
         return StoredIssue(m["id"], m["issue_date"], m["subject"], m["preheader"], m["html"], m["text"],
-                           json.loads(m["stories"]))
+                           json.loads(m["stories"]), m["log_folded_at"])
 
     def save_issue(self, issue_date: str, subject: str, preheader: str, html: str, text: str,
                    stories: list[dict]) -> StoredIssue:
@@ -323,6 +323,14 @@ class Store:
         stored = self.get_issue(issue_date)
         assert stored is not None
         return stored
+
+    def issues_to_fold(self, before_date: str) -> list[StoredIssue]:
+        """Issues dated before `before_date` whose per-reader delivery rows are still kept."""
+        with self.engine.connect() as conn:
+            dates = conn.execute(select(issues.c.issue_date).where(
+                issues.c.issue_date < before_date, issues.c.log_folded_at.is_(None))
+                .order_by(issues.c.issue_date)).scalars().all()
+        return [issue for issue in map(self.get_issue, dates) if issue is not None]
 
     def list_issue_dates(self) -> list[tuple[str, str]]:
         """(date, subject) of every frozen issue, newest first."""
