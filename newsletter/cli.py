@@ -7,6 +7,7 @@ line on stderr and an exit code a cron wrapper can act on; see the README.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import logging
 import sys
@@ -190,7 +191,7 @@ def send(
     3 no story to send.
     """
     settings = _settings_for_links()
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, stalled_session_seconds=settings.stale_run_seconds)
     issue_date = _issue_date(settings, date)
     if test:
         _send_test(settings, store, issue_date, test)
@@ -285,7 +286,10 @@ def serve(
 
     from .web import UVICORN_OPTIONS, create_app
 
-    settings = _settings_for_links()
+    settings = load_settings()
+    settings.require_secret_key(listening_publicly=not _is_loopback(host))
+    # The schema is made (or checked) once here, not raced for by every worker.
+    Store(settings.database_url).close()
     proxies = ", ".join(str(p) for p in settings.trusted_proxies) or "none (X-Forwarded-For is ignored)"
     out.print(f"Serving on http://{host}:{port} with {workers} worker(s) (public address: {settings.base_url}; "
               f"trusted proxies: {proxies})")
@@ -294,6 +298,15 @@ def serve(
         uvicorn.run(create_app(settings), **common)
     else:
         uvicorn.run("newsletter.web:app_from_environment", factory=True, workers=workers, **common)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command()

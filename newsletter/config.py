@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import os
 import secrets
 from enum import Enum
 from pathlib import Path
@@ -25,6 +26,7 @@ PROJECT_DIR = PACKAGE_DIR.parent
 SAMPLE_FEEDS_DIR = PACKAGE_DIR / "sample_feeds"
 ENV_EXAMPLE = PROJECT_DIR / ".env.example"
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
 MIN_SECRET_KEY_LENGTH = 32
 # Keys that were ever shipped as examples: whoever knows them forges every link.
 KNOWN_PLACEHOLDER_KEYS = frozenset({"change-me", "changeme", "secret", "test-secret"})
@@ -124,7 +126,8 @@ class Settings(BaseSettings):
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
                     or parts.query or parts.fragment:
                 raise ValueError(f"{item!r} is not an origin like https://www.newsroom.example (no path)")
-            origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+            port = f":{parts.port}" if parts.port and parts.port != DEFAULT_PORTS[parts.scheme] else ""
+            origins.append(f"{parts.scheme}://{parts.hostname}{port}")  # as browsers write Origin
         return origins
 
     @field_validator("smtp_ca_file")
@@ -174,13 +177,14 @@ class Settings(BaseSettings):
         except ValueError:
             return False
 
-    def require_secret_key(self) -> None:
+    def require_secret_key(self, listening_publicly: bool = False) -> None:
         """Refuse to sign public links with a missing, example or short key.
 
         The key signs every confirmation and unsubscribe link: anyone who knows
-        it can unsubscribe every reader or confirm a stranger's signup.
+        it can unsubscribe every reader or confirm a stranger's signup. Only a
+        site nobody else can reach (local BASE_URL, served on loopback) may do without.
         """
-        if self.base_url_is_local:
+        if self.base_url_is_local and not listening_publicly:
             return
         key = self.secret_key.strip()
         if not key:
@@ -192,7 +196,7 @@ class Settings(BaseSettings):
         else:
             return
         raise ConfigError(
-            f"setting NEWSLETTER_SECRET_KEY {problem}, and it signs every link sent to {self.base_url}: "
+            f"setting NEWSLETTER_SECRET_KEY {problem}, and it signs every link of a public site: "
             "run `newsletter init` to write a .env with a random key (or set one from "
             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
@@ -222,8 +226,11 @@ def write_env_file(path: Path, force: bool = False) -> Path:
     key = secrets.token_urlsafe(48)
     lines = [f"NEWSLETTER_SECRET_KEY={key}" if line.startswith("NEWSLETTER_SECRET_KEY=") else line
              for line in example.splitlines()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)  # it holds the key and, once filled in, the SMTP password
+    # Private from the first byte: it holds the key and, once filled in, the SMTP password.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file replaced with --force keeps its old mode otherwise
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
     return path
 
 

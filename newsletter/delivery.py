@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import aiosmtplib
+from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Settings
-from .errors import NewsletterError
+from .errors import DeliveryLogError, NewsletterError
 from .message import MessageTemplate, Recipient, ascii_address
 from .smtp import CONNECT_ATTEMPTS, RelayBusy, SmtpConnection, SmtpUnavailableError, Throttle, backoff, classify, is_busy, reply_of
 from .deliverylog import Clearance
@@ -103,8 +104,11 @@ class RoundBatcher(Generic[Item, Answer]):
         self._waiters: list[asyncio.Future] = []
         self._wakeup = asyncio.Event()
         self._closed = False
+        self._failure: BaseException | None = None
 
     async def submit(self, item: Item) -> Answer:
+        if self._failure is not None:  # nobody will ever answer: fail at once rather than wait for ever
+            raise self._failure
         done = asyncio.get_running_loop().create_future()
         self._pending.append(item)
         self._waiters.append(done)
@@ -121,10 +125,13 @@ class RoundBatcher(Generic[Item, Answer]):
                 continue
             try:
                 answers = self.work(batch) if self.inline else await asyncio.to_thread(self.work, batch)
-            except BaseException as exc:
-                for waiter in waiters:
+            except Exception as exc:
+                # Fail this round's waiters, those who came during it, and (in submit) all later ones.
+                self._failure = exc
+                for waiter in [*waiters, *self._waiters]:
                     waiter.set_exception(exc) if not waiter.done() else None
-                raise
+                self._pending, self._waiters = [], []
+                return
             for waiter, answer in zip(waiters, answers):
                 if not waiter.done():
                     waiter.set_result(answer)
@@ -202,6 +209,8 @@ class Sender:
         except asyncio.CancelledError:
             # Ctrl-C or SIGTERM: messages in flight finish, queued ones go back.
             self.report.interrupted = True
+        except SQLAlchemyError as exc:
+            self._fatal = self._fatal or DeliveryLogError(exc)
         finally:
             self._stop_feeding()
             for _ in workers:
@@ -210,8 +219,14 @@ class Sender:
             self._rounds.close()
             await rounds
             heartbeat.cancel()
-            released = await asyncio.to_thread(self.store.log.release_claims, self.issue_id, self.run_id)
-            await asyncio.to_thread(self.store.log.finish_run, self.run_id)
+            try:
+                released = await asyncio.to_thread(self.store.log.release_claims, self.issue_id, self.run_id)
+                await asyncio.to_thread(self.store.log.finish_run, self.run_id)
+            except SQLAlchemyError as exc:
+                # Unreleased claims are not lost: they go stale with this run's heartbeat.
+                log.warning("could not hand back this run's claims: %s", " ".join(str(exc).split())[:300])
+                self._fatal = self._fatal or DeliveryLogError(exc)
+                released = 0
             self.report.interrupted = self.report.interrupted or released > 0
             self.report.finished = time.monotonic()
             self.on_progress(self.report)
@@ -225,7 +240,10 @@ class Sender:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
-            await asyncio.to_thread(self.store.log.heartbeat, self.run_id)
+            try:
+                await asyncio.to_thread(self.store.log.heartbeat, self.run_id)
+            except SQLAlchemyError as exc:  # the next beat may get through; the leases guard the rest
+                log.warning("heartbeat not written: %s", " ".join(str(exc).split())[:300])
 
     # Feeding the workers --------------------------------------------------
 
@@ -329,6 +347,9 @@ class Sender:
         except NewsletterError as exc:
             self._fatal = exc
             self._stop_feeding()
+        except SQLAlchemyError as exc:
+            self._fatal = DeliveryLogError(exc)
+            self._stop_feeding()
         finally:
             await connection.close()
 
@@ -336,6 +357,10 @@ class Sender:
         """Write `settled` to the log and say whether `job` may be sent (one transaction for the round)."""
         if settled is None and job is None:
             return None
+        if job is not None:
+            # The rate limit is waited out before the last look, not after it,
+            # so the look stays the last thing before the message leaves.
+            await self.throttle.wait()
         credited, clearance = await self._rounds.submit((settled, job.recipient.id if job is not None else None))
         if settled is not None:
             # A withdrawn reader who was also forgotten has no row left to credit: still withdrawn.
@@ -360,7 +385,6 @@ class Sender:
 
     async def _attempt(self, connection: SmtpConnection, job: Job) -> Settled | None:
         """Send one message; its outcome, or None when it was put back for a later try."""
-        await self.throttle.wait()
         message = self.template.personalise(job.recipient)
         envelope_to = ascii_address(job.recipient.email)
         try:

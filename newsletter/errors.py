@@ -50,3 +50,14 @@ class SchemaError(NewsletterError):
     """The database's schema is not the one this version works with: `newsletter db upgrade`."""
 
     exit_code = 2
+
+
+class DeliveryLogError(NewsletterError):
+    """The delivery log could not be written mid-send (database gone, session ended): stop, run again."""
+
+    exit_code = 75
+
+    def __init__(self, cause: Exception) -> None:
+        reason = " ".join(str(getattr(cause, "orig", None) or cause).split())
+        super().__init__(f"the delivery log could not be written ({reason}); the send stopped: "
+                         "run `newsletter send` again to finish")

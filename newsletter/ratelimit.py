@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import threading
 import time
 from collections.abc import Sequence
 
@@ -36,6 +37,8 @@ def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, proxies: Sequence[Network]) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 on a dual-stack socket is the proxy at 127.0.0.1
     return address is not None and any(address in network for network in proxies)
 
 
@@ -72,13 +75,16 @@ class SignupLimiter:
         self.store = store
         self.limit = limit
         self.window = window_seconds
-        # bucket → monotonic time until which it is refused without asking the store
-        self._blocked: TTLCache[str, float] = TTLCache(maxsize=BLOCKED_CLIENTS_CACHED, ttl=window_seconds)
+        # bucket → monotonic time until which it is refused without asking the store;
+        # TTLCache is not thread-safe and requests run in Starlette's thread pool.
+        self._blocked: TTLCache[str, float] = TTLCache(maxsize=BLOCKED_CLIENTS_CACHED, ttl=2 * window_seconds)
+        self._lock = threading.Lock()
 
     def retry_after(self, client: str) -> int:
         """0 when the request may go ahead (and counts it), else seconds to wait. Blocking: run in a thread."""
         bucket = "signup:" + bucket_of(client)
-        blocked_for = self._blocked.get(bucket, 0.0) - time.monotonic()
+        with self._lock:
+            blocked_for = self._blocked.get(bucket, 0.0) - time.monotonic()
         if blocked_for > 0:
             return max(1, math.ceil(blocked_for))
         now, hits, previous = self.store.count_request(bucket, self.window)
@@ -86,6 +92,17 @@ class SignupLimiter:
         estimate = previous * (1 - elapsed / self.window) + hits
         if estimate <= self.limit:
             return 0
-        wait = max(1, math.ceil(self.window - elapsed))
-        self._blocked[bucket] = time.monotonic() + wait
+        wait = max(1, math.ceil(self._seconds_until_allowed(elapsed, hits, previous)))
+        with self._lock:
+            self._blocked[bucket] = time.monotonic() + wait
         return wait
+
+    def _seconds_until_allowed(self, elapsed: float, hits: int, previous: int) -> float:
+        """How long until a retry, which counts as a hit of its own, fits under the sliding estimate."""
+        window, limit = self.window, self.limit
+        if hits + 1 <= limit and previous:
+            # Still in this window, as last window's share fades:
+            # previous·(1 − (elapsed + t)/W) + hits + 1 ≤ limit.
+            return max(0.0, window * (1 - (limit - hits - 1) / previous) - elapsed)
+        # In the next window, where this window's hits fade: hits·(1 − t′/W) + 1 ≤ limit.
+        return (window - elapsed) + window * (1 - (limit - 1) / hits)

@@ -62,11 +62,15 @@ T = TypeVar("T")
 class Store:
     """All reads and writes of the newsletter's data, behind named operations."""
 
-    def __init__(self, database_url: str, busy_timeout_seconds: float = 30.0, check_schema: bool = True) -> None:
+    def __init__(self, database_url: str, busy_timeout_seconds: float = 30.0, check_schema: bool = True,
+                 stalled_session_seconds: float | None = None) -> None:
         """Open the store; on SQLite a writer waits up to `busy_timeout_seconds` for the lock.
 
         The schema is made in an empty database and checked otherwise (SchemaError
         when it needs `newsletter db upgrade`); `check_schema=False` is for that command.
+        On PostgreSQL, a session that sits inside a transaction for `stalled_session_seconds`
+        (its process paused, its machine cut off) is ended by the server, so the row
+        locks it holds cannot stop the other senders.
         """
         try:
             url = make_url(database_url)
@@ -78,6 +82,9 @@ class Store:
         if url.get_backend_name() == "postgresql":
             # The PostgreSQL counterpart of SQLite's busy timeout: wait this long for a lock, then fail.
             connect_args["options"] = f"-c lock_timeout={int(busy_timeout_seconds * 1000)}"
+            if stalled_session_seconds:
+                connect_args["options"] += \
+                    f" -c idle_in_transaction_session_timeout={int(stalled_session_seconds * 1000)}"
         try:
             self.engine = create_engine(url, connect_args=connect_args)
         except ModuleNotFoundError as exc:

@@ -34,7 +34,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
                                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin: our own forms send their real Origin (no-referrer would make it "null");
+    # other sites never see a page address, and with it a confirm or unsubscribe token.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
 # The archived issues are emails: their inline styles and remote images must show.
@@ -185,8 +187,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             return page("signup", 400, error=INVALID_EMAIL)
         back = None if wants_json else embed_return(fields)
 
-        client = client_address(request.client.host if request.client else "unknown",
-                                request.headers.get("x-forwarded-for"), settings.trusted_proxies)
+        # Every X-Forwarded-For line, in order: a proxy may add its own line after the client's.
+        forwarded_for = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+        client = client_address(request.client.host if request.client else "unknown", forwarded_for,
+                                settings.trusted_proxies)
         wait = await run_in_threadpool(limiter.retry_after, client)
         if wait:
             headers = {"Retry-After": str(wait)}
@@ -246,7 +250,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         return asset("embed.js", "text/javascript; charset=utf-8")
 
     @app.api_route("/confirm/{token}", methods=GET)
-    async def confirm(token: str) -> Response:
+    async def confirm(token: str, request: Request) -> Response:
+        if request.method == "HEAD":  # link checkers and mail scanners probe with HEAD: confirm nothing
+            return HTMLResponse("")
         check = tokens.check_confirm(token)
         if check.subscriber_id is None or check.expired:
             known = await run_in_threadpool(store.subscriber_by_id, check.subscriber_id) \

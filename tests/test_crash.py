@@ -134,11 +134,14 @@ def test_three_senders_one_clock_a_minute_ahead_one_stalled_lose_nobody(crash_en
     results["stalled"] = stalled.communicate(timeout=300) + (stalled.returncode,)
 
     for name, (out, err, code) in results.items():
-        assert code == 0, f"{name}: {out}{err}"
-        assert "Traceback" not in err
+        assert "Traceback" not in err, f"{name}: {err}"
+    assert results["steady"][2] == results["ahead"][2] == 0, results
     copies = Counter(handler.recipients())
     assert set(copies) == {f"reader{i:05d}@example.com" for i in range(READERS)}, "nobody is missed"
     duplicates = sum(n - 1 for n in copies.values())
     assert duplicates <= CONNECTIONS, f"{duplicates} sent twice; only the stalled run's in-flight messages may repeat"
-    stalled_err = results["stalled"][1]
-    assert "stalled past NEWSLETTER_STALE_RUN_SECONDS" in stalled_err, "the stalled run says what happened"
+    # The stalled run says what happened: it left the claims it lost (exit 0), or, frozen inside a
+    # transaction, its database session was ended so the others could go on, and it stopped (exit 75).
+    _, stalled_err, stalled_code = results["stalled"]
+    assert (stalled_code, "stalled past NEWSLETTER_STALE_RUN_SECONDS" in stalled_err) == (0, True) or \
+        (stalled_code, "the delivery log could not be written" in stalled_err) == (75, True), stalled_err

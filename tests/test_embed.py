@@ -226,3 +226,9 @@ def test_the_embed_page_shows_the_snippet_to_copy_and_the_box_working(newsletter
     assert script.headers["content-type"].startswith("text/javascript")
     assert script.headers["cross-origin-resource-policy"] == "cross-origin"
     assert httpx.get(newsletter_site.url + "/embed.css").headers["content-type"].startswith("text/css")
+
+
+def test_allowed_origins_are_written_as_browsers_write_origin(settings):
+    site = settings.model_validate({**settings.model_dump(), "allowed_origins": [
+        "https://www.Newsroom.example:443/", "http://news.example:80", "http://127.0.0.1:8080"]})
+    assert site.allowed_origins == ["https://www.newsroom.example", "http://news.example", "http://127.0.0.1:8080"]

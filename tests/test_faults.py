@@ -11,6 +11,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,9 +23,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 from newsletter.outbox import free_port
+from sqlalchemy import text
 from newsletter.store import Status
 
-from .conftest import SAMPLE_DATE, RecordingHandler, run_cli
+from .conftest import PROJECT, SAMPLE_DATE, RecordingHandler, run_cli
+from .test_unsubscribe_during_send import HeldRelay
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 READERS = [f"reader{i:03d}@example.com" for i in range(40)]
@@ -289,3 +292,34 @@ def test_rate_limit_spaces_the_messages(env, readers):
     assert result.returncode == 0
     # 40 messages at 40/s: the first and the last are at least ~39 intervals apart.
     assert handler.times[-1] - handler.times[0] >= 39 / 40 * 0.9
+
+
+@pytest.mark.postgresql_only
+def test_the_database_going_away_mid_send_stops_it_cleanly_and_the_rerun_finishes(env, store, postgres, database_url):
+    store.add_subscribers([(address, "") for address in READERS])
+    relay = HeldRelay()
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    send_env = {**env, "NEWSLETTER_SMTP_PORT": str(controller.port), "NEWSLETTER_SMTP_CONNECTIONS": "2"}
+    try:
+        send = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE.isoformat()],
+                                env=send_env, cwd=PROJECT / "tests", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        assert relay.holding.wait(60)
+        with postgres.admin.connect() as conn:  # the database server drops every session of ours
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :db AND pid <> pg_backend_pid()"),
+                         {"db": database_url.rsplit("/", 1)[1]})
+        relay.release.set()
+        out, err = send.communicate(timeout=120)  # it stops: it does not wait for ever
+        assert send.returncode == 75, out + err
+        assert "the delivery log could not be written" in err and "Traceback" not in err
+
+        rerun = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=send_env)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    finally:
+        relay.release.set()
+        controller.stop()
+    copies = Counter(relay.recipients())
+    assert set(copies) == set(READERS)
+    assert sum(n - 1 for n in copies.values()) <= 2, "only messages in flight when the log failed may repeat"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import signal
 import subprocess
@@ -32,6 +33,7 @@ PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1")
     ("127.0.0.1", "10.9.9.9, 10.1.2.3", "10.9.9.9"),  # only our proxies: the left-most is the origin
     ("127.0.0.1", "garbage, 203.0.113.7:5123", "203.0.113.7"),
     ("127.0.0.1", "[2001:db8::1]:443", "2001:db8::1"),
+    ("::ffff:127.0.0.1", "203.0.113.7", "203.0.113.7"),  # a dual-stack socket's view of the proxy at 127.0.0.1
 ])
 def test_the_client_is_the_right_most_address_that_is_not_a_trusted_proxy(peer, forwarded, client):
     assert client_address(peer, forwarded, PROXIES) == client
@@ -118,3 +120,37 @@ def test_serve_with_several_workers_keeps_one_limit(env, store):
     assert codes.count(202) == 3, output
     assert store.count_subscribers() == 3
     assert "2 worker(s)" in output and "Traceback" not in output
+
+
+def test_a_proxy_that_adds_its_own_forwarded_for_line_is_read_right(settings):
+    # HAProxy's `option forwardfor` adds a second header line rather than extending the client's.
+    limited = settings.model_copy(update={"signup_rate_limit": 2, "trusted_proxies": LOOPBACK})
+    with live_site(limited) as server, httpx.Client(base_url=server.url) as client:
+        codes = [client.post("/subscribe", json={"email": f"r{n}@example.com"},
+                             headers=[("X-Forwarded-For", f"198.51.100.{n}"),
+                                      ("X-Forwarded-For", "203.0.113.9")]).status_code for n in range(4)]
+    assert codes == [202, 202, 429, 429]
+
+
+def test_a_flood_of_clients_over_the_limit_gets_429s_never_500s(settings):
+    limited = settings.model_copy(update={"signup_rate_limit": 1, "trusted_proxies": LOOPBACK})
+    with live_site(limited) as server:
+        def burst(n: int) -> int:
+            with httpx.Client(base_url=server.url) as client:
+                return signup(client, n, f"198.51.100.{n % 20}")
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            codes = list(pool.map(burst, range(200)))
+    assert set(codes) <= {202, 429} and codes.count(202) == 20
+
+
+def test_retry_after_is_long_enough_and_no_longer(settings):
+    limited = settings.model_copy(update={"signup_rate_limit": 2, "signup_rate_window_seconds": 2})
+    with live_site(limited) as server, httpx.Client(base_url=server.url) as client:
+        assert [signup(client, n) for n in range(2)] == [202, 202]
+        refused = client.post("/subscribe", json={"email": "r2@example.com"})
+        assert refused.status_code == 429
+        wait = int(refused.headers["retry-after"])
+        assert 1 <= wait <= 4
+        time.sleep(wait)
+        assert signup(client, 3) == 202, "a client that waits as told gets in"

@@ -43,6 +43,12 @@ def test_a_local_site_needs_no_key(env, store, smtp_server):
     assert smtp_server.handler.recipients() == ["reader@example.com"]
 
 
+def test_serving_beyond_this_machine_needs_a_key_even_for_a_local_base_url(env, store):
+    local = {**without_key(env, None), "NEWSLETTER_BASE_URL": "http://127.0.0.1:8000"}
+    result = run_cli("serve", "--host", "0.0.0.0", "--port", "1", env=local)
+    assert result.returncode == 2 and "NEWSLETTER_SECRET_KEY" in result.stderr
+
+
 def test_the_example_settings_hold_no_usable_key():
     lines = (PROJECT_DIR / ".env.example").read_text(encoding="utf-8").splitlines()
     assert [line for line in lines if line.startswith("NEWSLETTER_SECRET_KEY=")] == ["NEWSLETTER_SECRET_KEY="]
@@ -65,8 +71,11 @@ def test_init_writes_a_private_env_with_a_random_key_that_send_accepts(env, stor
     assert again.returncode == 1 and "already exists" in again.stderr
     assert (folder / ".env").read_text(encoding="utf-8") == written, "an existing .env is never replaced silently"
     other = tmp_path / "other.env"
-    assert run_cli("init", "--path", str(other), env=bare, cwd=folder).returncode == 0
+    other.write_text("NEWSLETTER_SECRET_KEY=old\n", encoding="utf-8")
+    other.chmod(0o644)
+    assert run_cli("init", "--path", str(other), "--force", env=bare, cwd=folder).returncode == 0
     assert key not in other.read_text(encoding="utf-8"), "every install gets its own key"
+    assert stat.S_IMODE(os.stat(other).st_mode) == 0o600, "a replaced file is made private too"
 
     store.add_subscriber("reader@example.com")
     # Settings from the environment win over .env; the key comes from .env only.

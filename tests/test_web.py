@@ -188,6 +188,16 @@ def test_forged_and_expired_tokens_get_a_clear_arabic_page(client, store, web_se
     assert store.get_subscriber("p@example.com").status == Status.pending.value
 
 
+def test_head_on_a_confirmation_link_confirms_nothing(client, store, web_settings):
+    # Link checkers and mail scanners probe links with HEAD; only the reader's click confirms.
+    store.add_subscriber("probe@example.com", "", Status.pending)
+    token = Tokens(web_settings.secret_key).confirm_token(store.get_subscriber("probe@example.com").id)
+    assert client.head(f"/confirm/{token}").status_code == 200
+    assert store.get_subscriber("probe@example.com").status == Status.pending.value
+    assert client.get(f"/confirm/{token}").status_code == 200
+    assert store.get_subscriber("probe@example.com").status == Status.active.value
+
+
 def test_an_expired_confirmation_link_offers_a_new_one(settings, store):
     store.add_subscriber("late@example.com", "", Status.pending)
     token = Tokens(settings.secret_key).confirm_token(store.get_subscriber("late@example.com").id)
@@ -216,7 +226,7 @@ def test_security_headers_on_every_page(client):
         headers = client.get(path).headers
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff"
-        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["referrer-policy"] == "same-origin"
 
 
 def test_archive_shows_every_sent_issue_without_a_personal_token(client, env, store, smtp_server):

@@ -20,7 +20,7 @@ from .test_web import live_site, wait_for_mail
 def assert_security_headers(response: httpx.Response) -> None:
     assert "frame-ancestors" in response.headers.get("content-security-policy", ""), response.status_code
     assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["referrer-policy"] == "same-origin"
 
 
 @pytest.fixture
