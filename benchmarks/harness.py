@@ -371,14 +371,19 @@ def subscriber_rows(start: int, stop: int) -> list[tuple[str, str]]:
     return [(f"reader{i}@example.com", "") for i in range(start, stop)]
 
 
-def make_store(path: Path, n: int, chunk: int = 50_000) -> float:
-    """A fresh SQLite store with n active subscribers (Store.add_subscribers); returns seconds taken."""
+def make_store(where: Path | str, n: int, chunk: int = 50_000) -> float:
+    """A fresh store with n active subscribers (Store.add_subscribers); returns seconds taken.
+
+    `where` is a SQLite file (made anew) or the URL of an empty database.
+    """
     from newsletter.store import Store
 
-    for leftover in path.parent.glob(path.name + "*"):
-        leftover.unlink()
+    if isinstance(where, Path):
+        for leftover in where.parent.glob(where.name + "*"):
+            leftover.unlink()
+        where = f"sqlite:///{where}"
     started = time.perf_counter()
-    store = Store(f"sqlite:///{path}")
+    store = Store(where)
     try:
         for first in range(1, n + 1, chunk):
             store.add_subscribers(subscriber_rows(first, min(first + chunk, n + 1)))

@@ -280,7 +280,7 @@ COMPONENT_ROWS = [
     ("aiosmtplib_address_checks", "aiosmtplib's address checks (email.utils.parseaddr ×4)",
      ("aiosmtplib/email.py", "parse_address")),
     ("personalise", "MessageTemplate.personalise (incl. the itsdangerous token)", ("newsletter/message.py", "personalise")),
-    ("store_claim_batch", "delivery log claim_batch, per subscriber", ("", "claim_batch")),
+    ("store_claim_batch", "delivery log claim_fresh, per subscriber", ("", "claim_fresh")),
 ]
 
 

@@ -49,7 +49,7 @@ if not all(importlib.util.find_spec(m) for m in ("aiosmtplib", "aiosmtpd", "sqla
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import HOST, ISSUE_DATE, Step  # noqa: E402
 
-STEPS = ("reference", "baseline", "ours", "relay", "memory", "build")
+STEPS = ("reference", "baseline", "ours", "postgres", "relay", "memory", "build")
 NOISY_CORES = 0.1  # other processes using more than this many cores during a run: flagged
 
 
@@ -334,6 +334,14 @@ def evaluate_targets(results: dict) -> list[dict]:
     if ours and base:
         r = ours["rate"] / base["rate"] if ours["rate"] and base["rate"] else None
         add("ours vs stdlib baseline msg/s", "≥ 1.5×", r, r is not None and r >= 1.5, f"{_fmt(r)}×")
+    pg = {row["processes"]: row for row in results.get("postgres", []) if row["status"] == "ok"}
+    if 1 in pg and ours and ours.get("rate"):
+        r = pg[1]["rate"] / ours["rate"]
+        add("PostgreSQL (1 process) vs SQLite msg/s", "≥ 0.8×", r, r >= 0.8, f"{_fmt(r)}×")
+    if 1 in pg and 3 in pg:
+        growth = pg[3]["cpu_per_1000"] / pg[1]["cpu_per_1000"] - 1
+        add("PostgreSQL: senders' CPU / 1,000 msg, 3 processes vs 1", "≤ +10 %", growth, growth <= 0.10,
+            f"{growth * 100:+.0f} %")
     relay = results.get("relay")
     if relay:
         share = relay.get("cli_share_of_ideal")
@@ -401,6 +409,16 @@ def markdown(results: dict) -> str:
         if ref:
             out += [f"The sink was busy {ref['sink_busy']:.0%} of one core during the smtp-source run "
                     f"(it is single-threaded)."]
+        out.append("")
+    postgres = results.get("postgres")
+    if postgres:
+        out += [f"### PostgreSQL: N = {p['messages']:,} messages, smtp-sink, a local cluster (fsync off)", "",
+                "| senders | connections each | msg/s | senders' CPU s / 1,000 msg | PostgreSQL CPU s / 1,000 msg | "
+                "peak RSS MB |", "|---:|---:|---:|---:|---:|---:|"]
+        for row in postgres:
+            status = "" if row["status"] == "ok" else " **FAILED**"
+            out.append(f"| {row['processes']}{status} | {row['connections']} | {_fmt(row['rate'], ',.0f')} | "
+                       f"{row['cpu_per_1000']:.2f} | {row['postgres_cpu_per_1000']:.2f} | {row['peak_rss_mb']:.1f} |")
         out.append("")
     relay = results.get("relay")
     if relay:
@@ -543,6 +561,18 @@ def main(argv: list[str] | None = None) -> int:
     if throughput:
         results["throughput"] = throughput
 
+    if "postgres" in steps:
+        from benchmarks.postgres_runs import run_postgres
+
+        results["postgres"] = []
+        for processes in (1, 3):
+            with Step(f"PostgreSQL: newsletter send, {processes} process(es), {n:,} messages"):
+                row = run_postgres(sink_bin, n, k, processes)
+                results["postgres"].append(row)
+                print(f"  {row['status']}: {_fmt(row['rate'], ',.0f')} msg/s, senders' CPU "
+                      f"{row['cpu_per_1000']:.2f} s / 1,000 msg, PostgreSQL's {row['postgres_cpu_per_1000']:.2f}"
+                      + (f" — {'; '.join(row['problems'])}" if row["problems"] else ""), flush=True)
+
     if "relay" in steps:
         with Step(f"relay latency: {args.relay_messages} messages, DATA answered after {args.relay_delay} s"):
             results["relay"] = run_relay(args.relay_messages, k, args.relay_delay)
@@ -575,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Results: {json_path.relative_to(PROJECT)} (and .md)")
     failed = [key for key, row in throughput.items() if row["status"] != "ok"]
     failed += ["relay"] if results.get("relay", {}).get("status") == "failed" else []
+    failed += [f"postgres-{row['processes']}" for row in results.get("postgres", []) if row["status"] != "ok"]
     failed += [f"memory-{row['messages']}" for row in results.get("memory", []) if row["status"] != "ok"]
     failed += ["build"] if results.get("build", {}).get("status") == "failed" else []
     if failed:

@@ -251,33 +251,43 @@ class Sender:
         """Claim and queue everyone who needs the issue; then wait for claims other runs hold.
 
         A concurrent run settles its own claims; a killed run's claims go
-        stale after NEWSLETTER_STALE_RUN_SECONDS and the next pass takes them over.
+        stale after NEWSLETTER_STALE_RUN_SECONDS and the next pass takes them
+        over. Readers nobody claimed (a claim rolled back, a reader confirmed
+        mid-run) get another pass too.
         """
         while self._fatal is None:
             await self._produce_pass()
             await self._all_settled()
-            if self._fatal is not None or not await asyncio.to_thread(
-                self.store.log.claimed_by_others, self.issue_id, self.run_id
-            ):
+            if self._fatal is not None:
                 return
-            log.info("waiting for subscribers claimed by another send (concurrent or killed run)")
+            others = await asyncio.to_thread(self.store.log.claimed_by_others, self.issue_id, self.run_id)
+            unclaimed = await asyncio.to_thread(self.store.log.never_claimed, self.issue_id)
+            if not others and not unclaimed:
+                return
+            if others:
+                log.info("waiting for subscribers claimed by another send (concurrent or killed run)")
             await asyncio.sleep(self.heartbeat_seconds)
 
     async def _produce_pass(self) -> None:
-        after_id = 0
-        while self._fatal is None:
-            claimed, after_id_next = await asyncio.to_thread(
-                self.store.log.claim_batch, self.issue_id, self.run_id, after_id, self.settings.batch_size,
-                self.stale_after,
-            )
-            if after_id_next == after_id:
-                return
-            after_id = after_id_next
-            for subscriber in claimed:
-                if self._fatal is not None:
-                    return
-                self._unsettled += 1
-                await self._queue.put(Job(Recipient(subscriber.id, subscriber.email, subscriber.name)))
+        """One sweep of the list: readers nobody has claimed, then failures and dead runs' claims."""
+        log_ = self.store.log
+        claims = (
+            lambda after: log_.claim_fresh(self.issue_id, self.run_id, after, self.settings.batch_size),
+            lambda after: log_.claim_retries(self.issue_id, self.run_id, after, self.settings.batch_size,
+                                             self.stale_after),
+        )
+        for claim in claims:
+            after_id = 0
+            while self._fatal is None:
+                claimed, after_id_next = await asyncio.to_thread(claim, after_id)
+                if after_id_next == after_id:
+                    break
+                after_id = after_id_next
+                for subscriber in claimed:
+                    if self._fatal is not None:
+                        return
+                    self._unsettled += 1
+                    await self._queue.put(Job(Recipient(subscriber.id, subscriber.email, subscriber.name)))
 
     async def _all_settled(self) -> None:
         while self._unsettled and self._fatal is None:

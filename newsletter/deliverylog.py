@@ -108,66 +108,72 @@ class DeliveryLog:
             send_runs.c.finished_at.is_not(None) | (send_runs.c.heartbeat_at < self._now() - stale_after)
         )
 
-    def claim_batch(self, issue_id: int, run_id: str, after_id: int, limit: int,
-                    stale_after: dt.timedelta = dt.timedelta(seconds=30)) -> tuple[list[Subscriber], int]:
-        """Claim up to `limit` active subscribers after `after_id` who still need this issue.
+    def claim_fresh(self, issue_id: int, run_id: str, after_id: int, limit: int) -> tuple[list[Subscriber], int]:
+        """Claim up to `limit` active subscribers after `after_id` who have no delivery row for this issue.
 
-        Returns the subscribers this run now owns and the last id scanned.
-        Claimable: no delivery row yet, a transient failure, or a claim left
-        by a run that stopped heart-beating (killed mid-send). Every claim is
-        a compare-and-set on the row, so two runs never own one subscriber.
+        Returns the subscribers this run now owns and the last id it saw.
+        Only readers nobody has claimed are read: the other runs' claims are
+        skipped by the query, not fetched and fought over. On PostgreSQL the
+        rows are locked FOR UPDATE SKIP LOCKED, so runs claiming at the same
+        moment take different readers; everywhere the insert is a
+        compare-and-set (ON CONFLICT DO NOTHING … RETURNING), so two runs
+        never own one reader.
         """
         page = (
-            select(subscribers.c.id, subscribers.c.email, subscribers.c.name, deliveries.c.outcome)
-            .outerjoin(
-                deliveries,
-                (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id),
-            )
-            .where(subscribers.c.id > after_id, subscribers.c.status == Status.active.value)
+            select(subscribers.c.id, subscribers.c.email, subscribers.c.name)
+            .outerjoin(deliveries,
+                       (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id))
+            .where(subscribers.c.id > after_id, subscribers.c.status == Status.active.value,
+                   deliveries.c.subscriber_id.is_(None))
             .order_by(subscribers.c.id)
             .limit(limit)
+            .with_for_update(of=subscribers, skip_locked=True)  # PostgreSQL only; SQLite has no row locks
         )
-        with self.engine.connect() as conn:
-            rows = conn.execute(page).all()
-        if not rows:
-            return [], after_id
-        fresh = [r.id for r in rows if r.outcome is None]
-        retry = [r.id for r in rows if r.outcome in (Outcome.failed.value, Outcome.sending.value)]
         now = utcnow()
         with self.engine.begin() as conn:
-            if fresh:
-                conn.execute(
-                    insert_ignoring_duplicates(self.engine, deliveries),
-                    [
-                        {"issue_id": issue_id, "subscriber_id": sid, "outcome": Outcome.sending.value,
-                         "run_id": run_id, "attempts": 0, "reply": "", "updated_at": now}
-                        for sid in fresh
-                    ],
-                )
-            if retry:
-                conn.execute(
-                    update(deliveries)
-                    .where(
-                        deliveries.c.issue_id == issue_id,
-                        deliveries.c.subscriber_id.in_(retry),
-                        (deliveries.c.outcome == Outcome.failed.value)
-                        | ((deliveries.c.outcome == Outcome.sending.value)
-                           & deliveries.c.run_id.in_(self._abandoned_runs(stale_after))),
-                    )
-                    .values(outcome=Outcome.sending.value, run_id=run_id, updated_at=now)
-                )
-            owned = set(
-                conn.execute(
-                    select(deliveries.c.subscriber_id).where(
-                        deliveries.c.issue_id == issue_id,
-                        deliveries.c.run_id == run_id,
-                        deliveries.c.outcome == Outcome.sending.value,
-                        deliveries.c.subscriber_id.in_(fresh + retry),
-                    )
-                ).scalars()
-            )
-        claimed = [Subscriber(r.id, r.email, r.name) for r in rows if r.id in owned]
-        return claimed, rows[-1].id
+            rows = conn.execute(page).all()
+            if not rows:
+                return [], after_id
+            owned = set(conn.execute(
+                insert_ignoring_duplicates(self.engine, deliveries).returning(deliveries.c.subscriber_id),
+                [{"issue_id": issue_id, "subscriber_id": r.id, "outcome": Outcome.sending.value, "run_id": run_id,
+                  "attempts": 0, "reply": "", "updated_at": now} for r in rows],
+            ).scalars())
+        return [Subscriber(r.id, r.email, r.name) for r in rows if r.id in owned], rows[-1].id
+
+    def claim_retries(self, issue_id: int, run_id: str, after_id: int, limit: int,
+                      stale_after: dt.timedelta = dt.timedelta(seconds=30)) -> tuple[list[Subscriber], int]:
+        """Claim readers to try again: transient failures of earlier runs, and claims of dead runs.
+
+        A dead run is one that finished, or stopped heart-beating `stale_after`
+        ago on the database's clock (killed, stalled, its machine lost). This
+        run's own failures are not taken again: it has retried them already.
+        """
+        retryable = (
+            ((deliveries.c.outcome == Outcome.failed.value) & (deliveries.c.run_id != run_id))
+            | ((deliveries.c.outcome == Outcome.sending.value)
+               & deliveries.c.run_id.in_(self._abandoned_runs(stale_after)))
+        )
+        page = (
+            select(subscribers.c.id, subscribers.c.email, subscribers.c.name)
+            .join(deliveries, (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id))
+            .where(subscribers.c.id > after_id, subscribers.c.status == Status.active.value, retryable)
+            .order_by(subscribers.c.id)
+            .limit(limit)
+            .with_for_update(of=deliveries, skip_locked=True)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(page).all()
+            if not rows:
+                return [], after_id
+            owned = set(conn.execute(
+                update(deliveries)
+                .where(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id.in_([r.id for r in rows]),
+                       retryable)
+                .values(outcome=Outcome.sending.value, run_id=run_id, updated_at=utcnow())
+                .returning(deliveries.c.subscriber_id)
+            ).scalars())
+        return [Subscriber(r.id, r.email, r.name) for r in rows if r.id in owned], rows[-1].id
 
     def claimed_by_others(self, issue_id: int, run_id: str) -> int:
         """Subscribers of this issue that another run has claimed and not yet settled."""
