@@ -42,11 +42,23 @@ SETTLE = (
            deliveries.c.run_id == bindparam("run"))
     .values(outcome=bindparam("outcome"), reply=bindparam("reply"), attempts=deliveries.c.attempts + 1,
             updated_at=bindparam("now"))
-    .returning(deliveries.c.subscriber_id)  # what was credited: a claim lost to another run is not
+)
+# Which rows of a SETTLE were this run's (asked only when it matched fewer rows than it was given).
+SETTLED_HERE = select(deliveries.c.subscriber_id).where(
+    deliveries.c.issue_id == bindparam("issue"), deliveries.c.subscriber_id.in_(bindparam("ids", expanding=True)),
+    deliveries.c.run_id == bindparam("run"), deliveries.c.outcome == bindparam("outcome"))
+# The readers about to be sent to who are still active and still claimed by this run: nearly always all.
+CLEARED = (
+    select(deliveries.c.subscriber_id)
+    .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+    .where(deliveries.c.issue_id == bindparam("issue"),
+           deliveries.c.subscriber_id.in_(bindparam("ids", expanding=True)),
+           deliveries.c.run_id == bindparam("run"), deliveries.c.outcome == Outcome.sending.value,
+           subscribers.c.status == Status.active.value)
 )
 
 
-# The last look before sending: is each reader still active, and still claimed by this run?
+# Why a reader was not cleared: no longer active, or no longer this run's.
 SEND_CHECK = (
     select(subscribers.c.id, subscribers.c.status, deliveries.c.run_id, deliveries.c.outcome)
     .select_from(subscribers.outerjoin(
@@ -203,8 +215,11 @@ class DeliveryLog:
             groups[outcome, reply[:500]].append(subscriber_id)
         with self.engine.begin() as conn:
             for (outcome, reply), ids in groups.items():
-                credited.update(conn.execute(SETTLE, {"issue": issue_id, "run": run_id, "ids": ids,
-                                                      "outcome": outcome.value, "reply": reply, "now": now}).scalars())
+                values = {"issue": issue_id, "run": run_id, "ids": ids, "outcome": outcome.value}
+                if conn.execute(SETTLE, {**values, "reply": reply, "now": now}).rowcount == len(ids):
+                    credited.update(ids)
+                else:  # some claims went to another run meanwhile: credit only this run's
+                    credited.update(conn.execute(SETTLED_HERE, values).scalars())
             bounced = [sid for sid, outcome, _ in outcomes if outcome is Outcome.refused and sid in credited]
             if bounced:  # a hard bounce: nothing more goes to them until reactivated
                 conn.execute(
@@ -212,13 +227,15 @@ class DeliveryLog:
                     .where(subscribers.c.id.in_(bounced), subscribers.c.status == Status.active.value)
                     .values(status=Status.bounced.value, updated_at=now)
                 )
-            clearances = {sid: Clearance.withdrawn for sid in upcoming or ()}  # forgotten: no row at all
-            if upcoming:
-                for sid, status, owner, outcome in conn.execute(SEND_CHECK, {"issue": issue_id, "ids": upcoming}):
+            if not upcoming:
+                return credited, {}
+            cleared = set(conn.execute(CLEARED, {"issue": issue_id, "ids": upcoming, "run": run_id}).scalars())
+            clearances = {sid: Clearance.send if sid in cleared else Clearance.withdrawn for sid in upcoming}
+            if len(cleared) < len(upcoming):  # rare: say which were lost to another run
+                refused = [sid for sid in upcoming if sid not in cleared]
+                for sid, _status, owner, outcome in conn.execute(SEND_CHECK, {"issue": issue_id, "ids": refused}):
                     if owner != run_id or outcome != Outcome.sending.value:
                         clearances[sid] = Clearance.lost
-                    elif status == Status.active.value:
-                        clearances[sid] = Clearance.send
         return credited, clearances
 
     def release_claims(self, issue_id: int, run_id: str) -> int:
