@@ -15,14 +15,13 @@ import markupsafe
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
-from playwright.sync_api import sync_playwright
 
 from newsletter.config import SAMPLE_FEEDS_DIR
 from newsletter.outbox import free_port
 from newsletter.store import Status
 
 from .conftest import LiveApp
-from .test_browser import CHROMIUM, QUIET, SCREENSHOTS
+from .test_browser import SCREENSHOTS, browser  # noqa: F401  (browser is a fixture)
 from .test_web import live_site, wait_for_mail
 
 ARTICLE_PATH = "/ar/20170509-coalition-copenhague"
@@ -74,14 +73,6 @@ def serve_article(snippet: str, host: str, port: int, cms_fills_return_to: bool)
 @pytest.fixture
 def snippet(newsletter_site) -> str:
     return httpx.get(newsletter_site.url + "/embed/snippet").text
-
-
-@pytest.fixture
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=QUIET)
-        yield browser
-        browser.close()
 
 
 def test_without_javascript_the_box_posts_and_brings_the_reader_back_to_the_article(
