@@ -79,18 +79,17 @@ def _create_current_schema(conn: Connection) -> None:
 def prepare_schema(engine: Engine) -> None:
     """At start-up: make the schema of an empty database; refuse one that is not at SCHEMA_HEAD."""
     with engine.connect() as conn:
-        revision = schema_revision(conn)
-    if revision == SCHEMA_HEAD:
-        return
-    if revision is None:
-        with schema_lock(engine) as conn:
-            if schema_revision(conn) is None:  # nobody made it while we waited for the lock
-                _create_current_schema(conn)
-                return
-            revision = schema_revision(conn)
-        if revision == SCHEMA_HEAD:
+        if schema_revision(conn) == SCHEMA_HEAD:
             return
-    raise SchemaError(describe_mismatch(revision))
+    # Look again under the lock: another command may be making the schema right now (on SQLite each
+    # CREATE TABLE commits by itself, so a half-made schema is visible from outside the lock).
+    with schema_lock(engine) as conn:
+        revision = schema_revision(conn)
+        if revision is None:
+            _create_current_schema(conn)
+            return
+    if revision != SCHEMA_HEAD:
+        raise SchemaError(describe_mismatch(revision))
 
 
 def describe_mismatch(revision: str | None) -> str:
