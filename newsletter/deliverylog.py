@@ -17,7 +17,6 @@ from collections import defaultdict
 from enum import Enum
 
 from sqlalchemy import Engine, bindparam, func, select, union_all, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .schema import (
     Outcome,
@@ -27,6 +26,7 @@ from .schema import (
     delivery_totals,
     insert_ignoring_duplicates,
     issues,
+    upsert_insert,
     send_runs,
     subscribers,
     utcnow,
@@ -73,8 +73,7 @@ OTHER_REPLIES = "(other replies)"
 
 def insert_adding_counts(engine: Engine):
     """INSERT into delivery_totals that adds to an existing row (folding twice counts once per row folded)."""
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(delivery_totals)
+    statement = upsert_insert(engine, delivery_totals)
     return statement.on_conflict_do_update(
         index_elements=[delivery_totals.c.issue_id, delivery_totals.c.outcome, delivery_totals.c.reply],
         set_={"count": delivery_totals.c.count + statement.excluded["count"]},

@@ -177,7 +177,12 @@ class StoredIssue:
     log_folded_at: dt.datetime | None = None
 
 
+def upsert_insert(engine: Engine, table: Table):
+    """The engine's dialect's INSERT, which has ON CONFLICT clauses (SQLite and PostgreSQL alike)."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
 def insert_ignoring_duplicates(engine: Engine, table: Table):
     """INSERT that silently skips rows violating a unique key, in the engine's dialect."""
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+    return upsert_insert(engine, table).on_conflict_do_nothing()

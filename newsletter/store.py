@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
@@ -34,6 +33,7 @@ from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue a
     rate_counts,
     subscribers,
     suppressions,
+    upsert_insert,
     utcnow,
 )
 
@@ -279,12 +279,11 @@ class Store:
         process shares the count. The first request of a bucket's window
         also deletes windows nobody needs any more: the table stays small.
         """
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         with self.engine.begin() as conn:
             now = float(conn.execute(select(db_epoch_seconds(self.engine))).scalar_one())
             window = int(now // window_seconds)
             upsert = (
-                dialect.insert(rate_counts).values(bucket=bucket, window=window, hits=1)
+                upsert_insert(self.engine, rate_counts).values(bucket=bucket, window=window, hits=1)
                 .on_conflict_do_update(index_elements=[rate_counts.c.bucket, rate_counts.c.window],
                                        set_={"hits": rate_counts.c.hits + 1})
                 .returning(rate_counts.c.hits)
