@@ -16,8 +16,9 @@ import datetime as dt
 from collections import defaultdict
 from enum import Enum
 
-from sqlalchemy import Engine, bindparam, func, select, union_all, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, union_all, update
 
+from .errors import DeliveryLogError
 from .schema import (
     Outcome,
     Status,
@@ -33,8 +34,8 @@ from .schema import (
 )
 
 
-# Built once: on the hot path, constructing and cache-keying the statement
-# cost more than SQLite executing it.
+# SQLite's group commit, in statements built once: on the hot path, constructing
+# and cache-keying a statement cost more than SQLite executing it.
 SETTLE = (
     update(deliveries)
     .where(deliveries.c.issue_id == bindparam("issue"),
@@ -47,25 +48,75 @@ SETTLE = (
 SETTLED_HERE = select(deliveries.c.subscriber_id).where(
     deliveries.c.issue_id == bindparam("issue"), deliveries.c.subscriber_id.in_(bindparam("ids", expanding=True)),
     deliveries.c.run_id == bindparam("run"), deliveries.c.outcome == bindparam("outcome"))
-# The claims and statuses of the readers about to be sent to. Only the primary key is in the WHERE
-# clause: with an outcome or run condition there, PostgreSQL's planner (misled by a young table's
-# statistics) scanned every row of the issue through the outcome index, 6 ms a round at 20,000.
-CLEARED = (
-    select(deliveries.c.subscriber_id, deliveries.c.run_id, deliveries.c.outcome, subscribers.c.status)
-    .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-    .where(deliveries.c.issue_id == bindparam("issue"),
-           deliveries.c.subscriber_id.in_(bindparam("ids", expanding=True)))
-)
-
-
-# Why a reader was not cleared: no longer active, or no longer this run's.
-SEND_CHECK = (
+# The statuses and claims of the readers about to be sent to.
+UPCOMING = (
     select(subscribers.c.id, subscribers.c.status, deliveries.c.run_id, deliveries.c.outcome)
     .select_from(subscribers.outerjoin(
         deliveries,
         (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == bindparam("issue"))))
     .where(subscribers.c.id.in_(bindparam("ids", expanding=True)))
 )
+
+
+# PostgreSQL's group commit: the same work in one statement, so one round trip and (without a
+# hard bounce) no BEGIN or COMMIT. The issue comes in beside each subscriber id, from arrays:
+# given the issue as a constant, the planner estimated a new issue's rows from statistics taken
+# before it began (about one, all morning) and read the issue's every row through the key's
+# first column on every round, a cost that grew with the send (5 ms a round at 20,000).
+ROUND = text("""
+WITH given AS (
+    SELECT CAST(:issue AS integer) AS issue_id, unnest(CAST(:ids AS integer[])) AS subscriber_id,
+           unnest(CAST(:outcomes AS varchar[])) AS outcome, unnest(CAST(:replies AS text[])) AS reply
+), settled AS (
+    UPDATE deliveries AS d
+    SET outcome = given.outcome, reply = given.reply, attempts = d.attempts + 1, updated_at = :now
+    FROM given
+    WHERE d.issue_id = given.issue_id AND d.subscriber_id = given.subscriber_id AND d.run_id = :run
+    RETURNING d.subscriber_id
+)
+SELECT subscriber_id, true, NULL, NULL, NULL FROM settled
+UNION ALL
+SELECT upcoming.id, false, d.run_id, d.outcome, s.status
+FROM (SELECT CAST(:issue AS integer) AS issue_id, unnest(CAST(:upcoming AS integer[])) AS id) AS upcoming
+LEFT JOIN subscribers AS s ON s.id = upcoming.id
+LEFT JOIN deliveries AS d ON d.issue_id = upcoming.issue_id AND d.subscriber_id = upcoming.id
+""")
+# Hard bounces: nothing more goes to them until reactivated. (SQLite: BOUNCE; PostgreSQL: BOUNCE_ANY.)
+BOUNCE_ANY = text("UPDATE subscribers SET status = :bounced, updated_at = :now "
+                  "WHERE id = ANY(CAST(:ids AS integer[])) AND status = :active")
+BOUNCE = (
+    update(subscribers)
+    .where(subscribers.c.id.in_(bindparam("ids", expanding=True)), subscribers.c.status == Status.active.value)
+    .values(status=Status.bounced.value, updated_at=bindparam("now"))
+)
+# The session of the connection that runs ROUND and nothing else: one plan, made once (the
+# statement is prepared), of index probes only, whatever the statistics say. A plan made while
+# the delivery log was small would otherwise read the whole table on every round ever after.
+ROUND_SESSION = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c enable_hashjoin=off " \
+    "-c enable_mergejoin=off"
+
+
+def _round_parameters(issue_id: int, run_id: str, outcomes: list[tuple[int, Outcome, str]],
+                      upcoming: list[int]) -> dict:
+    return {"issue": issue_id, "run": run_id, "now": utcnow(), "ids": [sid for sid, _, _ in outcomes],
+            "outcomes": [outcome.value for _, outcome, _ in outcomes],
+            "replies": [reply[:500] for _, _, reply in outcomes], "upcoming": upcoming}
+
+
+def _read_round(rows, run_id: str) -> tuple[set[int], dict[int, Clearance]]:
+    """ROUND's answer: the credited subscribers, and whether each upcoming one may be sent to."""
+    credited: set[int] = set()
+    clearances: dict[int, Clearance] = {}
+    for sid, settled, owner, outcome, status in rows:
+        if settled:
+            credited.add(sid)
+        else:
+            clearances[sid] = _clearance(run_id, owner, outcome, status)
+    return credited, clearances
+
+
+def _refused(outcomes: list[tuple[int, Outcome, str]], credited: set[int]) -> list[int]:
+    return [sid for sid, outcome, _ in outcomes if outcome is Outcome.refused and sid in credited]
 
 
 OTHER_REPLIES = "(other replies)"
@@ -88,16 +139,31 @@ class Clearance(str, Enum):
     lost = "lost"  # the claim went to another run: this run stalled past the stale time
 
 
+def _clearance(run_id: str, owner: str | None, outcome: str | None, status: str | None) -> Clearance:
+    """Whether a reader may be sent to, from their claim (owner, outcome) and status (None: forgotten)."""
+    if owner == run_id and outcome == Outcome.sending.value and status == Status.active.value:
+        return Clearance.send
+    if status is not None and (owner != run_id or outcome != Outcome.sending.value):
+        return Clearance.lost
+    return Clearance.withdrawn
+
+
+def _bounce_parameters(ids: list[int]) -> dict:
+    return {"ids": ids, "now": utcnow(), "bounced": Status.bounced.value, "active": Status.active.value}
+
+
 class DeliveryLog:
     """Who has had which issue, and which run is sending to whom right now."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, connect_args: dict | None = None) -> None:
+        """`connect_args` are the engine's (PostgreSQL: its session options), for PostgresRounds."""
         self.engine = engine
-        self._database_clock = engine.dialect.name == "postgresql"
+        self.connect_args = connect_args or {}
+        self._postgresql = engine.dialect.name == "postgresql"
 
     def _now(self):
         """The time of leases and heartbeats: the database server's clock on PostgreSQL."""
-        return func.now() if self._database_clock else utcnow()
+        return func.now() if self._postgresql else utcnow()
 
     def start_run(self, issue_id: int, run_id: str, owner: str) -> None:
         now = self._now()
@@ -130,12 +196,14 @@ class DeliveryLog:
         compare-and-set (ON CONFLICT DO NOTHING … RETURNING), so two runs
         never own one reader.
         """
+        # A correlated subquery, not an anti-join: PostgreSQL runs it as one primary-key probe per
+        # reader, where it planned the join (on a new issue's stale statistics) as a read of the
+        # issue's every row per reader.
+        claimed = select(deliveries.c.subscriber_id).where(
+            deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscribers.c.id).scalar_subquery()
         page = (
             select(subscribers.c.id, subscribers.c.email, subscribers.c.name)
-            .outerjoin(deliveries,
-                       (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id))
-            .where(subscribers.c.id > after_id, subscribers.c.status == Status.active.value,
-                   deliveries.c.subscriber_id.is_(None))
+            .where(subscribers.c.id > after_id, subscribers.c.status == Status.active.value, claimed.is_(None))
             .order_by(subscribers.c.id)
             .limit(limit)
             .with_for_update(of=subscribers, skip_locked=True)  # PostgreSQL only; SQLite has no row locks
@@ -196,15 +264,31 @@ class DeliveryLog:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
+    def rounds(self, issue_id: int, run_id: str) -> SqliteRounds | PostgresRounds:
+        """The group commits of one run (record_outcomes on a connection held for the run)."""
+        return (PostgresRounds if self._postgresql else SqliteRounds)(self, issue_id, run_id)
+
     def record_outcomes(self, issue_id: int, run_id: str, outcomes: list[tuple[int, Outcome, str]],
-                        upcoming: list[int] | None = None) -> tuple[set[int], dict[int, Clearance]]:
+                        upcoming: list[int] | None = None,
+                        conn: Connection | None = None) -> tuple[set[int], dict[int, Clearance]]:
         """Write a batch of (subscriber_id, outcome, server reply) and look at the next readers, in one transaction.
 
         Returns the subscribers whose outcome was credited (the claim was still
         this run's) and, for each of `upcoming`, whether it may be sent to now.
+        `conn` is one held by the caller, or None for one of its own.
         """
         if not outcomes and not upcoming:
             return set(), {}
+        if conn is None:
+            with self.engine.connect() as conn:
+                return self.record_outcomes(issue_id, run_id, outcomes, upcoming, conn)
+        if self._postgresql:
+            with conn.begin():
+                credited, clearances = _read_round(
+                    conn.execute(ROUND, _round_parameters(issue_id, run_id, outcomes, upcoming or [])), run_id)
+                if bounced := _refused(outcomes, credited):
+                    conn.execute(BOUNCE_ANY, _bounce_parameters(bounced))
+            return credited, clearances
         now = utcnow()
         credited: set[int] = set()
         # One UPDATE per distinct (outcome, reply): nearly always a single
@@ -212,30 +296,20 @@ class DeliveryLog:
         groups: dict[tuple[Outcome, str], list[int]] = defaultdict(list)
         for subscriber_id, outcome, reply in outcomes:
             groups[outcome, reply[:500]].append(subscriber_id)
-        with self.engine.begin() as conn:
+        with conn.begin():
             for (outcome, reply), ids in groups.items():
                 values = {"issue": issue_id, "run": run_id, "ids": ids, "outcome": outcome.value}
                 if conn.execute(SETTLE, {**values, "reply": reply, "now": now}).rowcount == len(ids):
                     credited.update(ids)
                 else:  # some claims went to another run meanwhile: credit only this run's
                     credited.update(conn.execute(SETTLED_HERE, values).scalars())
-            bounced = [sid for sid, outcome, _ in outcomes if outcome is Outcome.refused and sid in credited]
-            if bounced:  # a hard bounce: nothing more goes to them until reactivated
-                conn.execute(
-                    update(subscribers)
-                    .where(subscribers.c.id.in_(bounced), subscribers.c.status == Status.active.value)
-                    .values(status=Status.bounced.value, updated_at=now)
-                )
+            if bounced := _refused(outcomes, credited):
+                conn.execute(BOUNCE, {"ids": bounced, "now": now})
             if not upcoming:
                 return credited, {}
-            cleared = {sid for sid, owner, outcome, status in conn.execute(CLEARED, {"issue": issue_id, "ids": upcoming})
-                       if owner == run_id and outcome == Outcome.sending.value and status == Status.active.value}
-            clearances = {sid: Clearance.send if sid in cleared else Clearance.withdrawn for sid in upcoming}
-            if len(cleared) < len(upcoming):  # rare: say which were lost to another run
-                refused = [sid for sid in upcoming if sid not in cleared]
-                for sid, _status, owner, outcome in conn.execute(SEND_CHECK, {"issue": issue_id, "ids": refused}):
-                    if owner != run_id or outcome != Outcome.sending.value:
-                        clearances[sid] = Clearance.lost
+            clearances = {sid: Clearance.withdrawn for sid in upcoming}  # unless found below: forgotten
+            for sid, status, owner, outcome in conn.execute(UPCOMING, {"issue": issue_id, "ids": upcoming}):
+                clearances[sid] = _clearance(run_id, owner, outcome, status)
         return credited, clearances
 
     def release_claims(self, issue_id: int, run_id: str) -> int:
@@ -316,3 +390,78 @@ class DeliveryLog:
             removed = conn.execute(deliveries.delete().where(deliveries.c.issue_id == issue_id)).rowcount
             conn.execute(update(issues).where(issues.c.id == issue_id).values(log_folded_at=utcnow()))
         return removed
+
+
+class SqliteRounds:
+    """A run's group commits on SQLite, on the event loop, on a connection held for the run:
+    taking one from the pool for each round cost more than the round's own work."""
+
+    def __init__(self, log: DeliveryLog, issue_id: int, run_id: str) -> None:
+        self.log = log
+        self.issue_id = issue_id
+        self.run_id = run_id
+        self._conn: Connection | None = None
+
+    async def record(self, outcomes: list[tuple[int, Outcome, str]],
+                     upcoming: list[int]) -> tuple[set[int], dict[int, Clearance]]:
+        if self._conn is None:
+            self._conn = self.log.engine.connect()
+        return self.log.record_outcomes(self.issue_id, self.run_id, outcomes, upcoming, self._conn)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class PostgresRounds:
+    """A run's group commits on PostgreSQL, from the event loop, on a connection of their own.
+
+    The rounds are the send's hot path: psycopg's async connection spares them a
+    worker thread's hand-offs and SQLAlchemy's per-statement work (together
+    ~0.9 ms of the sender's CPU a round, against ~0.3 ms now), and the prepared
+    ROUND spares PostgreSQL its planning (~0.4 ms a round, three quarters of
+    its work).
+    """
+
+    def __init__(self, log: DeliveryLog, issue_id: int, run_id: str) -> None:
+        self.log = log
+        self.issue_id = issue_id
+        self.run_id = run_id
+        self._round = str(ROUND.compile(dialect=log.engine.dialect))
+        self._bounce = str(BOUNCE_ANY.compile(dialect=log.engine.dialect))
+        self._conn = None
+
+    async def _connection(self):
+        import psycopg  # the postgres extra: only a PostgreSQL store gets here
+
+        if self._conn is None:
+            args, params = self.log.engine.dialect.create_connect_args(self.log.engine.url)
+            params = {**params, **self.log.connect_args, "autocommit": True}
+            params.pop("prepare_threshold", None)  # the engine's "never prepare": ROUND is prepared
+            params["options"] = f"{params.get('options', '')} {ROUND_SESSION}".strip()
+            self._conn = await psycopg.AsyncConnection.connect(*args, **params)
+        return self._conn
+
+    async def record(self, outcomes: list[tuple[int, Outcome, str]],
+                     upcoming: list[int]) -> tuple[set[int], dict[int, Clearance]]:
+        """DeliveryLog.record_outcomes, in one statement and round trip unless a reader bounced."""
+        import psycopg
+
+        parameters = _round_parameters(self.issue_id, self.run_id, outcomes, upcoming)
+        try:
+            conn = await self._connection()
+            if not any(outcome is Outcome.refused for _, outcome, _ in outcomes):
+                return _read_round(await (await conn.execute(self._round, parameters, prepare=True)).fetchall(),
+                                   self.run_id)
+            async with conn.transaction():
+                answer = _read_round(await (await conn.execute(self._round, parameters, prepare=True)).fetchall(),
+                                     self.run_id)
+                if bounced := _refused(outcomes, answer[0]):
+                    await conn.execute(self._bounce, _bounce_parameters(bounced), prepare=False)
+            return answer
+        except psycopg.Error as exc:
+            raise DeliveryLogError(exc) from exc
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()

@@ -82,6 +82,9 @@ class Store:
         if url.get_backend_name() == "postgresql":
             # The PostgreSQL counterpart of SQLite's busy timeout: wait this long for a lock, then fail.
             connect_args["options"] = f"-c lock_timeout={int(busy_timeout_seconds * 1000)}"
+            # Plan each statement with its values: psycopg prepares a statement run 5 times, and
+            # PostgreSQL may then keep a generic plan made while the delivery log was small.
+            connect_args["prepare_threshold"] = None
             if stalled_session_seconds:
                 connect_args["options"] += \
                     f" -c idle_in_transaction_session_timeout={int(stalled_session_seconds * 1000)}"
@@ -95,7 +98,7 @@ class Store:
             raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: {exc}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_seconds))
-        self.log = DeliveryLog(self.engine)
+        self.log = DeliveryLog(self.engine, connect_args)
         if check_schema:
             self.run_on_database(prepare_schema)
 
