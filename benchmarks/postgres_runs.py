@@ -2,8 +2,9 @@
 
 A throw-away cluster (tests/postgres.py: initdb, pg_ctl, fsync off as in the tests) on loopback.
 Measured per run: end-to-end msg/s (N / the wall time of the slowest sender), the senders' CPU per
-1,000 messages (user + system, all senders added up) and the PostgreSQL server's (the postmaster,
-its live backends and the backends that ended, from /proc).
+1,000 messages (user + system, all senders added up), the same less each process's start-up (the
+CPU of a `newsletter send` with nothing left to send, run after them), and the PostgreSQL server's
+(the postmaster, its live backends and the backends that ended, from /proc).
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def run_postgres(sink_bin: str, n: int, k: int, processes: int) -> dict:
             for thread in threads:
                 thread.join()
             pg_cpu = server_cpu(cluster) - before
+            # A send with nothing left to send: what each process costs before its first message
+            # (interpreter, imports, settings, loading the frozen issue), paid once per process.
+            idle = harness.run_measured(
+                [sys.executable, "-m", "newsletter", "send", "--date", ISSUE_DATE], env=env,
+                cwd=harness.WORK_DIR, timeout=600, log_prefix=harness.WORK_DIR / f"{name}-idle")
     finally:
         cluster.stop()
     stats = sink.stats
@@ -83,6 +89,7 @@ def run_postgres(sink_bin: str, n: int, k: int, processes: int) -> dict:
         "connections": k, "messages": n, "sink_messages": stats.messages, "status": "ok" if ok else "failed",
         "problems": problems, "wall_seconds": wall, "rate": n / wall if ok else None,
         "cpu_per_1000": sender_cpu / n * 1000, "postgres_cpu_per_1000": pg_cpu / n * 1000,
+        "startup_cpu": idle.cpu, "cpu_per_1000_less_startup": (sender_cpu - processes * idle.cpu) / n * 1000,
         "peak_rss_mb": max(run.maxrss_mb for run in runs), "store_insert_seconds": insert,
         **({} if ok else {"stderr_tail": [run.stderr[-1500:] for run in runs]}),
     }

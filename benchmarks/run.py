@@ -339,9 +339,11 @@ def evaluate_targets(results: dict) -> list[dict]:
         r = pg[1]["rate"] / ours["rate"]
         add("PostgreSQL (1 process) vs SQLite msg/s", "≥ 0.8×", r, r >= 0.8, f"{_fmt(r)}×")
     if 1 in pg and 3 in pg:
-        growth = pg[3]["cpu_per_1000"] / pg[1]["cpu_per_1000"] - 1
-        add("PostgreSQL: senders' CPU / 1,000 msg, 3 processes vs 1", "≤ +10 %", growth, growth <= 0.10,
-            f"{growth * 100:+.0f} %")
+        # Per message: each process's start-up is a constant (~1 s of imports), not a cost per message.
+        growth = pg[3]["cpu_per_1000_less_startup"] / pg[1]["cpu_per_1000_less_startup"] - 1
+        total = pg[3]["cpu_per_1000"] / pg[1]["cpu_per_1000"] - 1
+        add("PostgreSQL: senders' CPU / 1,000 msg, 3 processes vs 1 (start-up excluded)", "≤ +10 %", growth,
+            growth <= 0.10, f"{growth * 100:+.0f} % ({total * 100:+.0f} % with start-up)")
     relay = results.get("relay")
     if relay:
         share = relay.get("cli_share_of_ideal")
@@ -413,13 +415,17 @@ def markdown(results: dict) -> str:
     postgres = results.get("postgres")
     if postgres:
         out += [f"### PostgreSQL: N = {p['messages']:,} messages, smtp-sink, a local cluster (fsync off)", "",
-                "| senders | connections each | msg/s | senders' CPU s / 1,000 msg | PostgreSQL CPU s / 1,000 msg | "
-                "peak RSS MB |", "|---:|---:|---:|---:|---:|---:|"]
+                "| senders | connections each | msg/s | senders' CPU s / 1,000 msg | the same, start-up excluded | "
+                "PostgreSQL CPU s / 1,000 msg | peak RSS MB |", "|---:|---:|---:|---:|---:|---:|---:|"]
         for row in postgres:
             status = "" if row["status"] == "ok" else " **FAILED**"
             out.append(f"| {row['processes']}{status} | {row['connections']} | {_fmt(row['rate'], ',.0f')} | "
-                       f"{row['cpu_per_1000']:.2f} | {row['postgres_cpu_per_1000']:.2f} | {row['peak_rss_mb']:.1f} |")
-        out.append("")
+                       f"{row['cpu_per_1000']:.2f} | {row['cpu_per_1000_less_startup']:.2f} | "
+                       f"{row['postgres_cpu_per_1000']:.2f} | {row['peak_rss_mb']:.1f} |")
+        out += ["", "Start-up: the CPU of a `newsletter send` with nothing left to send (interpreter, imports, "
+                "loading the frozen issue), "
+                + ", ".join(f"{row['startup_cpu']:.2f} s" for row in postgres if "startup_cpu" in row)
+                + "; paid once per process, so it weighs on 3 processes three times.", ""]
     relay = results.get("relay")
     if relay:
         out += [f"### Relay latency: each DATA answered after {relay['delay']} s, {relay['connections']} connections, "

@@ -13,8 +13,6 @@ from functools import cached_property
 from pathlib import Path
 
 import jinja2
-from mjml import mjml2html
-from premailer import Premailer
 
 from .errors import TemplateError
 from .editorial import Editorial
@@ -157,7 +155,13 @@ def _template_location(exc: BaseException, fallback: Path) -> str:
     return location
 
 
+# mjml-python and premailer (with cssutils) are imported when an issue is rendered, not when the
+# module is: a send whose issue is already frozen (a second sender, a re-run from cron) never
+# renders, and starts ~0.3 s of CPU sooner without them.
+
 def compile_mjml(source: str) -> str:
+    from mjml import mjml2html
+
     try:
         return mjml2html(source, disable_comments=True)
     except Exception as exc:  # mjml-python raises its own untyped errors
@@ -166,6 +170,8 @@ def compile_mjml(source: str) -> str:
 
 def inline_css(html: str) -> str:
     """Inline the CSS into style attributes, keeping media queries in <style>."""
+    from premailer import Premailer
+
     return Premailer(
         html,
         keep_style_tags=False,
