@@ -99,6 +99,8 @@ def import_csv(store: Store, path: Path, email_hash: Callable[[str], str],
         except (UnicodeDecodeError, csv.Error) as exc:
             report.rejected.append(f"{path}: stopped reading: {exc}")
     flush()
+    if report.added:
+        store.refresh_statistics()
     return report
 
 
