@@ -434,7 +434,7 @@ class PostgresRounds:
         self.run_id = run_id
         self._round = str(ROUND.compile(dialect=log.engine.dialect))
         self._bounce = str(BOUNCE_ANY.compile(dialect=log.engine.dialect))
-        self._conn = None
+        self._conn = None  # a psycopg.AsyncConnection, opened by the first round
 
     async def _connection(self):
         import psycopg  # the postgres extra: only a PostgreSQL store gets here
@@ -456,16 +456,17 @@ class PostgresRounds:
         try:
             conn = await self._connection()
             if not any(outcome is Outcome.refused for _, outcome, _ in outcomes):
-                return _read_round(await (await conn.execute(self._round, parameters, prepare=True)).fetchall(),
-                                   self.run_id)
+                return await self._round_on(conn, parameters)
             async with conn.transaction():
-                answer = _read_round(await (await conn.execute(self._round, parameters, prepare=True)).fetchall(),
-                                     self.run_id)
+                answer = await self._round_on(conn, parameters)
                 if bounced := _refused(outcomes, answer[0]):
                     await conn.execute(self._bounce, _bounce_parameters(bounced), prepare=False)
             return answer
         except psycopg.Error as exc:
             raise DeliveryLogError(exc) from exc
+
+    async def _round_on(self, conn, parameters: dict) -> tuple[set[int], dict[int, Clearance]]:
+        return _read_round(await (await conn.execute(self._round, parameters, prepare=True)).fetchall(), self.run_id)
 
     async def close(self) -> None:
         if self._conn is not None:
