@@ -34,6 +34,10 @@ from .schema import (
 )
 
 
+# How much of a server's reply the log keeps (both group commits cut it the same).
+REPLY_KEPT = 500
+
+
 # The portable group commit (SQLite's rounds; PostgreSQL's go through PostgresRounds), in
 # statements built once: on the hot path, constructing and cache-keying a statement cost more
 # than SQLite executing it.
@@ -108,7 +112,7 @@ def _round_parameters(issue_id: int, run_id: str, outcomes: list[tuple[int, Outc
                       upcoming: list[int]) -> dict:
     return {"issue": issue_id, "run": run_id, "now": utcnow(), "ids": [sid for sid, _, _ in outcomes],
             "outcomes": [outcome.value for _, outcome, _ in outcomes],
-            "replies": [reply[:500] for _, _, reply in outcomes], "upcoming": upcoming}
+            "replies": [reply[:REPLY_KEPT] for _, _, reply in outcomes], "upcoming": upcoming}
 
 
 def _read_round(rows, run_id: str) -> tuple[set[int], dict[int, Clearance]]:
@@ -300,7 +304,7 @@ class DeliveryLog:
         # statement for the whole group, however many rows it settles.
         groups: dict[tuple[Outcome, str], list[int]] = defaultdict(list)
         for subscriber_id, outcome, reply in outcomes:
-            groups[outcome, reply[:500]].append(subscriber_id)
+            groups[outcome, reply[:REPLY_KEPT]].append(subscriber_id)
         with conn.begin():
             for (outcome, reply), ids in groups.items():
                 values = {"issue": issue_id, "run": run_id, "ids": ids, "outcome": outcome.value}
