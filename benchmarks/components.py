@@ -52,8 +52,8 @@ def main() -> int:
 
     from newsletter.config import Settings
     from newsletter.edition import draft_edition, render_draft
-    from newsletter.message import MessageTemplate, Recipient, ascii_address
-    from newsletter.store import Store
+    from newsletter.mail.message import MessageTemplate, Recipient, ascii_address
+    from newsletter.store.database import Store
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def main() -> int:
 
     # The store, as the send uses it (the calls Sender makes, from one thread here).
     try:
-        from newsletter.store import Outcome
+        from newsletter.store.database import Outcome
 
         m, k = args.messages, args.connections
         for first in range(1, m + 1, 50_000):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -274,6 +275,18 @@ class SmtpSink:
 
 # --- the code under test: a snapshot -----------------------------------------
 
+def product_module(name: str, before_layers: str):
+    """A module of the code under test, by its name in newsletter's layer packages.
+
+    `before_layers` is its name in revisions from before those packages (flat newsletter/),
+    so that `--code REV` can still measure them.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        return importlib.import_module(before_layers)
+
+
 _lock_file = None
 
 
@@ -376,7 +389,7 @@ def make_store(where: Path | str, n: int, chunk: int = 50_000) -> float:
 
     `where` is a SQLite file (made anew) or the URL of an empty database.
     """
-    from newsletter.store import Store
+    Store = product_module("newsletter.store.database", "newsletter.store").Store
 
     if isinstance(where, Path):
         for leftover in where.parent.glob(where.name + "*"):

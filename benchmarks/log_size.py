@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from newsletter.store import Store
+from newsletter.store.database import Store
 
 NOW = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
 

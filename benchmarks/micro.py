@@ -38,10 +38,11 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    from newsletter import edition, render
+    from newsletter import edition
+    from newsletter.issue import render
     from newsletter.config import Settings
-    from newsletter.message import MessageTemplate, Recipient
-    from newsletter.store import Store
+    from newsletter.mail.message import MessageTemplate, Recipient
+    from newsletter.store.database import Store
     import_seconds = time.perf_counter() - started
 
     # Timing wrappers around the stages, in this process only (module globals,

@@ -279,7 +279,7 @@ COMPONENT_ROWS = [
     ("store_record_outcomes_cpu", "delivery log record_outcomes, groups of K outcomes (CPU)", ("", "record_outcomes")),
     ("aiosmtplib_address_checks", "aiosmtplib's address checks (email.utils.parseaddr ×4)",
      ("aiosmtplib/email.py", "parse_address")),
-    ("personalise", "MessageTemplate.personalise (incl. the itsdangerous token)", ("newsletter/message.py", "personalise")),
+    ("personalise", "MessageTemplate.personalise (incl. the itsdangerous token)", ("newsletter/mail/message.py", "personalise")),
     ("store_claim_batch", "delivery log claim_fresh, per subscriber", ("", "claim_fresh")),
 ]
 

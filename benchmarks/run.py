@@ -82,8 +82,8 @@ def _capture_server():
 def capture_message() -> dict:
     """Send one real message with `newsletter send` and keep its bytes and the frozen issue."""
     from newsletter.config import Settings
-    from newsletter.render import UNSUBSCRIBE_SLOT
-    from newsletter.store import Store
+    UNSUBSCRIBE_SLOT = harness.product_module("newsletter.issue.render", "newsletter.render").UNSUBSCRIBE_SLOT
+    Store = harness.product_module("newsletter.store.database", "newsletter.store").Store
 
     db = harness.WORK_DIR / "capture.sqlite3"
     harness.make_store(db, 1)

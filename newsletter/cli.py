@@ -21,13 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import edition
 from .config import Settings, load_settings, write_env_file
-from .delivery import DeliveryReport
 from .errors import NewsletterError
-from .message import clean_name
-from .migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
-from .outbox import start_outbox
-from .store import Status, Store
-from .subscribers import export_csv, import_csv, normalise_email
+from .mail.delivery import DeliveryReport
+from .mail.outbox import start_outbox
+from .store.database import Status, Store
+from .store.migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
+from .store.subscribers import clean_name, export_csv, import_csv, normalise_email
 from .tokens import Tokens
 
 EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: some subscribers are left for the next run
@@ -260,7 +259,7 @@ def preview(
     """Preview the issue locally, re-rendered whenever templates/ or the editorial file change."""
     import uvicorn
 
-    from .preview import create_preview_app
+    from .web.preview import create_preview_app
 
     settings = _settings()
     issue_date = _issue_date(settings, date)
@@ -284,7 +283,7 @@ def serve(
     """Run the signup, confirm, unsubscribe and archive pages (put a TLS proxy in front)."""
     import uvicorn
 
-    from .web import UVICORN_OPTIONS, create_app
+    from .web.app import UVICORN_OPTIONS, create_app
 
     settings = load_settings()
     settings.require_secret_key(listening_publicly=not _is_loopback(host))
@@ -297,7 +296,7 @@ def serve(
     if workers == 1:
         uvicorn.run(create_app(settings), **common)
     else:
-        uvicorn.run("newsletter.web:app_from_environment", factory=True, workers=workers, **common)
+        uvicorn.run("newsletter.web.app:app_from_environment", factory=True, workers=workers, **common)
 
 
 def _is_loopback(host: str) -> bool:

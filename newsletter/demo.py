@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 from .config import PROJECT_DIR
-from .outbox import start_outbox
+from .mail.outbox import start_outbox
 
 DEMO_DATE = "2017-05-09"  # the day of the bundled sample feeds
 DEMO_DB = PROJECT_DIR / "subscribers" / "demo.sqlite3"

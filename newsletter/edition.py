@@ -16,16 +16,16 @@ from dataclasses import dataclass, replace
 import aiosmtplib
 
 from .config import Settings
-from .confirmations import ConfirmationMailer, ConfirmationReport
-from .delivery import DeliveryReport, ProgressCallback, Sender
-from .editorial import Editorial, apply_editorial, load_editorial
 from .errors import NewsletterError, NoStoriesError
-from .feeds import FeedBatch, read_feeds
-from .message import MessageTemplate, Recipient, ascii_address
-from .render import Issue, RenderedIssue, Renderer, issue_from_selection
-from .selection import Selection, select_stories
-from .smtp import SmtpConnection, reply_of
-from .store import Status, Store, StoredIssue
+from .issue.editorial import Editorial, apply_editorial, load_editorial
+from .issue.feeds import FeedBatch, read_feeds
+from .issue.render import Issue, RenderedIssue, Renderer, issue_from_selection
+from .issue.selection import Selection, select_stories
+from .mail.confirmations import ConfirmationMailer, ConfirmationReport
+from .mail.delivery import DeliveryReport, ProgressCallback, Sender
+from .mail.message import MessageTemplate, Recipient, ascii_address
+from .mail.smtp import SmtpConnection, reply_of
+from .store.database import Status, Store, StoredIssue
 
 log = logging.getLogger(__name__)
 

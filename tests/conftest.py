@@ -19,9 +19,9 @@ import uvicorn
 from aiosmtpd.controller import Controller
 
 from newsletter.config import Settings
-from newsletter.outbox import free_port
-from newsletter.store import Store
-from newsletter.web import UVICORN_OPTIONS
+from newsletter.mail.outbox import free_port
+from newsletter.store.database import Store
+from newsletter.web.app import UVICORN_OPTIONS
 
 from .postgres import PostgresCluster
 

@@ -13,8 +13,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
-from newsletter.outbox import free_port
-from newsletter.schema import deliveries, send_runs
+from newsletter.mail.outbox import free_port
+from newsletter.store.schema import deliveries, send_runs
 
 from .conftest import PROJECT, SAMPLE_DATE, RecordingHandler, run_cli
 

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from newsletter.config import SAMPLE_FEEDS_DIR
-from newsletter.outbox import free_port
-from newsletter.store import Status
+from newsletter.mail.outbox import free_port
+from newsletter.store.database import Status
 
 from .conftest import LiveApp
 from .test_browser import SCREENSHOTS, browser  # noqa: F401  (browser is a fixture)

@@ -22,9 +22,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from newsletter.outbox import free_port
+from newsletter.mail.outbox import free_port
 from sqlalchemy import text
-from newsletter.store import Status
+from newsletter.store.database import Status
 
 from .conftest import PROJECT, SAMPLE_DATE, RecordingHandler, run_cli
 from .test_unsubscribe_during_send import HeldRelay

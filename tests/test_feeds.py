@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from newsletter.config import SAMPLE_FEEDS_DIR
-from newsletter.feeds import Story, parse_feed, plain_text, read_feeds
+from newsletter.issue.feeds import Story, parse_feed, plain_text, read_feeds
 
 UTC = dt.timezone.utc
 FRANCE24 = SAMPLE_FEEDS_DIR / "france24.xml"  # RSS 2.0, images as <enclosure>

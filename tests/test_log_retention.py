@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from newsletter.deliverylog import OTHER_REPLIES
-from newsletter.schema import deliveries
+from newsletter.store.deliverylog import OTHER_REPLIES
+from newsletter.store.schema import deliveries
 
 from .conftest import SAMPLE_DATE, run_cli
 

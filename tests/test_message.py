@@ -10,8 +10,8 @@ from email.utils import formataddr
 
 import pytest
 
-from newsletter.message import MessageTemplate, Recipient, ascii_address
-from newsletter.render import UNSUBSCRIBE_SLOT, Issue, IssueStory, Renderer
+from newsletter.mail.message import MessageTemplate, Recipient, ascii_address
+from newsletter.issue.render import UNSUBSCRIBE_SLOT, Issue, IssueStory, Renderer
 from newsletter.tokens import Tokens
 
 from .conftest import PROJECT
@@ -86,7 +86,7 @@ def test_tokens_and_message_ids_are_distinct_per_subscriber(rendered, settings):
 @pytest.mark.parametrize("length", range(0, 7))
 def test_splicing_stays_valid_whatever_the_alignment(settings, length):
     """Slots right next to each other or at the edges still decode to the exact text."""
-    from newsletter.message import SplicedBody
+    from newsletter.mail.message import SplicedBody
 
     slot = UNSUBSCRIBE_SLOT
     text = "ا" * length + slot + "b" * length + slot + slot + "ـ" * (length % 3) + slot
@@ -107,7 +107,7 @@ def test_encoded_words_decode_to_the_exact_text(text):
     """An RFC 2047 decoder (whitespace between encoded words dropped) gets every space back."""
     from email.header import decode_header, make_header
 
-    from newsletter.message import encoded_words
+    from newsletter.mail.message import encoded_words
 
     encoded = encoded_words(text)
     assert str(make_header(decode_header(encoded))) == text

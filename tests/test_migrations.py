@@ -18,9 +18,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import UniqueConstraint, create_engine, func, select, text
 
-from newsletter.migrate import MIGRATIONS_DIR, SCHEMA_HEAD
-from newsletter.schema import deliveries, issues, metadata, subscribers
-from newsletter.store import Store
+from newsletter.store.migrate import MIGRATIONS_DIR, SCHEMA_HEAD
+from newsletter.store.schema import deliveries, issues, metadata, subscribers
+from newsletter.store.database import Store
 
 from .conftest import PROJECT, SAMPLE_DATE, run_cli
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
-from newsletter.preview import create_preview_app
+from newsletter.web.preview import create_preview_app
 
 from .conftest import PROJECT, SAMPLE_DATE, LiveApp
 from .test_browser import CHROMIUM, QUIET, SCREENSHOTS

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from newsletter.outbox import free_port
-from newsletter.ratelimit import bucket_of, client_address
-from newsletter.schema import rate_counts
+from newsletter.mail.outbox import free_port
+from newsletter.web.ratelimit import bucket_of, client_address
+from newsletter.store.schema import rate_counts
 
 from .conftest import PROJECT
 from .test_web import live_site

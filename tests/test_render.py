@@ -14,12 +14,12 @@ from urllib.parse import unquote
 import lxml.html
 import pytest
 
-from newsletter import render
+from newsletter.issue import render
 from newsletter.config import PROJECT_DIR, SAMPLE_FEEDS_DIR, Settings
 from newsletter.errors import TemplateError
-from newsletter.feeds import read_feeds
-from newsletter.render import Issue, IssueStory, RenderedIssue, Renderer, issue_from_selection
-from newsletter.selection import select_stories
+from newsletter.issue.feeds import read_feeds
+from newsletter.issue.render import Issue, IssueStory, RenderedIssue, Renderer, issue_from_selection
+from newsletter.issue.selection import select_stories
 
 TEMPLATES = PROJECT_DIR / "templates"
 BASE_URL = "https://news.example"

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from newsletter.config import SAMPLE_FEEDS_DIR, Settings
-from newsletter.feeds import Story, read_feeds
-from newsletter.selection import Selection, cluster_events, normalise_arabic, select_stories
+from newsletter.issue.feeds import Story, read_feeds
+from newsletter.issue.selection import Selection, cluster_events, normalise_arabic, select_stories
 
 UTC = dt.timezone.utc
 SAMPLE_WINDOW_END = dt.datetime(2017, 5, 9, 5, 0, tzinfo=UTC)

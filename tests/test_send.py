@@ -9,8 +9,8 @@ from urllib.parse import urlparse
 import pytest
 
 from newsletter.edition import send_edition
-from newsletter.render import UNSUBSCRIBE_SLOT
-from newsletter.store import Outcome, Status
+from newsletter.issue.render import UNSUBSCRIBE_SLOT
+from newsletter.store.database import Outcome, Status
 from newsletter.tokens import Tokens
 
 from .conftest import PROJECT, SAMPLE_DATE, run_cli
@@ -177,7 +177,7 @@ def test_two_sends_at_once_never_send_anyone_two_copies(env, store, smtp_server)
 
 def test_unreachable_smtp_server_is_one_line_and_exit_75(env, store):
     add_readers(store)
-    from newsletter.outbox import free_port
+    from newsletter.mail.outbox import free_port
 
     env = {**env, "NEWSLETTER_SMTP_PORT": str(free_port())}
     result = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env)

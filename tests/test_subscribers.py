@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from newsletter.store import Status
+from newsletter.store.database import Status
 
 from .conftest import run_cli
 

@@ -11,8 +11,8 @@ from aiosmtpd.smtp import AuthResult
 
 from newsletter.config import Settings
 from newsletter.edition import send_edition
-from newsletter.outbox import free_port
-from newsletter.store import Store
+from newsletter.mail.outbox import free_port
+from newsletter.store.database import Store
 
 from .conftest import SAMPLE_DATE, RecordingHandler
 

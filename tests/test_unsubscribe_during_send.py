@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import httpx
 from aiosmtpd.controller import Controller
 
-from newsletter.outbox import free_port
-from newsletter.store import Status
+from newsletter.mail.outbox import free_port
+from newsletter.store.database import Status
 from newsletter.tokens import Tokens
 
 from .conftest import PROJECT, SAMPLE_DATE, RecordingHandler, run_cli

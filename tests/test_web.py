@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from newsletter.config import Settings
-from newsletter.outbox import free_port
-from newsletter.store import Status
+from newsletter.mail.outbox import free_port
+from newsletter.store.database import Status
 from newsletter.tokens import Tokens
-from newsletter.web import create_app
+from newsletter.web.app import create_app
 
 from .conftest import SAMPLE_DATE, LiveApp, run_cli
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from newsletter.store import Status
+from newsletter.store.database import Status
 
 from .conftest import PROJECT, SAMPLE_DATE, run_cli
 from .test_web import live_site, wait_for_mail

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from cachetools import TTLCache
 
-from .store import Store
+from ..store.database import Store
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 BLOCKED_CLIENTS_CACHED = 100_000

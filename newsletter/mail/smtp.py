@@ -17,9 +17,9 @@ from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import SMTPStatus
 
-from .config import Settings, SmtpTls
-from .errors import ConfigError, NewsletterError
-from .schema import Outcome
+from ..config import Settings, SmtpTls
+from ..errors import ConfigError, NewsletterError
+from ..store.schema import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,11 @@ from email.utils import format_datetime, formataddr
 
 import idna
 
-from .config import Settings
-from .render import UNSUBSCRIBE_SLOT, RenderedIssue
+from ..config import Settings
+from ..issue.render import UNSUBSCRIBE_SLOT, RenderedIssue
+from ..store.subscribers import clean_name
+from ..tokens import Tokens
 from .smtp import PreparedMessage
-from .tokens import Tokens
 
 CRLF = b"\r\n"
 
@@ -69,15 +70,6 @@ def ascii_address(email: str) -> str:
         return email
     local, _, domain = email.rpartition("@")
     return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
-
-
-# Every C0/C1 control character (NUL, CR, LF, ESC, DEL, …): none may reach a header.
-_CONTROLS = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0)], " ")
-
-
-def clean_name(name: str, max_length: int = 200) -> str:
-    """A reader's display name fit for a header: no control characters, single spaces."""
-    return " ".join(name.translate(_CONTROLS).split())[:max_length]
 
 
 def _mailbox(name: str, email: str) -> str:

@@ -16,8 +16,8 @@ from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
+from ..errors import ConfigError
 from .deliverylog import DeliveryLog
-from .errors import ConfigError
 from .migrate import prepare_schema
 from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue are part of the store's API)
     SUBSCRIBER_COLUMNS,

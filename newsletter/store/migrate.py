@@ -1,6 +1,6 @@
 """The store's schema version: made at first use, checked at every start, upgraded on request.
 
-Revisions live in newsletter/migrations/versions/ (Alembic). Every command
+Revisions live in newsletter/store/migrations/versions/ (Alembic). Every command
 checks that the database is at SCHEMA_HEAD with one cheap query and refuses
 to run on an older schema, naming the command that upgrades it. An empty
 database is given the current schema at once. Both happen under a lock
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, inspect, select, text
 
-from .errors import SchemaError
+from ..errors import SchemaError
 from .schema import metadata
 
 SCHEMA_HEAD = "0004"

@@ -14,12 +14,20 @@ from typing import TextIO
 
 from email_validator import EmailNotValidError, validate_email
 
-from .errors import SubscriberError
-from .message import clean_name
-from .store import Status, Store
+from ..errors import SubscriberError
+from .database import Status, Store
 
 EXPORT_FIELDS = ["email", "name", "status", "created_at", "updated_at", "confirmed_at", "unsubscribed_at"]
 IMPORT_CHUNK = 1000
+
+
+# Every C0/C1 control character (NUL, CR, LF, ESC, DEL, …): none may reach a header.
+_CONTROLS = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0)], " ")
+
+
+def clean_name(name: str, max_length: int = 200) -> str:
+    """A reader's display name fit for a header: no control characters, single spaces."""
+    return " ".join(name.translate(_CONTROLS).split())[:max_length]
 
 
 def normalise_email(address: str) -> str:

@@ -18,7 +18,7 @@ from enum import Enum
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, text, union_all, update
 
-from .errors import DeliveryLogError
+from ..errors import DeliveryLogError
 from .schema import (
     Outcome,
     Status,

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from .config import Settings
-from .errors import NewsletterError
+from ..config import Settings
+from ..errors import NewsletterError
+from ..issue.render import Renderer
+from ..store.database import Store, Subscriber
+from ..tokens import Tokens
 from .message import Recipient, ascii_address, transactional_message
-from .render import Renderer
 from .smtp import SmtpConnection
-from .store import Store, Subscriber
-from .tokens import Tokens
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import Settings
-from .confirmations import ConfirmationMailer
-from .config import load_settings
-from .errors import SubscriberError
+from ..config import Settings
+from ..config import load_settings
+from ..errors import SubscriberError
+from ..issue.render import UNSUBSCRIBE_SLOT, Renderer
+from ..mail.confirmations import ConfirmationMailer
+from ..store.database import Status, Store
+from ..store.subscribers import normalise_email
+from ..tokens import Tokens
 from .ratelimit import SignupLimiter, client_address
-from .render import UNSUBSCRIBE_SLOT, Renderer
-from .store import Status, Store
-from .subscribers import normalise_email
-from .tokens import Tokens
 
 log = logging.getLogger(__name__)
 

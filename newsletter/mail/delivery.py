@@ -23,12 +23,12 @@ from typing import Generic, TypeVar
 import aiosmtplib
 from sqlalchemy.exc import SQLAlchemyError
 
-from .config import Settings
-from .errors import DeliveryLogError, NewsletterError
+from ..config import Settings
+from ..errors import DeliveryLogError, NewsletterError
+from ..store.database import Outcome, Store
+from ..store.deliverylog import Clearance
 from .message import MessageTemplate, Recipient, ascii_address
 from .smtp import CONNECT_ATTEMPTS, RelayBusy, SmtpConnection, SmtpUnavailableError, Throttle, backoff, classify, is_busy, reply_of
-from .deliverylog import Clearance
-from .store import Outcome, Store
 
 log = logging.getLogger(__name__)
 

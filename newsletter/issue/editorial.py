@@ -23,7 +23,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import NewsletterError
+from ..errors import NewsletterError
 from .feeds import Story
 from .selection import Dropped, Event, Selection
 

@@ -19,12 +19,12 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from watchfiles import awatch
 
-from . import edition
-from .config import Settings
-from .errors import NewsletterError
-from .feeds import FeedBatch, read_feeds_async
-from .render import UNSUBSCRIBE_SLOT, Renderer, RenderedIssue
-from .store import Store
+from .. import edition
+from ..config import Settings
+from ..errors import NewsletterError
+from ..issue.feeds import FeedBatch, read_feeds_async
+from ..issue.render import UNSUBSCRIBE_SLOT, Renderer, RenderedIssue
+from ..store.database import Store
 
 log = logging.getLogger(__name__)
 

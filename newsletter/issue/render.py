@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import TemplateError
+from ..errors import TemplateError
 from .editorial import Editorial
 from .selection import Selection
 

@@ -20,7 +20,7 @@ import httpx
 import lxml.html
 from lxml.etree import ParserError
 
-from .errors import FeedError
+from ..errors import FeedError
 
 USER_AGENT = "arabic-morning-newsletter/0.1 (+https://github.com/)"
 _SPACES = re.compile(r"\s+")
