@@ -20,16 +20,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import edition
-from .config import Settings, load_settings, write_env_file
+from .config import PROJECT_DIR, Settings, load_settings, write_env_file
 from .errors import NewsletterError
+from .mail.bounces import BounceSummary, FeedbackPolicy, describe, handle_report, keep_report
 from .mail.delivery import DeliveryReport
 from .mail.outbox import start_outbox
+from .mail.report_sources import Unreadable, read_reports
 from .store.database import Status, Store
 from .store.migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
 from .store.subscribers import clean_name, export_csv, import_csv, normalise_email
 from .tokens import Tokens
 
 EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: some subscribers are left for the next run
+COMPLAINT_RATE_WARNING = 0.001  # Gmail's and Yahoo's bulk-sender guideline (2024): under 0.1 %
 
 app = typer.Typer(
     help="The Arabic morning newsletter: the day's main international stories, every morning.",
@@ -246,6 +249,15 @@ def status(date: DateOption = None) -> None:
     for outcome, reply, count in store.log.common_replies(issue.id):
         label = {"failed": "retrying", "refused": "bounced", "sending": "in flight"}.get(outcome, outcome)
         out.print(f"  {count:>7}  {label:<9} {reply or '(no reply yet)'}", markup=False)
+    feedback = store.feedback.counts_by_issue(issue.issue_date)
+    delivered = counts.get("sent", 0)
+    rates = {kind: (feedback.get(kind, 0) / delivered if delivered else 0.0) for kind in ("hard", "soft", "complaint")}
+    out.print("reported after the send (`newsletter bounces`): " + ", ".join(
+        f"{label} {feedback.get(kind, 0)} ({rates[kind]:.2%})"
+        for kind, label in (("hard", "hard bounces"), ("soft", "soft bounces"), ("complaint", "complaints"))))
+    if rates["complaint"] > COMPLAINT_RATE_WARNING:
+        err.print(f"warning: {rates['complaint']:.2%} of this issue's readers marked it as spam; Gmail and Yahoo "
+                  f"want bulk senders under {COMPLAINT_RATE_WARNING:.1%} and start refusing mail at 0.3%")
     if (pending or counts.get("failed", 0)) and not issue.log_folded_at:
         raise typer.Exit(EXIT_INCOMPLETE)
 
@@ -316,6 +328,46 @@ def confirmations() -> None:
     out.print(f"Confirmations sent {report.sent}, failed {report.failed}.")
     if report.failed:
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+@app.command()
+def bounces(
+    sources: Annotated[Optional[list[str]], typer.Argument(
+        help="Where the reports are: .eml files, Maildir folders, mbox files, folders of files; "
+             "- reads one report from stdin (a Postfix pipe).", show_default=False)] = None,
+    keep_dir: Annotated[Path, typer.Option(
+        "--keep-dir", help="Where a report from stdin that cannot be attributed or read is saved "
+                           "(reports in files stay where they are).")] = PROJECT_DIR / "subscribers" / "unattributed",
+) -> None:
+    """Read bounces and complaints; hard bounces and complaints take readers off the list.
+
+    A hard bounce (no such mailbox) makes the reader bounced at once, soft ones (mailbox full) after NEWSLETTER_SOFT_BOUNCE_LIMIT within NEWSLETTER_SOFT_BOUNCE_DAYS; a complaint unsubscribes. A report read twice counts once. Exit 1 when a report could not be read or attributed (each is named; none is deleted).
+    """  # noqa: E501 (one paragraph: the help text wraps it to the terminal)
+    settings = _settings()
+    if not sources:
+        raise typer.BadParameter("name at least one file or folder, or - for stdin", param_hint="SOURCES")
+    store = Store(settings.database_url)
+    policy = FeedbackPolicy(settings.soft_bounce_limit, settings.soft_bounce_days)
+    tokens = Tokens(settings.secret_key)
+    summary = BounceSummary()
+    kept_from_stdin = 0
+    for item in read_reports(sources, sys.stdin.buffer):
+        if isinstance(item, Unreadable):
+            summary.unreadable += 1
+            err.print(f"{item.where}: {item.problem}", markup=False)
+            continue
+        handled = handle_report(item.raw, store, tokens, settings.bounce_address, policy)
+        summary.add(handled)
+        (err if handled.unattributed else out).print(f"{item.where}: {describe(handled)}", markup=False)
+        if handled.unattributed and item.where == "stdin":
+            kept = keep_report(item.raw, keep_dir)
+            kept_from_stdin += 1
+            err.print(f"stdin: kept as {kept}", markup=False)
+    out.print(summary.line(), markup=False)
+    # From stdin (a Postfix pipe) a report kept on disk is handled: a non-zero exit would make
+    # Postfix bounce the report itself.
+    if summary.unreadable or summary.unattributed > kept_from_stdin:
+        raise typer.Exit(1)
 
 
 @app.command()

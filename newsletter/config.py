@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     log_retention_days: int = Field(default=90, ge=1, le=36_500)
 
     from_address: str = "newsletter@localhost"
+    # Where bounces go, with VERP: each message's envelope sender is bounces+<signed token>@domain,
+    # naming the issue and the reader. Empty: the envelope sender is NEWSLETTER_FROM_ADDRESS.
+    bounce_address: str = ""
+    # A reader is `bounced` after this many soft bounces (mailbox full, 4.x.x) on different days
+    # within NEWSLETTER_SOFT_BOUNCE_DAYS; one hard bounce (5.x.x) is enough.
+    soft_bounce_limit: int = Field(default=3, ge=1, le=100)
+    soft_bounce_days: int = Field(default=14, ge=1, le=365)
     from_name: str = "الرسالة الإخبارية"
     reply_to: str = ""
     list_id: str = ""
@@ -152,6 +159,16 @@ class Settings(BaseSettings):
         if "@" not in value:
             raise ValueError(f"{value!r} is not an email address")
         return value
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_mailbox(cls, value: str) -> str:
+        value = value.strip()
+        local, at, domain = value.rpartition("@")
+        if value and (not at or not local or not domain or "+" in local or not value.isascii()):
+            raise ValueError(f"{value!r} is not a plain ASCII address like bounces@news.example "
+                             "(no '+': the return path adds +<token> to it)")
+        return value.lower()
 
     @field_validator("base_url")
     @classmethod

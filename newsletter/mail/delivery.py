@@ -404,14 +404,15 @@ class Sender:
     async def _attempt(self, connection: SmtpConnection, job: Job) -> Settled | None:
         """Send one message; its outcome, or None when it was put back for a later try."""
         message = self.template.personalise(job.recipient)
+        envelope_from = self.template.envelope_sender(job.recipient.id)
         envelope_to = ascii_address(job.recipient.email)
         try:
             try:
-                await connection.send(self.template.envelope_from, envelope_to, message)
+                await connection.send(envelope_from, envelope_to, message)
             except DROPPED:
                 # The relay closed an idle or exhausted connection: straight
                 # away on a fresh one, before counting this as a failed try.
-                await connection.send(self.template.envelope_from, envelope_to, message)
+                await connection.send(envelope_from, envelope_to, message)
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             if is_busy(exc):
                 raise RelayBusy(reply_of(exc)) from None

@@ -141,6 +141,8 @@ class MessageTemplate:
         self.tokens = Tokens(settings.secret_key)
         self.issue_tag = issue.date.strftime("%Y%m%d")
         self.envelope_from = ascii_address(settings.from_address)
+        bounce_local, _, bounce_domain = settings.bounce_address.rpartition("@")
+        self._verp = (bounce_local + "+", "@" + bounce_domain) if settings.bounce_address else None
         now = now or dt.datetime.now(dt.timezone.utc)
         static = [
             _header("From", _mailbox(settings.from_name, settings.from_address)),
@@ -148,6 +150,8 @@ class MessageTemplate:
             _header("Date", format_datetime(now)),
             b"MIME-Version: 1.0\r\n",
             _header("List-Id", _mailbox(settings.from_name, settings.effective_list_id)),
+            # Gmail's feedback loop reports complaint rates per value of this header: one a day's issue.
+            _header("Feedback-ID", f"{self.issue_tag}:morning:{settings.sender_domain}"),
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
         ]
         if settings.reply_to:
@@ -157,6 +161,13 @@ class MessageTemplate:
         self.text_body = SplicedBody(issue.text, UNSUBSCRIBE_SLOT)
         self.html_body = SplicedBody(issue.html, UNSUBSCRIBE_SLOT)
         self.unsubscribe_base = f"{settings.base_url}/unsubscribe/"
+
+    def envelope_sender(self, subscriber_id: int) -> str:
+        """MAIL FROM for one reader: with a bounce address, a return path naming the issue and the reader."""
+        if self._verp is None:
+            return self.envelope_from
+        prefix, domain = self._verp
+        return prefix + self.tokens.return_path_token(self.issue_tag, subscriber_id) + domain
 
     def unsubscribe_url(self, subscriber_id: int) -> str:
         return self.unsubscribe_base + self.tokens.unsubscribe_token(subscriber_id)

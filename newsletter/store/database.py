@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from ..errors import ConfigError
 from .deliverylog import DeliveryLog
+from .feedback import FeedbackLog
 from .migrate import prepare_schema
 from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue are part of the store's API)
     SUBSCRIBER_COLUMNS,
@@ -100,6 +101,7 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_seconds))
         self.log = DeliveryLog(self.engine, connect_args)
+        self.feedback = FeedbackLog(self.engine)
         if check_schema:
             self.run_on_database(prepare_schema)
 

@@ -118,6 +118,32 @@ delivery_totals = Table(
     Column("count", Integer, nullable=False),
 )
 
+class FeedbackKind(str, Enum):
+    hard = "hard"  # the mailbox does not exist (5.x.x): the reader is bounced at once
+    soft = "soft"  # mailbox full, over quota, delayed (4.x.x): counted, bounced after several
+    complaint = "complaint"  # "this is spam" (an ARF report): unsubscribed, never mailed again
+
+
+# What reports said about readers after the send (`newsletter bounces`): one row per report
+# and reader, so the same report read twice counts once.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("issue_date", String(10)),  # the issue the report is about, when its return path says
+    Column("day", String(10), nullable=False),  # that issue's date, else the day it was read
+    Column("kind", String(20), nullable=False),
+    Column("status", String(16), nullable=False),  # the enhanced status code (5.1.1), or ""
+    Column("reason", Text, nullable=False),
+    Column("report_id", String(250), nullable=False),  # the report's Message-ID, or a hash of its bytes
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("report_id", "subscriber_id", name="one_feedback_per_report_and_reader"),
+    Index("feedback_by_subscriber", "subscriber_id", "kind"),
+    Index("feedback_by_issue", "issue_date", "kind"),
+    sqlite_autoincrement=True,
+)
+
 send_runs = Table(
     "send_runs",
     metadata,

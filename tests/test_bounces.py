@@ -1,0 +1,239 @@
+"""Bounces and complaints flowing back: the VERP return path, reports in the formats of several MTAs
+and providers (tests/data/reports/, written for these tests), and `newsletter bounces` on a real
+store, from a Maildir, an mbox and stdin."""
+
+from __future__ import annotations
+
+import datetime as dt
+import mailbox
+from pathlib import Path
+
+import pytest
+
+from newsletter.edition import send_edition
+from newsletter.mail.bounces import ReportKind, parse_report
+from newsletter.store.database import Status
+from newsletter.store.feedback import Feedback
+from newsletter.store.schema import FeedbackKind
+from newsletter.tokens import Tokens
+
+from .conftest import SAMPLE_DATE, run_cli
+
+REPORTS = Path(__file__).parent / "data" / "reports"
+BOUNCES = "bounces@news.example"
+
+
+def report(name: str, tokens: Tokens, subscriber_id: int, email: str, issue: dt.date,
+           return_path: str | None = None) -> bytes:
+    """A report of tests/data/reports about one reader's copy of one issue."""
+    tag = issue.strftime("%Y%m%d")
+    values = {
+        "{{RETURN_PATH}}": return_path or f"bounces+{tokens.return_path_token(tag, subscriber_id)}@news.example",
+        "{{READER}}": email,
+        "{{MESSAGE_ID}}": f"<morning.{tag}.{subscriber_id}@news.example>",
+        "{{UNSUBSCRIBE_URL}}": f"https://news.example/unsubscribe/{tokens.unsubscribe_token(subscriber_id)}",
+    }
+    text = (REPORTS / name).read_text(encoding="utf-8")
+    for placeholder, value in values.items():
+        text = text.replace(placeholder, value)
+    return text.encode("utf-8")
+
+
+@pytest.fixture
+def bounce_env(env):
+    return {**env, "NEWSLETTER_BOUNCE_ADDRESS": BOUNCES}
+
+
+def test_each_message_has_a_return_path_naming_its_reader_and_issue(settings, store, smtp_server):
+    settings = settings.model_copy(update={"bounce_address": BOUNCES})
+    for address in ("layla@example.com", "omar@example.org"):
+        store.add_subscriber(address, "")
+    result = send_edition(settings, store, SAMPLE_DATE)
+    assert result.report.sent == 2
+    tokens = Tokens(settings.secret_key)
+    for received in smtp_server.handler.messages:
+        local, _, domain = received.mail_from.rpartition("@")
+        assert domain == "news.example" and local.startswith("bounces+")
+        token = tokens.read_return_path_token(local.removeprefix("bounces+"))
+        assert token is not None and token.issue_tag == "20170509"
+        assert token.subscriber_id == store.get_subscriber(received.rcpt_to).id
+        assert received.parsed()["Feedback-ID"] == "20170509:morning:news.example"
+    assert len({m.mail_from for m in smtp_server.handler.messages}) == 2
+
+
+def test_without_a_bounce_address_the_envelope_sender_is_the_from_address(settings, store, smtp_server):
+    store.add_subscriber("layla@example.com", "")
+    send_edition(settings, store, SAMPLE_DATE)
+    assert [m.mail_from for m in smtp_server.handler.messages] == ["morning@news.example"]
+
+
+@pytest.mark.parametrize("name, kind, status", [
+    ("postfix_hard_5.1.1.eml", ReportKind.hard, "5.1.1"),
+    ("postfix_delayed_4.4.1.eml", ReportKind.soft, "4.4.1"),
+    ("gmail_mailbox_full_5.2.2.eml", ReportKind.soft, "5.2.2"),  # mailbox full: temporary, whatever its class
+    ("exim_hard.eml", ReportKind.hard, "5.1.1"),
+    ("exchange_online_5.1.10.eml", ReportKind.hard, "5.1.10"),
+    ("yahoo_hard.eml", ReportKind.hard, ""),
+    ("arf_complaint.eml", ReportKind.complaint, ""),
+    ("out_of_office.eml", ReportKind.auto_reply, ""),
+])
+def test_reports_of_each_format_say_what_happened_and_to_whom(name, kind, status):
+    tokens = Tokens("tests-only-key-0123456789-abcdefghijklmnop")
+    parsed = parse_report(report(name, tokens, 42, "layla@example.com", dt.date(2026, 11, 29)), tokens, BOUNCES)
+    assert (parsed.kind, parsed.status) == (kind, status)
+    if kind is not ReportKind.auto_reply:
+        assert parsed.token is not None and parsed.token.subscriber_id == 42
+        assert parsed.issue_date == "2026-11-29"
+        assert parsed.reason
+    if kind in (ReportKind.hard, ReportKind.soft):
+        assert parsed.addresses == {"layla@example.com"}, "the detector finds the failed recipient"
+    # Without the return path, a complaint still names the reader through its copy's signed link.
+    if kind is ReportKind.complaint:
+        bare = parse_report(report(name, tokens, 42, "layla@example.com", dt.date(2026, 11, 29),
+                                   return_path="bounces@news.example"), tokens, BOUNCES)
+        assert bare.token is None and bare.complained_id == 42 and bare.issue_date == "2026-11-29"
+
+
+def _maildir(folder: Path, reports: list[bytes]) -> Path:
+    box = mailbox.Maildir(folder, create=True)
+    for raw in reports:
+        box.add(raw)
+    box.close()
+    return folder
+
+
+def test_bounces_command_takes_hard_bounces_and_complainers_off_the_list_once(bounce_env, settings, store, tmp_path):
+    tokens = Tokens(settings.secret_key)
+    for address in ("layla@example.com", "omar@example.org", "claire@example.fr", "sami@example.net"):
+        store.add_subscriber(address, "")
+    ids = {a: store.get_subscriber(a).id for a in ("layla@example.com", "omar@example.org", "claire@example.fr")}
+    today = dt.date.today()
+    reports = [
+        report("postfix_hard_5.1.1.eml", tokens, ids["layla@example.com"], "layla@example.com", today),
+        report("arf_complaint.eml", tokens, ids["omar@example.org"], "omar@example.org", today),
+        report("gmail_mailbox_full_5.2.2.eml", tokens, ids["claire@example.fr"], "claire@example.fr", today),
+        report("out_of_office.eml", tokens, ids["claire@example.fr"], "claire@example.fr", today),
+        # A DSN for an address nobody on the list has, sent to the plain bounce address.
+        report("exim_hard.eml", tokens, 999, "stranger@example.com", today, return_path=BOUNCES),
+        # A return path whose token does not verify: someone trying to bounce sami.
+        report("postfix_hard_5.1.1.eml", tokens, 0, "sami@example.net", today,
+               return_path=f"bounces+m{today:%Y%m%d}-1-aaaaaaaaaaaaaaaa@news.example"),
+    ]
+    folder = _maildir(tmp_path / "Maildir", reports)
+
+    result = run_cli("bounces", str(folder), env=bounce_env)
+
+    assert result.returncode == 1, "two reports could not be attributed: a person must look"
+    assert "Traceback" not in result.stderr
+    status = {a: store.get_subscriber(a).status for a in ("layla@example.com", "omar@example.org",
+                                                          "claire@example.fr", "sami@example.net")}
+    assert status == {"layla@example.com": "bounced", "omar@example.org": "unsubscribed",
+                      "claire@example.fr": "active", "sami@example.net": "active"}
+    assert "layla@example.com is now bounced" in result.stdout
+    assert "no reader on the list has the address stranger@example.com" in result.stderr
+    assert "does not verify" in result.stderr
+    assert "auto-reply: ignored" in result.stdout
+    assert ("Read 6 report(s): 1 hard bounce(s), 1 soft bounce(s), 1 complaint(s), 1 auto-reply(s) ignored"
+            in result.stdout), result.stdout
+    assert all(f.is_file() for f in (folder / "new").iterdir()), "reports are never deleted"
+    assert len(list((folder / "new").iterdir())) == 6
+
+    again = run_cli("bounces", str(folder), env=bounce_env)
+    assert "3 already counted before" in again.stdout, again.stdout
+    assert "Readers now bounced: 0, unsubscribed by a complaint: 0" in again.stdout
+    assert store.feedback.counts_by_issue(today.isoformat()) == {"hard": 1, "soft": 1, "complaint": 1}
+
+
+def test_soft_bounces_on_several_days_bounce_a_reader(bounce_env, settings, store, tmp_path):
+    tokens = Tokens(settings.secret_key)
+    store.add_subscriber("claire@example.fr", "")
+    reader = store.get_subscriber("claire@example.fr").id
+    today = dt.date.today()
+    days = [today - dt.timedelta(days=n) for n in (2, 1, 0)]
+    mbox_path = tmp_path / "bounces.mbox"
+    box = mailbox.mbox(mbox_path)
+    # The same day's report twice (a retried warning) counts once; three days make three.
+    for day in [days[0], days[0], days[1]]:
+        box.add(report("postfix_delayed_4.4.1.eml", tokens, reader, "claire@example.fr", day)
+                .replace(b"<20261130080211", f"<{day:%Y%m%d}-{box.__len__()}".encode()))
+    box.close()
+    first = run_cli("bounces", str(mbox_path), env=bounce_env)
+    assert first.returncode == 0, first.stderr
+    assert store.get_subscriber("claire@example.fr").status == "active", "2 days of soft bounces: not yet"
+    last = tmp_path / "last.eml"
+    last.write_bytes(report("gmail_mailbox_full_5.2.2.eml", tokens, reader, "claire@example.fr", days[2]))
+    second = run_cli("bounces", str(last), env=bounce_env)
+    assert second.returncode == 0 and "claire@example.fr is now bounced" in second.stdout, second.stdout
+    assert store.get_subscriber("claire@example.fr").status == "bounced"
+
+
+def test_a_report_piped_from_postfix_is_handled_or_kept(bounce_env, settings, store, tmp_path):
+    import subprocess
+    import sys
+
+    tokens = Tokens(settings.secret_key)
+    store.add_subscriber("layla@example.com", "")
+    reader = store.get_subscriber("layla@example.com").id
+    keep = tmp_path / "kept"
+
+    def pipe(raw: bytes) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "newsletter", "bounces", "-", "--keep-dir", str(keep)],
+                              input=raw, env=bounce_env, capture_output=True, timeout=60)
+
+    handled = pipe(report("exim_hard.eml", tokens, reader, "layla@example.com", dt.date.today()))
+    assert handled.returncode == 0 and store.get_subscriber("layla@example.com").status == "bounced"
+    unknown = b"From: someone@example.org\r\nSubject: hello\r\n\r\njust a letter\r\n"
+    kept = pipe(unknown)
+    assert kept.returncode == 0, "kept on disk counts as handled: Postfix would bounce the report otherwise"
+    assert [p.read_bytes() for p in keep.iterdir()] == [unknown]
+
+
+def test_bad_reports_are_named_in_one_line_and_change_nobody(bounce_env, settings, store, tmp_path):
+    tokens = Tokens(settings.secret_key)
+    store.add_subscriber("layla@example.com", "")
+    reader = store.get_subscriber("layla@example.com").id
+    whole = report("postfix_hard_5.1.1.eml", tokens, reader, "layla@example.com", dt.date.today())
+    truncated = tmp_path / "truncated.eml"
+    truncated.write_bytes(whole[:whole.index(b"Content-Description: Delivery report") - 300])
+    huge = tmp_path / "huge.eml"
+    huge.write_bytes(whole + b"x" * (10 * 1024 * 1024))
+    empty = tmp_path / "empty.eml"
+    empty.write_bytes(b"")
+    damaged = tmp_path / "damaged.eml"
+    damaged.write_bytes(whole.replace(b"bounces+m", b"bounces+mx"))
+
+    result = run_cli("bounces", str(truncated), str(huge), str(empty), str(damaged), str(tmp_path / "missing"),
+                     env=bounce_env)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    for path, words in [(truncated, "not attributed"), (huge, "larger than 5 MB"), (empty, "empty"),
+                        (damaged, "does not verify"), (tmp_path / "missing", "no such file")]:
+        assert any(line.startswith(str(path)) and words in line for line in lines), (path, lines)
+    assert store.get_subscriber("layla@example.com").status == "active"
+
+
+def test_a_reader_who_unsubscribed_stays_unsubscribed_whatever_bounces_later(store):
+    store.add_subscriber("gone@example.com", "", Status.unsubscribed)
+    reader = store.get_subscriber("gone@example.com").id
+    recorded = store.feedback.record(Feedback(reader, FeedbackKind.hard, "<r1@x>", "2026-11-29", "5.1.1"), 3, 14)
+    assert recorded.new and not recorded.changed and recorded.status == "unsubscribed"
+    assert store.feedback.counts_by_issue("2026-11-29") == {"hard": 1}
+
+
+def test_status_shows_bounce_and_complaint_rates_and_warns_past_a_tenth_of_a_percent(bounce_env, settings, store,
+                                                                                       smtp_server, tmp_path):
+    tokens = Tokens(settings.secret_key)
+    for n in range(4):
+        store.add_subscriber(f"reader{n}@example.com", "")
+    assert run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=bounce_env).returncode == 0
+    first = store.get_subscriber("reader0@example.com").id
+    complaint = tmp_path / "complaint.eml"
+    complaint.write_bytes(report("arf_complaint.eml", tokens, first, "reader0@example.com", SAMPLE_DATE))
+    assert run_cli("bounces", str(complaint), env=bounce_env).returncode == 0
+
+    result = run_cli("status", "--date", SAMPLE_DATE.isoformat(), env=bounce_env)
+
+    assert "hard bounces 0 (0.00%), soft bounces 0 (0.00%), complaints 1 (25.00%)" in result.stdout, result.stdout
+    assert "warning: 25.00% of this issue's readers marked it as spam" in result.stderr
