@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Debian packages the tests use: postfix (its smtp-sink is a real misbehaving SMTP server),
 # chromium (a real browser for the pages and the email) and postgresql (the tests start a
-# throw-away cluster of their own with initdb and pg_ctl; no service is enabled or used) and
-# faketime (a sender whose host clock is wrong).
+# throw-away cluster of their own with initdb and pg_ctl; no service is enabled or used),
+# faketime (a sender whose host clock is wrong) and dovecot-imapd (an IMAP mailbox of bounces,
+# started by the tests in the foreground with a config of their own).
 SYSTEM_PACKAGES := $(if $(wildcard /usr/sbin/smtp-sink),,postfix) $(if $(wildcard /usr/bin/chromium),,chromium) \
-	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) $(if $(wildcard /usr/bin/faketime),,faketime)
+	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) $(if $(wildcard /usr/bin/faketime),,faketime) \
+	$(if $(wildcard /usr/sbin/dovecot),,dovecot-imapd)
 
 system-deps:
 	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then \

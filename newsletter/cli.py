@@ -21,11 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import edition
 from .config import PROJECT_DIR, Settings, load_settings, write_env_file
-from .errors import NewsletterError
+from .errors import ConfigError, NewsletterError
 from .mail.bounces import BounceSummary, FeedbackPolicy, describe, handle_report, keep_report
 from .mail.delivery import DeliveryReport
 from .mail.outbox import start_outbox
-from .mail.report_sources import Unreadable, read_reports
+from .mail.imap_reports import ImapReports
+from .mail.report_sources import Incoming, Unreadable, read_reports
 from .store.database import Status, Store
 from .store.migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
 from .store.subscribers import clean_name, export_csv, import_csv, normalise_email
@@ -335,38 +336,54 @@ def bounces(
     sources: Annotated[Optional[list[str]], typer.Argument(
         help="Where the reports are: .eml files, Maildir folders, mbox files, folders of files; "
              "- reads one report from stdin (a Postfix pipe).", show_default=False)] = None,
+    imap: Annotated[bool, typer.Option(
+        "--imap", help="Also read the IMAP mailbox of the NEWSLETTER_IMAP_* settings, filing each report "
+                       "read into NEWSLETTER_IMAP_DONE_FOLDER or NEWSLETTER_IMAP_KEPT_FOLDER.")] = False,
     keep_dir: Annotated[Path, typer.Option(
         "--keep-dir", help="Where a report from stdin that cannot be attributed or read is saved "
                            "(reports in files stay where they are).")] = PROJECT_DIR / "subscribers" / "unattributed",
 ) -> None:
     """Read bounces and complaints; hard bounces and complaints take readers off the list.
 
-    A hard bounce (no such mailbox) makes the reader bounced at once, soft ones (mailbox full) after NEWSLETTER_SOFT_BOUNCE_LIMIT within NEWSLETTER_SOFT_BOUNCE_DAYS; a complaint unsubscribes. A report read twice counts once. Exit 1 when a report could not be read or attributed (each is named; none is deleted).
+    A hard bounce (no such mailbox) makes the reader bounced at once, soft ones (mailbox full) after NEWSLETTER_SOFT_BOUNCE_LIMIT within NEWSLETTER_SOFT_BOUNCE_DAYS; a complaint unsubscribes. A report read twice counts once. Exit 1 when a report could not be read or attributed (each is named; none is deleted), 75 when the IMAP server could not be reached.
     """  # noqa: E501 (one paragraph: the help text wraps it to the terminal)
     settings = _settings()
-    if not sources:
-        raise typer.BadParameter("name at least one file or folder, or - for stdin", param_hint="SOURCES")
+    if not sources and not imap:
+        raise typer.BadParameter("name at least one file or folder, - for stdin, or --imap", param_hint="SOURCES")
+    if imap and not settings.imap_host:
+        raise ConfigError("setting NEWSLETTER_IMAP_HOST is empty: --imap needs the mailbox's server")
     store = Store(settings.database_url)
     policy = FeedbackPolicy(settings.soft_bounce_limit, settings.soft_bounce_days)
     tokens = Tokens(settings.secret_key)
     summary = BounceSummary()
-    kept_from_stdin = 0
-    for item in read_reports(sources, sys.stdin.buffer):
+
+    def apply(item: Incoming | Unreadable) -> bool:
+        """Act on one report and say so; False when a person must look at it."""
         if isinstance(item, Unreadable):
             summary.unreadable += 1
             err.print(f"{item.where}: {item.problem}", markup=False)
-            continue
+            return False
         handled = handle_report(item.raw, store, tokens, settings.bounce_address, policy)
         summary.add(handled)
         (err if handled.unattributed else out).print(f"{item.where}: {describe(handled)}", markup=False)
-        if handled.unattributed and item.where == "stdin":
-            kept = keep_report(item.raw, keep_dir)
-            kept_from_stdin += 1
-            err.print(f"stdin: kept as {kept}", markup=False)
+        return not handled.unattributed
+
+    if imap:
+        mailbox = ImapReports(settings)
+        try:
+            for entry in mailbox:
+                mailbox.file(entry.uid, handled=apply(entry.item))
+        finally:
+            mailbox.close()
+    kept = 0
+    for item in read_reports(sources or [], sys.stdin.buffer):
+        if not apply(item) and item.where == "stdin" and isinstance(item, Incoming):
+            err.print(f"stdin: kept as {keep_report(item.raw, keep_dir)}", markup=False)
+            kept += 1
     out.print(summary.line(), markup=False)
-    # From stdin (a Postfix pipe) a report kept on disk is handled: a non-zero exit would make
-    # Postfix bounce the report itself.
-    if summary.unreadable or summary.unattributed > kept_from_stdin:
+    # A report from stdin (a Postfix pipe) kept on disk is handled: a non-zero exit would make
+    # Postfix bounce the report itself. Reports filed in the IMAP kept folder still need a person.
+    if summary.unreadable + summary.unattributed > kept:
         raise typer.Exit(1)
 
 

@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     # within NEWSLETTER_SOFT_BOUNCE_DAYS; one hard bounce (5.x.x) is enough.
     soft_bounce_limit: int = Field(default=3, ge=1, le=100)
     soft_bounce_days: int = Field(default=14, ge=1, le=365)
+    # The mailbox `newsletter bounces --imap` reads; handled reports move to the done folder,
+    # those it cannot read or attribute to the kept folder.
+    imap_host: str = ""
+    imap_port: int = Field(default=993, ge=1, le=65535)
+    imap_tls: SmtpTls = SmtpTls.tls
+    imap_username: str = ""
+    imap_password: str = ""
+    imap_ca_file: Path | None = None
+    imap_folder: str = "INBOX"
+    imap_done_folder: str = "Processed"
+    imap_kept_folder: str = "Unattributed"
+    imap_timeout: float = Field(default=30.0, gt=0)
     from_name: str = "الرسالة الإخبارية"
     reply_to: str = ""
     list_id: str = ""
@@ -137,7 +149,7 @@ class Settings(BaseSettings):
             origins.append(f"{parts.scheme}://{parts.hostname}{port}")  # as browsers write Origin
         return origins
 
-    @field_validator("smtp_ca_file")
+    @field_validator("smtp_ca_file", "imap_ca_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():

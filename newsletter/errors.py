@@ -61,3 +61,9 @@ class DeliveryLogError(NewsletterError):
         reason = " ".join(str(getattr(cause, "orig", None) or cause).split())
         super().__init__(f"the delivery log could not be written ({reason}); the send stopped: "
                          "run `newsletter send` again to finish")
+
+
+class MailboxError(NewsletterError):
+    """The IMAP mailbox of bounces could not be reached or opened; nothing was read or changed."""
+
+    exit_code = 75  # EX_TEMPFAIL: a server down or a network cut; cron's next run tries again

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import mailbox
+import socket
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,58 @@ def test_status_shows_bounce_and_complaint_rates_and_warns_past_a_tenth_of_a_per
 
     assert "hard bounces 0 (0.00%), soft bounces 0 (0.00%), complaints 1 (25.00%)" in result.stdout, result.stdout
     assert "warning: 25.00% of this issue's readers marked it as spam" in result.stderr
+
+
+@pytest.fixture
+def dovecot():
+    from .dovecot import DovecotServer
+
+    server = DovecotServer({"bounces": "imap-test-password"})
+    yield server
+    server.stop()
+
+
+def _imap_env(env, dovecot, password="imap-test-password", port=None):
+    return {**env, "NEWSLETTER_BOUNCE_ADDRESS": BOUNCES, "NEWSLETTER_IMAP_HOST": "127.0.0.1",
+            "NEWSLETTER_IMAP_PORT": str(port or dovecot.port), "NEWSLETTER_IMAP_TLS": "none",
+            "NEWSLETTER_IMAP_USERNAME": "bounces", "NEWSLETTER_IMAP_PASSWORD": password}
+
+
+def test_reports_are_read_from_an_imap_mailbox_and_filed(env, settings, store, dovecot):
+    tokens = Tokens(settings.secret_key)
+    for address in ("layla@example.com", "omar@example.org"):
+        store.add_subscriber(address, "")
+    ids = {a: store.get_subscriber(a).id for a in ("layla@example.com", "omar@example.org")}
+    today = dt.date.today()
+    dovecot.deliver("bounces", report("exchange_online_5.1.10.eml", tokens, ids["layla@example.com"],
+                                      "layla@example.com", today))
+    dovecot.deliver("bounces", report("arf_complaint.eml", tokens, ids["omar@example.org"], "omar@example.org", today))
+    dovecot.deliver("bounces", report("yahoo_hard.eml", tokens, 0, "stranger@example.com", today, return_path=BOUNCES))
+    imap_env = _imap_env(env, dovecot)
+
+    result = run_cli("bounces", "--imap", env=imap_env)
+
+    assert result.returncode == 1, result.stdout + result.stderr  # one report needs a person
+    assert store.get_subscriber("layla@example.com").status == "bounced"
+    assert store.get_subscriber("omar@example.org").status == "unsubscribed"
+    assert "stranger@example.com" in result.stderr and "uid" in result.stderr
+    assert dovecot.folder_sizes("bounces") == {"INBOX": 0, "Processed": 2, "Unattributed": 1}
+
+    again = run_cli("bounces", "--imap", env=imap_env)
+    assert again.returncode == 0 and "Read 0 report(s)" in again.stdout, again.stdout + again.stderr
+
+
+def test_an_imap_server_that_refuses_or_is_not_there_is_one_line_and_nothing_moves(env, settings, store, dovecot):
+    dovecot.deliver("bounces", b"From: someone@example.org\r\nSubject: hi\r\n\r\nhello\r\n")
+
+    wrong = run_cli("bounces", "--imap", env=_imap_env(env, dovecot, password="not-the-password"))
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed_port = unused.getsockname()[1]
+    down = run_cli("bounces", "--imap", env=_imap_env(env, dovecot, port=closed_port))
+
+    assert wrong.returncode == 2 and "login refused" in wrong.stderr and "NEWSLETTER_IMAP_PASSWORD" in wrong.stderr
+    assert down.returncode == 75 and "connection refused" in down.stderr
+    for result in (wrong, down):
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert dovecot.folder_sizes("bounces") == {"INBOX": 1}

@@ -1,0 +1,115 @@
+"""A throw-away Dovecot IMAP server (Debian dovecot-imapd) serving Maildirs from a temp folder.
+
+Started in the foreground with a config of its own: no system service is used or changed.
+Mail is stored as `nobody`, so the folder lives outside pytest's private tmp.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+DOVECOT = "/usr/sbin/dovecot"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DovecotServer:
+    def __init__(self, users: dict[str, str]) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="newsletter-dovecot-"))
+        self.dir.chmod(0o755)
+        self.port = _free_port()
+        self.users = users
+        nobody = pwd.getpwnam("nobody")
+        self._uid, self._gid = nobody.pw_uid, nobody.pw_gid
+        (self.dir / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
+        (self.dir / "mail").mkdir()
+        os.chown(self.dir / "mail", self._uid, self._gid)
+        (self.dir / "dovecot.conf").write_text(f"""
+protocols = imap
+listen = 127.0.0.1
+base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+log_path = {self.dir}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{self.dir}/mail/%u/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {self.dir}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={self._uid} gid={self._gid} home={self.dir}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+""")
+        self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.dir / "dovecot.conf")],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dovecot exited: {self.process.stdout.read().decode(errors='replace')} "
+                                   f"{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"dovecot did not listen on {self.port}: {self.log()}")
+
+    def maildir(self, user: str) -> mailbox.Maildir:
+        """The user's Maildir, made as Dovecot would make it (owned by nobody)."""
+        path = self.dir / "mail" / user / "Maildir"
+        path.parent.mkdir(exist_ok=True)
+        box = mailbox.Maildir(path, create=True)
+        for folder in (path.parent, path, *(path / sub for sub in ("cur", "new", "tmp"))):
+            os.chown(folder, self._uid, self._gid)
+        return box
+
+    def deliver(self, user: str, raw: bytes) -> None:
+        box = self.maildir(user)
+        key = box.add(raw)
+        os.chown(Path(box._path) / "new" / key, self._uid, self._gid)
+        box.close()
+
+    def folder_sizes(self, user: str) -> dict[str, int]:
+        """Messages per folder (Maildir++: INBOX and .Name), as the server keeps them."""
+        root = self.dir / "mail" / user / "Maildir"
+        folders = {"INBOX": root, **{p.name[1:]: p for p in root.glob(".*") if p.is_dir()}}
+        return {name: sum(1 for sub in ("cur", "new") if (path / sub).is_dir() for _ in (path / sub).iterdir())
+                for name, path in folders.items()}
+
+    def log(self) -> str:
+        path = self.dir / "dovecot.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
