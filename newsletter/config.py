@@ -149,6 +149,11 @@ class Settings(BaseSettings):
             origins.append(f"{parts.scheme}://{parts.hostname}{port}")  # as browsers write Origin
         return origins
 
+    @field_validator("smtp_ca_file", "imap_ca_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("smtp_ca_file", "imap_ca_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import mailbox
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,42 @@ def test_an_imap_server_that_refuses_or_is_not_there_is_one_line_and_nothing_mov
     for result in (wrong, down):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert dovecot.folder_sizes("bounces") == {"INBOX": 1}
+
+
+def test_refusals_behind_a_real_postfix_relay_come_back_as_dsns_and_bounce_their_readers(env, store, smtp_server,
+                                                                                           dovecot):
+    """newsletter send → Postfix (accepts all) → the sink refuses two → Postfix's own DSNs to the VERP
+    addresses → its virtual delivery to the Maildir Dovecot serves → `newsletter bounces --imap`."""
+    import pwd
+
+    from .postfix import PostfixRelay
+
+    readers = ["layla@example.com", "gone@example.org", "omar@example.org", "left@example.net"]
+    for address in readers:
+        store.add_subscriber(address, "")
+    for address in ("gone@example.org", "left@example.net"):
+        smtp_server.handler.refuse[address] = f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+    dovecot.maildir("bounces").close()
+    nobody = pwd.getpwnam("nobody")
+    relay = PostfixRelay(smtp_server.port, "news.example", {BOUNCES: "bounces/Maildir/"}, dovecot.dir / "mail",
+                         nobody.pw_uid, nobody.pw_gid)
+    try:
+        relay_env = {**_imap_env(env, dovecot), "NEWSLETTER_SMTP_PORT": str(relay.port)}
+        sent = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=relay_env)
+        assert sent.returncode == 0 and "Sent 4" in sent.stdout, sent.stdout + sent.stderr
+        deadline = time.monotonic() + 60
+        while dovecot.folder_sizes("bounces").get("INBOX", 0) < 2:
+            assert time.monotonic() < deadline, f"no DSNs from Postfix: {relay.log()}"
+            time.sleep(0.2)
+    finally:
+        relay.stop()
+
+    result = run_cli("bounces", "--imap", env=relay_env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {a: store.get_subscriber(a).status for a in readers} == {
+        "layla@example.com": "active", "gone@example.org": "bounced",
+        "omar@example.org": "active", "left@example.net": "bounced"}
+    assert result.stdout.count("hard 5.1.1") == 2
+    assert dovecot.folder_sizes("bounces") == {"INBOX": 0, "Processed": 2, "Unattributed": 0}
+    assert store.feedback.counts_by_issue(SAMPLE_DATE.isoformat()) == {"hard": 2}

@@ -1,0 +1,116 @@
+"""A throw-away Postfix (Debian postfix) as the relay between `newsletter send` and a test sink.
+
+Its own config, queue and data folders in a temp folder (`postfix -c DIR`, allowed to root), on
+a port of its own; no system instance is used or changed. It relays every domain but one to the
+sink, and delivers mail for `virtual_domain` (the bounce address's) into Maildirs under
+`mail_root`, as a newsroom's mail server would: so the DSNs it writes are real Postfix DSNs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+POSTFIX = "/usr/sbin/postfix"
+SERVICES = """\
+{listen} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostfixRelay:
+    def __init__(self, next_hop_port: int, virtual_domain: str, mailboxes: dict[str, str], mail_root: Path,
+                 uid: int, gid: int) -> None:
+        """`mailboxes` maps an address of `virtual_domain` to its Maildir under `mail_root` ("bounces/Maildir/")."""
+        self.dir = Path(tempfile.mkdtemp(prefix="newsletter-postfix-"))
+        self.dir.chmod(0o755)  # its daemons run as postfix
+        self.port = _free_port()
+        conf = self.dir / "conf"
+        conf.mkdir()
+        (self.dir / "queue").mkdir()  # root's; postfix makes its subfolders, and data_directory, itself
+        maps = ", ".join(f"{address}={path}" for address, path in mailboxes.items())
+        (conf / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {self.dir}/queue
+data_directory = {self.dir}/data
+maillog_file = {self.dir}/maillog
+maillog_file_prefixes = {self.dir}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = relay.news.example
+mydomain = news.example
+myorigin = news.example
+mydestination =
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{next_hop_port}
+virtual_mailbox_domains = {virtual_domain}
+virtual_mailbox_base = {mail_root}
+virtual_mailbox_maps = inline:{{ {maps} }}
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+recipient_delimiter = +
+alias_maps =
+alias_database =
+smtputf8_enable = no
+smtp_tls_security_level = none
+delay_warning_time = 0
+""")
+        (conf / "master.cf").write_text(SERVICES.format(listen=f"127.0.0.1:{self.port}"))
+        self.conf = conf
+        self._postfix("start")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"postfix did not listen on {self.port}: {self.log()}")
+
+    def _postfix(self, command: str) -> None:
+        result = subprocess.run([POSTFIX, "-c", str(self.conf), command], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            # postfix writes its errors to syslog unless stderr is a terminal: ask again on one.
+            check = subprocess.run(["script", "-qec", f"{POSTFIX} -c {self.conf} check", "/dev/null"],
+                                   capture_output=True, text=True, timeout=60)
+            raise RuntimeError(f"postfix {command} failed: {check.stdout}{self.log()}")
+
+    def log(self) -> str:
+        path = self.dir / "maillog"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        subprocess.run([POSTFIX, "-c", str(self.conf), "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
