@@ -416,6 +416,8 @@ def newsletter_env(db: Path, port: int, connections: int = 10) -> dict[str, str]
         "NEWSLETTER_SMTP_TLS": "none",
         "NEWSLETTER_SMTP_CONNECTIONS": str(connections),
         "NEWSLETTER_FROM_ADDRESS": FROM_ADDRESS,
+        # VERP on, as a newsroom that reads its bounces runs it: a signed return path per message.
+        "NEWSLETTER_BOUNCE_ADDRESS": "bounces@" + FROM_ADDRESS.rpartition("@")[2],
         "NEWSLETTER_BASE_URL": BASE_URL,
         "NEWSLETTER_SECRET_KEY": SECRET_KEY,
     }
