@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     imap_done_folder: str = "Processed"
     imap_kept_folder: str = "Unattributed"
     imap_timeout: float = Field(default=30.0, gt=0)
+    # Relays that report by webhook to `newsletter serve`: Amazon SES through SNS (the topics whose
+    # messages are believed, once their signature checks) and Postmark (HTTP Basic password).
+    ses_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    postmark_webhook_secret: str = ""
     from_name: str = "الرسالة الإخبارية"
     reply_to: str = ""
     list_id: str = ""
@@ -119,7 +123,7 @@ class Settings(BaseSettings):
     # in short bursts) before answering 503 with Retry-After.
     web_db_wait_seconds: float = Field(default=5.0, gt=0, le=60)
 
-    @field_validator("feeds", "sections", "trusted_proxies", "allowed_origins", mode="before")
+    @field_validator("feeds", "sections", "trusted_proxies", "allowed_origins", "ses_topic_arns", mode="before")
     @classmethod
     def _json_or_comma_list(cls, value: object) -> object:
         if isinstance(value, str):

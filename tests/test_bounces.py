@@ -115,8 +115,8 @@ def test_bounces_command_takes_hard_bounces_and_complainers_off_the_list_once(bo
         report("arf_complaint.eml", tokens, ids["omar@example.org"], "omar@example.org", today),
         report("gmail_mailbox_full_5.2.2.eml", tokens, ids["claire@example.fr"], "claire@example.fr", today),
         report("out_of_office.eml", tokens, ids["claire@example.fr"], "claire@example.fr", today),
-        # A DSN for an address nobody on the list has, sent to the plain bounce address.
-        report("exim_hard.eml", tokens, 999, "stranger@example.com", today, return_path=BOUNCES),
+        # A DSN without a token, to the plain bounce address: with VERP on, anybody could have written it.
+        report("exim_hard.eml", tokens, 999, "sami@example.net", today, return_path=BOUNCES),
         # A return path whose token does not verify: someone trying to bounce sami.
         report("postfix_hard_5.1.1.eml", tokens, 0, "sami@example.net", today,
                return_path=f"bounces+m{today:%Y%m%d}-1-aaaaaaaaaaaaaaaa@news.example"),
@@ -132,7 +132,7 @@ def test_bounces_command_takes_hard_bounces_and_complainers_off_the_list_once(bo
     assert status == {"layla@example.com": "bounced", "omar@example.org": "unsubscribed",
                       "claire@example.fr": "active", "sami@example.net": "active"}
     assert "layla@example.com is now bounced" in result.stdout
-    assert "no reader on the list has the address stranger@example.com" in result.stderr
+    assert "it carries no return-path token (it names sami@example.net)" in result.stderr
     assert "does not verify" in result.stderr
     assert "auto-reply: ignored" in result.stdout
     assert ("Read 6 report(s): 1 hard bounce(s), 1 soft bounce(s), 1 complaint(s), 1 auto-reply(s) ignored"
@@ -167,6 +167,20 @@ def test_soft_bounces_on_several_days_bounce_a_reader(bounce_env, settings, stor
     second = run_cli("bounces", str(last), env=bounce_env)
     assert second.returncode == 0 and "claire@example.fr is now bounced" in second.stdout, second.stdout
     assert store.get_subscriber("claire@example.fr").status == "bounced"
+
+
+def test_without_verp_reports_are_attributed_by_the_address_they_name(env, settings, store, tmp_path):
+    tokens = Tokens(settings.secret_key)
+    store.add_subscriber("layla@example.com", "")
+    for name, address in (("known.eml", "layla@example.com"), ("unknown.eml", "stranger@example.com")):
+        (tmp_path / name).write_bytes(report("exim_hard.eml", tokens, 0, address, dt.date.today(),
+                                             return_path="morning@news.example"))
+
+    result = run_cli("bounces", str(tmp_path / "known.eml"), str(tmp_path / "unknown.eml"), env=env)
+
+    assert result.returncode == 1
+    assert store.get_subscriber("layla@example.com").status == "bounced"
+    assert "no reader on the list has the address stranger@example.com" in result.stderr
 
 
 def test_a_report_piped_from_postfix_is_handled_or_kept(bounce_env, settings, store, tmp_path):

@@ -13,7 +13,7 @@ import email
 import hashlib
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parseaddr
@@ -68,6 +68,10 @@ class Report:
     original_issue_tag: str | None  # for a complaint: the issue its copy of our message is from
     status: str  # the enhanced status code, 5.1.1, or ""
     reason: str  # the server's words, one line
+    # Whether the addresses it names may be believed without a token: yes from an authenticated
+    # relay's webhook, and from mail when there is no VERP; with VERP every genuine report to the
+    # bounce mailbox carries a token, and one without could be anybody's.
+    addresses_believed: bool = True
 
     @property
     def issue_date(self) -> str | None:
@@ -77,6 +81,10 @@ class Report:
 
 def parse_report(raw: bytes, tokens: Tokens, bounce_address: str = "") -> Report:
     """Read one report: its kind, whom it names and why. Never raises for a malformed report."""
+    return replace(_read_report(raw, tokens, bounce_address), addresses_believed=not bounce_address)
+
+
+def _read_report(raw: bytes, tokens: Tokens, bounce_address: str) -> Report:
     message = email.message_from_bytes(raw)
     report_id = _report_id(message, raw)
     token, forged = _return_path_token(message, tokens, bounce_address)
@@ -112,18 +120,24 @@ def _report_id(message: Message, raw: bytes) -> str:
 
 def _return_path_token(message: Message, tokens: Tokens, bounce_address: str) -> tuple[ReturnPathToken | None, bool]:
     """The verified token in the address the report was sent to; and whether a token failed to verify."""
+    addresses = [a for h in DELIVERY_HEADERS for _, a in getaddresses([str(v) for v in message.get_all(h, [])])]
+    return return_path_token(addresses, tokens, bounce_address)
+
+
+def return_path_token(addresses: list[str], tokens: Tokens,
+                      bounce_address: str) -> tuple[ReturnPathToken | None, bool]:
+    """The first return-path token among `addresses` that verifies; and whether one failed to verify."""
     local, _, domain = bounce_address.rpartition("@")
     forged = False
-    for header in DELIVERY_HEADERS:
-        for _, address in getaddresses([str(v) for v in message.get_all(header, [])]):
-            mailbox, _, host = address.lower().rpartition("@")
-            base, plus, candidate = mailbox.partition("+")
-            if not plus or (local and (base != local or host != domain)):
-                continue
-            token = tokens.read_return_path_token(candidate)
-            if token is not None:
-                return token, False
-            forged = forged or candidate.startswith("m")
+    for address in addresses:
+        mailbox, _, host = address.lower().rpartition("@")
+        base, plus, candidate = mailbox.partition("+")
+        if not plus or (local and (base != local or host != domain)):
+            continue
+        token = tokens.read_return_path_token(candidate)
+        if token is not None:
+            return token, False
+        forged = forged or candidate.startswith("m")
     return None, forged
 
 
@@ -274,7 +288,11 @@ class FeedbackPolicy:
 
 def handle_report(raw: bytes, store: Store, tokens: Tokens, bounce_address: str, policy: FeedbackPolicy) -> Handled:
     """Read one report and record it against the readers it is about."""
-    report = parse_report(raw, tokens, bounce_address)
+    return apply_report(parse_report(raw, tokens, bounce_address), store, policy)
+
+
+def apply_report(report: Report, store: Store, policy: FeedbackPolicy) -> Handled:
+    """Record a report (from mail or a relay's webhook) against the readers it is about."""
     if report.kind is ReportKind.auto_reply:
         return Handled(report)
     if report.kind is ReportKind.unknown:
@@ -300,6 +318,10 @@ def _readers(report: Report, store: Store) -> tuple[list[tuple[int, str]], str]:
         return [(subscriber.id, subscriber.email)], ""
     if report.forged_token:
         return [], "its return-path token does not verify (forged or damaged); nobody was changed"
+    if not report.addresses_believed:
+        named = f" (it names {', '.join(sorted(report.addresses))})" if report.addresses else ""
+        return [], (f"it carries no return-path token{named}; with NEWSLETTER_BOUNCE_ADDRESS set, only reports "
+                    "that do are believed")
     found = [s for s in (store.get_subscriber(a) for a in sorted(report.addresses)) if s is not None]
     if found:
         return [(s.id, s.email) for s in found], ""

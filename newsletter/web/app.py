@@ -27,6 +27,7 @@ from ..store.database import Status, Store
 from ..store.subscribers import normalise_email
 from ..tokens import Tokens
 from .ratelimit import SignupLimiter, client_address
+from .webhooks import Fetch, fetch_over_https, webhook_routes
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class SiteApp(FastAPI):
         return SecurityHeaders(super().build_middleware_stack())
 
 
-def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fetch_over_https) -> FastAPI:
+    """The reader-facing app; `fetch` GETs the URLs webhooks need (Amazon SNS certificates)."""
     settings.require_secret_key()
     store = store or Store(settings.database_url, busy_timeout_seconds=settings.web_db_wait_seconds)
     renderer = Renderer(settings.templates_dir, settings.base_url)
@@ -307,6 +309,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         html = issue.html.replace(f"/unsubscribe/{UNSUBSCRIBE_SLOT}", "/unsubscribe")
         return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
 
+    app.include_router(webhook_routes(settings, store, fetch))
     return app
 
 
