@@ -49,7 +49,7 @@ if not all(importlib.util.find_spec(m) for m in ("aiosmtplib", "aiosmtpd", "sqla
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import HOST, ISSUE_DATE, Step  # noqa: E402
 
-STEPS = ("reference", "baseline", "ours", "postgres", "relay", "memory", "build")
+STEPS = ("reference", "baseline", "ours", "dkim", "postgres", "relay", "memory", "build")
 NOISY_CORES = 0.1  # other processes using more than this many cores during a run: flagged
 
 
@@ -222,10 +222,11 @@ def run_baseline(sink_bin: str, n: int) -> dict:
     return _record("stdlib baseline (EmailMessage + smtplib)", run, sink.stats, n, 1, extra, sent)
 
 
-def _send(n: int, port: int, k: int, name: str, timeout: float | None = None) -> tuple[harness.Measured, dict, float]:
+def _send(n: int, port: int, k: int, name: str, timeout: float | None = None,
+          extra_env: dict[str, str] | None = None) -> tuple[harness.Measured, dict, float]:
     db = harness.WORK_DIR / f"{name}.sqlite3"
     insert = harness.make_store(db, n)
-    env = harness.newsletter_env(db, port, k)
+    env = {**harness.newsletter_env(db, port, k), **(extra_env or {})}
     run = harness.run_measured([sys.executable, "-m", "newsletter", "send", "--date", ISSUE_DATE],
                                env=env, cwd=harness.WORK_DIR, timeout=timeout or max(600, n / 20),
                                log_prefix=harness.WORK_DIR / name)
@@ -234,12 +235,27 @@ def _send(n: int, port: int, k: int, name: str, timeout: float | None = None) ->
     return run, harness.parse_send_summary(run.stdout) or {}, insert
 
 
-def run_ours(sink_bin: str, n: int, k: int, name: str = "ours") -> dict:
+def run_ours(sink_bin: str, n: int, k: int, name: str = "ours", client: str = "newsletter send",
+             extra_env: dict[str, str] | None = None) -> dict:
     with harness.SmtpSink(sink_bin, name) as sink:
-        run, summary, insert = _send(n, sink.port, k, name)
+        run, summary, insert = _send(n, sink.port, k, name, extra_env=extra_env)
     extra = {"store_insert_seconds": insert}
     extra.update({f"cli_{key}": value for key, value in summary.items()})
-    return _record("newsletter send", run, sink.stats, n, k, extra, summary.get("sent"))
+    return _record(client, run, sink.stats, n, k, extra, summary.get("sent"))
+
+
+def dkim_env() -> dict[str, str]:
+    """Settings that sign every message twice, rsa-sha256 (2048 bits) and ed25519-sha256, keys made here."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    env = {}
+    for name, key in (("RSA", rsa.generate_private_key(65537, 2048)), ("ED25519", ed25519.Ed25519PrivateKey.generate())):
+        path = harness.WORK_DIR / f"dkim-{name.lower()}.pem"
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+        env |= {f"NEWSLETTER_DKIM_{name}_KEY_FILE": str(path), f"NEWSLETTER_DKIM_{name}_SELECTOR": "bench"}
+    return env
 
 
 def run_relay(n: int, k: int, delay: float) -> dict:
@@ -558,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
         "reference": ("smtp-source (C)", lambda: run_reference(sink_bin, source_bin, n, k)),
         "baseline": ("stdlib baseline", lambda: run_baseline(sink_bin, n)),
         "ours": ("newsletter send", lambda: run_ours(sink_bin, n, k)),
+        "dkim": ("newsletter send, DKIM-signed", lambda: run_ours(
+            sink_bin, n, k, name="dkim", client="newsletter send, DKIM rsa-sha256 + ed25519-sha256",
+            extra_env=dkim_env())),
     }
     for key, (label, runner) in runners.items():
         if key not in steps:

@@ -24,6 +24,7 @@ from .config import PROJECT_DIR, Settings, load_settings, write_env_file
 from .errors import ConfigError, NewsletterError
 from .mail.bounces import BounceSummary, FeedbackPolicy, describe, handle_report, keep_report
 from .mail.delivery import DeliveryReport
+from .mail.message import dkim_keys
 from .mail.outbox import start_outbox
 from .mail.imap_reports import ImapReports
 from .mail.report_sources import Incoming, Unreadable, read_reports
@@ -385,6 +386,23 @@ def bounces(
     # Postfix bounce the report itself. Reports filed in the IMAP kept folder still need a person.
     if summary.unreadable + summary.unattributed > kept:
         raise typer.Exit(1)
+
+
+@app.command()
+def dkim() -> None:
+    """Print the DNS records that go with the DKIM keys in the settings, and SPF and DMARC to match."""
+    settings = _settings()
+    keys = dkim_keys(settings)
+    if not keys:
+        raise ConfigError("no DKIM key is set: NEWSLETTER_DKIM_RSA_KEY_FILE and _SELECTOR "
+                          "(and/or NEWSLETTER_DKIM_ED25519_…); see the README, Deliverability")
+    domain = settings.dkim_domain or settings.sender_domain
+    for key in keys:
+        out.print(key.dns_record(domain), markup=False)
+    envelope_domain = (settings.bounce_address or settings.from_address).rpartition("@")[2]
+    out.print(f'{envelope_domain}. IN TXT "v=spf1 ip4:<your relay\'s address> -all"', markup=False)
+    out.print(f'_dmarc.{settings.sender_domain}. IN TXT "v=DMARC1; p=none; rua=mailto:dmarc@{settings.sender_domain}"',
+              markup=False)
 
 
 @app.command()

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     imap_done_folder: str = "Processed"
     imap_kept_folder: str = "Unattributed"
     imap_timeout: float = Field(default=30.0, gt=0)
+    # DKIM signing in the app, for relays that do not sign: an RSA key (2048 bits or more) and/or an
+    # Ed25519 key, PEM files, each with its selector; both set, every message carries both signatures.
+    dkim_domain: str = ""  # d=; default: the From address's domain (aligned for DMARC)
+    dkim_rsa_selector: str = ""
+    dkim_rsa_key_file: Path | None = None
+    dkim_ed25519_selector: str = ""
+    dkim_ed25519_key_file: Path | None = None
     # Relays that report by webhook to `newsletter serve`: Amazon SES through SNS (the topics whose
     # messages are believed, once their signature checks) and Postmark (HTTP Basic password).
     ses_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -153,12 +160,12 @@ class Settings(BaseSettings):
             origins.append(f"{parts.scheme}://{parts.hostname}{port}")  # as browsers write Origin
         return origins
 
-    @field_validator("smtp_ca_file", "imap_ca_file", mode="before")
+    @field_validator("smtp_ca_file", "imap_ca_file", "dkim_rsa_key_file", "dkim_ed25519_key_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("smtp_ca_file", "imap_ca_file")
+    @field_validator("smtp_ca_file", "imap_ca_file", "dkim_rsa_key_file", "dkim_ed25519_key_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():

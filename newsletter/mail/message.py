@@ -20,9 +20,11 @@ from email.utils import format_datetime, formataddr
 import idna
 
 from ..config import Settings
+from ..errors import ConfigError
 from ..issue.render import UNSUBSCRIBE_SLOT, RenderedIssue
 from ..store.subscribers import clean_name
 from ..tokens import Tokens
+from .dkim import DkimKey, DkimSigner, load_key
 from .smtp import PreparedMessage
 
 CRLF = b"\r\n"
@@ -158,6 +160,10 @@ class MessageTemplate:
             static.append(_header("Reply-To", settings.reply_to))
         self.static_headers = b"".join(static)
         self.text_part_head, self.html_part_head, self.closing = _alternative_parts()
+        # The Content-Type header ends the message's headers; the rest of the text part's head is body.
+        content_type, _, self.body_head = self.text_part_head.partition(CRLF + CRLF)
+        self.content_type = content_type + CRLF
+        self.dkim = _dkim_signer(settings, self.static_headers + self.content_type, now)
         self.text_body = SplicedBody(issue.text, UNSUBSCRIBE_SLOT)
         self.html_body = SplicedBody(issue.html, UNSUBSCRIBE_SLOT)
         self.unsubscribe_base = f"{settings.base_url}/unsubscribe/"
@@ -184,19 +190,37 @@ class MessageTemplate:
         if self.settings.unsubscribe_mailto:
             list_unsubscribe += f", <mailto:{self.settings.unsubscribe_mailto}?subject=unsubscribe-{token}>"
         token_bytes = token.encode("ascii")
-        return PreparedMessage(b"".join(
-            (
-                _header("To", _mailbox(recipient.name, recipient.email)),
-                b"Message-ID: ", self.message_id(recipient.id).encode("ascii"), CRLF,
-                b"List-Unsubscribe: ", list_unsubscribe.encode("ascii"), CRLF,
-                self.static_headers,
-                self.text_part_head,
-                self.text_body.fill(token_bytes),
-                self.html_part_head,
-                self.html_body.fill(token_bytes),
-                self.closing,
-            )
+        reader_headers = b"".join((
+            _header("To", _mailbox(recipient.name, recipient.email)),
+            b"Message-ID: ", self.message_id(recipient.id).encode("ascii"), CRLF,
+            b"List-Unsubscribe: ", list_unsubscribe.encode("ascii"), CRLF,
         ))
+        body = (self.body_head, self.text_body.fill(token_bytes), self.html_part_head,
+                self.html_body.fill(token_bytes), self.closing)
+        if self.dkim is None:
+            return PreparedMessage(b"".join((reader_headers, self.static_headers, self.content_type, CRLF, *body)))
+        body_bytes = b"".join(body)
+        return PreparedMessage(b"".join((self.dkim.signatures(reader_headers, body_bytes), reader_headers,
+                                         self.static_headers, self.content_type, CRLF, body_bytes)))
+
+
+def dkim_keys(settings: Settings) -> list[DkimKey]:
+    """The DKIM keys the settings name, loaded and checked (ConfigError on a bad one)."""
+    keys = []
+    for algorithm in ("rsa", "ed25519"):
+        path, selector = getattr(settings, f"dkim_{algorithm}_key_file"), getattr(settings, f"dkim_{algorithm}_selector")
+        if path is not None or selector:
+            if path is None:
+                raise ConfigError(f"setting NEWSLETTER_DKIM_{algorithm.upper()}_KEY_FILE is empty but its selector is set")
+            keys.append(load_key(path, selector, f"NEWSLETTER_DKIM_{algorithm.upper()}"))
+    return keys
+
+
+def _dkim_signer(settings: Settings, static_headers: bytes, now: dt.datetime) -> DkimSigner | None:
+    keys = dkim_keys(settings)
+    if not keys:
+        return None
+    return DkimSigner(settings.dkim_domain or settings.sender_domain, keys, static_headers, int(now.timestamp()))
 
 
 def transactional_message(settings: Settings, recipient: Recipient, subject: str, html: str, text: str,
