@@ -406,7 +406,7 @@ def markdown(results: dict) -> str:
                 "| client | connections | sink saw | wall s | msg/s | × smtp-source | × baseline | "
                 "client CPU s / 1,000 msg | peak RSS MB | sink CPU s / 1,000 msg | other load (cores) |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for key in ("reference", "baseline", "ours"):
+        for key in ("reference", "baseline", "ours", "dkim"):
             row = t.get(key)
             if not row:
                 continue
