@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     rate_limit: float = Field(default=0, ge=0)  # messages per second, 0 = unlimited
     send_attempts: int = Field(default=3, ge=1, le=20)
     retry_base_seconds: float = Field(default=2.0, ge=0)
+    # Messages a second for some recipient domains ("gmail.com=20,yahoo.com=10"); others unlimited.
+    domain_rate_limits: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     stale_run_seconds: float = Field(default=30.0, ge=1.0)
     # Days an issue keeps one delivery row per reader; `newsletter db compact` folds older ones into totals.
@@ -139,6 +141,22 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("domain_rate_limits", mode="before")
+    @classmethod
+    def _domain_rates(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        rates = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            domain, equals, rate = item.partition("=")
+            try:
+                rates[domain.strip().lower()] = float(rate)
+            except ValueError:
+                raise ValueError(f"{item!r} is not domain=messages-per-second, like gmail.com=20") from None
+            if not equals or not domain.strip() or rates[domain.strip().lower()] <= 0:
+                raise ValueError(f"{item!r} is not domain=messages-per-second, like gmail.com=20")
+        return rates
 
     @field_validator("feeds")
     @classmethod

@@ -28,6 +28,7 @@ from ..errors import DeliveryLogError, NewsletterError
 from ..store.database import Outcome, Store
 from ..store.deliverylog import Clearance
 from .message import MessageTemplate, Recipient, ascii_address
+from .pacing import DomainPacing, domain_of, is_domain_deferral
 from .smtp import CONNECT_ATTEMPTS, RelayBusy, SmtpConnection, SmtpUnavailableError, Throttle, backoff, classify, is_busy, reply_of
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class DeliveryReport:
     lost: int = 0  # claims another run took over while this one stalled: not sent by this run
     uncredited: int = 0  # sent, but the claim had already gone to another run: maybe twice
     retried: int = 0
+    deferred: int = 0  # put back because the recipient's provider asked us to slow down
     started: float = 0.0
     finished: float = 0.0
     interrupted: bool = False
@@ -73,6 +75,8 @@ ProgressCallback = Callable[[DeliveryReport], None]
 
 DROPPED = (aiosmtplib.SMTPServerDisconnected, ConnectionError)
 WITHDRAWN_REPLY = "not sent: no longer subscribed"
+# A message whose provider deferred it this often is left as failed for the next run.
+MAX_DEFERRALS = 8
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
@@ -82,6 +86,7 @@ Answer = TypeVar("Answer")
 class Job:
     recipient: Recipient
     attempt: int = 1
+    deferrals: int = 0  # times its provider asked us to slow down (see pacing.py): no attempt spent
 
 
 class RoundBatcher(Generic[Item, Answer]):
@@ -197,6 +202,7 @@ class Sender:
         self.stale_after = dt.timedelta(seconds=settings.stale_run_seconds)
         self.heartbeat_seconds = settings.stale_run_seconds / 6
         self.throttle = Throttle(settings.rate_limit)
+        self.pacing = DomainPacing(settings.retry_base_seconds, settings.domain_rate_limits)
         self._rounds = delivery_rounds(store, issue_id, self.run_id, lambda: self.on_progress(self.report))
         self._fatal: NewsletterError | None = None
         self._busy_strikes = 0  # 421s in a row on the last connection
@@ -309,7 +315,7 @@ class Sender:
     def _retry_later(self, job: Job, delay: float, next_attempt: bool = True) -> None:
         async def requeue() -> None:
             await asyncio.sleep(delay)
-            await self._queue.put(Job(job.recipient, job.attempt + 1) if next_attempt else job)
+            await self._queue.put(Job(job.recipient, job.attempt + 1, job.deferrals) if next_attempt else job)
 
         task = asyncio.create_task(requeue())
         self._retries.add(task)
@@ -327,7 +333,7 @@ class Sender:
     async def _worker(self) -> None:
         connection = SmtpConnection(self.settings)
         try:
-            job = await self._queue.get()
+            job = await self._take()
             clearance = await self._round(None, job)
             while job is not None:
                 if self._fatal is not None:
@@ -355,10 +361,10 @@ class Sender:
                 # Settle this one and look at the next one in the same round; when no
                 # job is waiting, settle first rather than hold the outcome back.
                 try:
-                    job = self._queue.get_nowait()
+                    job = self._take_nowait()
                 except asyncio.QueueEmpty:
                     await self._round(settled, None)
-                    job = await self._queue.get()
+                    job = await self._take()
                     clearance = await self._round(None, job)
                 else:
                     clearance = await self._round(settled, job)
@@ -370,6 +376,25 @@ class Sender:
             self._stop_feeding()
         finally:
             await connection.close()
+
+    async def _take(self) -> Job | None:
+        """The next job whose domain may be sent to now; the others go back to wait (pacing.py)."""
+        while True:
+            job = await self._queue.get()
+            if job is None or self._fatal is not None or self._may_go(job):
+                return job
+
+    def _take_nowait(self) -> Job | None:
+        while True:
+            job = self._queue.get_nowait()  # QueueEmpty when there is none
+            if job is None or self._fatal is not None or self._may_go(job):
+                return job
+
+    def _may_go(self, job: Job) -> bool:
+        wait = self.pacing.wait_before(domain_of(job.recipient.email), asyncio.get_running_loop().time())
+        if wait > 0:
+            self._retry_later(job, wait, next_attempt=False)
+        return wait <= 0
 
     async def _round(self, settled: Settled | None, job: Job | None) -> Clearance | None:
         """Write `settled` to the log and say whether `job` may be sent (one transaction for the round)."""
@@ -414,6 +439,14 @@ class Sender:
                 # away on a fresh one, before counting this as a failed try.
                 await connection.send(envelope_from, envelope_to, message)
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            domain = domain_of(job.recipient.email)
+            if job.deferrals < MAX_DEFERRALS and is_domain_deferral(exc, domain):
+                pause = self.pacing.deferred(domain, asyncio.get_running_loop().time())
+                self.report.deferred += 1
+                log.info("%s asks us to slow down (%s): %s paused %.1f s, other domains go on",
+                         domain, reply_of(exc), domain, pause)
+                self._retry_later(Job(job.recipient, job.attempt, job.deferrals + 1), pause, next_attempt=False)
+                return None
             if is_busy(exc):
                 raise RelayBusy(reply_of(exc)) from None
             outcome, reply = classify(exc), reply_of(exc)
@@ -426,4 +459,5 @@ class Sender:
         else:
             outcome, reply = Outcome.sent, "250 OK"
             self._busy_strikes = 0
+            self.pacing.delivered(domain_of(job.recipient.email))
         return job.recipient.id, outcome, reply
