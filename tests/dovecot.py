@@ -10,26 +10,22 @@ import mailbox
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from newsletter.mail.outbox import free_port
+
+from .listening import wait_listening
+
 DOVECOT = "/usr/sbin/dovecot"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DovecotServer:
     def __init__(self, users: dict[str, str]) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="newsletter-dovecot-"))
         self.dir.chmod(0o755)
-        self.port = _free_port()
+        self.port = free_port()
         self.users = users
         nobody = pwd.getpwnam("nobody")
         self._uid, self._gid = nobody.pw_uid, nobody.pw_gid
@@ -65,18 +61,11 @@ service imap-login {{
 """)
         self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.dir / "dovecot.conf")],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dovecot exited: {self.process.stdout.read().decode(errors='replace')} "
-                                   f"{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"dovecot did not listen on {self.port}: {self.log()}")
+        try:
+            wait_listening(self.port, "dovecot", self.log, self.process)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def maildir(self, user: str) -> mailbox.Maildir:
         """The user's Maildir, made as Dovecot would make it (owned by nobody)."""

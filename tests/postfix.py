@@ -9,11 +9,13 @@ sink, and delivers mail for `virtual_domain` (the bounce address's) into Maildir
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from newsletter.mail.outbox import free_port
+
+from .listening import wait_listening
 
 POSTFIX = "/usr/sbin/postfix"
 SERVICES = """\
@@ -41,19 +43,13 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostfixRelay:
     def __init__(self, next_hop_port: int, virtual_domain: str, mailboxes: dict[str, str], mail_root: Path,
                  uid: int, gid: int) -> None:
         """`mailboxes` maps an address of `virtual_domain` to its Maildir under `mail_root` ("bounces/Maildir/")."""
         self.dir = Path(tempfile.mkdtemp(prefix="newsletter-postfix-"))
         self.dir.chmod(0o755)  # its daemons run as postfix
-        self.port = _free_port()
+        self.port = free_port()
         conf = self.dir / "conf"
         conf.mkdir()
         (self.dir / "queue").mkdir()  # root's; postfix makes its subfolders, and data_directory, itself
@@ -89,15 +85,11 @@ delay_warning_time = 0
         (conf / "master.cf").write_text(SERVICES.format(listen=f"127.0.0.1:{self.port}"))
         self.conf = conf
         self._postfix("start")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"postfix did not listen on {self.port}: {self.log()}")
+        try:
+            wait_listening(self.port, "postfix", self.log)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _postfix(self, command: str) -> None:
         result = subprocess.run([POSTFIX, "-c", str(self.conf), command], capture_output=True, text=True, timeout=60)
