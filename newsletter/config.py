@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=2.0, ge=0)
     # Messages a second for some recipient domains ("gmail.com=20,yahoo.com=10"); others unlimited.
     domain_rate_limits: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    # Messages in flight at once for some recipient domains ("gmail.com=5"); others: any connection.
+    domain_connections: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     stale_run_seconds: float = Field(default=30.0, ge=1.0)
     # Days an issue keeps one delivery row per reader; `newsletter db compact` folds older ones into totals.
@@ -142,9 +144,9 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
-    @field_validator("domain_rate_limits", mode="before")
+    @field_validator("domain_rate_limits", "domain_connections", mode="before")
     @classmethod
-    def _domain_rates(cls, value: object) -> object:
+    def _domain_numbers(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
         rates = {}
@@ -153,9 +155,9 @@ class Settings(BaseSettings):
             try:
                 rates[domain.strip().lower()] = float(rate)
             except ValueError:
-                raise ValueError(f"{item!r} is not domain=messages-per-second, like gmail.com=20") from None
+                raise ValueError(f"{item!r} is not domain=number, like gmail.com=20") from None
             if not equals or not domain.strip() or rates[domain.strip().lower()] <= 0:
-                raise ValueError(f"{item!r} is not domain=messages-per-second, like gmail.com=20")
+                raise ValueError(f"{item!r} is not domain=number, like gmail.com=20")
         return rates
 
     @field_validator("feeds")

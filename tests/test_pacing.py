@@ -104,3 +104,40 @@ def test_a_provider_that_never_relents_leaves_its_readers_for_the_next_run(provi
     assert result.report.sent == 3 and result.report.failed == 2 and not result.report.complete
     assert sorted(handler.recipients()) == sorted(fine)
     assert store.log.delivery_counts(store.get_issue(SAMPLE_DATE.isoformat()).id).get("failed") == len(stuck)
+
+
+@dataclass
+class CountingHandler(RecordingHandler):
+    """Notes the most messages to one domain that were ever in DATA at once (each DATA takes 50 ms)."""
+
+    in_flight: dict[str, int] = field(default_factory=dict)
+    most: dict[str, int] = field(default_factory=dict)
+
+    async def handle_DATA(self, server, session, envelope):
+        import asyncio
+
+        domain = envelope.rcpt_tos[0].rpartition("@")[2]
+        self.in_flight[domain] = self.in_flight.get(domain, 0) + 1
+        self.most[domain] = max(self.most.get(domain, 0), self.in_flight[domain])
+        await asyncio.sleep(0.05)
+        self.in_flight[domain] -= 1
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_per_domain_connection_limits_cap_messages_in_flight(settings, store):
+    handler = CountingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False)
+    controller.start()
+    try:
+        settings = settings.model_copy(update={"smtp_port": port, "smtp_connections": 6,
+                                               "domain_connections": {"capped.test": 2}})
+        capped = add_readers(store, "capped.test", 8)
+        free = add_readers(store, "free.test", 8)
+        result = send_edition(settings, store, SAMPLE_DATE)
+    finally:
+        controller.stop()
+    assert result.report.sent == 16
+    assert sorted(handler.recipients()) == sorted(capped + free)
+    assert handler.most["capped.test"] <= 2
+    assert handler.most["free.test"] > 2, "the other domain used the connections the capped one could not"

@@ -202,7 +202,8 @@ class Sender:
         self.stale_after = dt.timedelta(seconds=settings.stale_run_seconds)
         self.heartbeat_seconds = settings.stale_run_seconds / 6
         self.throttle = Throttle(settings.rate_limit)
-        self.pacing = DomainPacing(settings.retry_base_seconds, settings.domain_rate_limits)
+        self.pacing = DomainPacing(settings.retry_base_seconds, settings.domain_rate_limits,
+                                   settings.domain_connections)
         self._rounds = delivery_rounds(store, issue_id, self.run_id, lambda: self.on_progress(self.report))
         self._fatal: NewsletterError | None = None
         self._busy_strikes = 0  # 421s in a row on the last connection
@@ -353,11 +354,13 @@ class Sender:
                             self.report.connections -= 1
                             log.warning("relay busy (%s): down to %d connection(s)", busy.reply,
                                         self.report.connections)
+                            self.pacing.finished(domain_of(job.recipient.email))
                             return
                         self._busy_strikes += 1
                         if self._busy_strikes > CONNECT_ATTEMPTS * self.settings.send_attempts:
                             raise SmtpUnavailableError(f"the relay keeps answering {busy.reply!r}") from None
                         await asyncio.sleep(backoff(min(self._busy_strikes, 6), self.settings.retry_base_seconds))
+                self.pacing.finished(domain_of(job.recipient.email))
                 # Settle this one and look at the next one in the same round; when no
                 # job is waiting, settle first rather than hold the outcome back.
                 try:

@@ -2,9 +2,10 @@
 
 A deferral that is about one provider, a 4.7.x reply (Gmail's "450 4.7.28 … rate limited") or
 a reply naming the recipient's domain, pauses that domain with a growing backoff while the other
-domains go on at full speed; a delivery there ends the pause. Optional per-domain rates
-(NEWSLETTER_DOMAIN_RATE_LIMITS, messages a second) space that domain's messages. Messages for a
-paused or rate-limited domain are put back in the queue rather than holding a connection.
+domains go on at full speed; a delivery there ends the pause. Optional per-domain limits space
+that domain's messages (NEWSLETTER_DOMAIN_RATE_LIMITS, messages a second) and cap how many are in
+flight at once (NEWSLETTER_DOMAIN_CONNECTIONS). Messages for a domain that must wait are put back
+in the queue rather than holding a connection.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import aiosmtplib
 from .smtp import backoff
 
 MAX_PAUSE_SECONDS = 300.0
+# How soon a message for a domain at its in-flight limit looks again (one finishes in milliseconds).
+BUSY_DOMAIN_RECHECK_SECONDS = 0.02
 _ENHANCED_47 = re.compile(r"\b4\.7\.\d{1,3}\b")
 
 
@@ -40,6 +43,7 @@ class _DomainState:
     strikes: int = 0
     paused_until: float = 0.0
     next_slot: float = 0.0
+    in_flight: int = 0
 
 
 @dataclass
@@ -48,22 +52,34 @@ class DomainPacing:
 
     retry_base_seconds: float
     rate_limits: dict[str, float] = field(default_factory=dict)
+    connection_limits: dict[str, int] = field(default_factory=dict)
     _domains: dict[str, _DomainState] = field(default_factory=dict)
 
     def wait_before(self, domain: str, now: float) -> float:
-        """0 when a message to `domain` may go now (its rate slot is then taken), else seconds to wait."""
+        """0 when a message to `domain` may go now (it then holds a rate slot and an in-flight place
+        until `finished`), else seconds to wait."""
         state = self._domains.get(domain)
-        if state is None and domain not in self.rate_limits:
+        if state is None and domain not in self.rate_limits and domain not in self.connection_limits:
             return 0.0
         state = state or self._domains.setdefault(domain, _DomainState())
         if state.paused_until > now:
             return state.paused_until - now
+        limit = self.connection_limits.get(domain)
+        if limit and state.in_flight >= limit:
+            return BUSY_DOMAIN_RECHECK_SECONDS
         rate = self.rate_limits.get(domain)
         if rate:
             if state.next_slot > now:
                 return state.next_slot - now
             state.next_slot = now + 1.0 / rate
+        state.in_flight += 1
         return 0.0
+
+    def finished(self, domain: str) -> None:
+        """A message that `wait_before` let go is done with (sent, refused, put back or skipped)."""
+        state = self._domains.get(domain)
+        if state is not None and state.in_flight:
+            state.in_flight -= 1
 
     def deferred(self, domain: str, now: float) -> float:
         """The provider asked us to slow down: pause the domain; returns the pause in seconds."""
