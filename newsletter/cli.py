@@ -22,12 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import edition
 from .config import PROJECT_DIR, Settings, load_settings, write_env_file
 from .errors import ConfigError, NewsletterError
-from .mail.bounces import BounceSummary, FeedbackPolicy, describe, handle_report, keep_report
 from .mail.delivery import DeliveryReport
 from .mail.message import dkim_keys
 from .mail.outbox import start_outbox
-from .mail.imap_reports import ImapReports
-from .mail.report_sources import Incoming, Unreadable, read_reports
 from .store.database import Status, Store
 from .store.migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
 from .store.subscribers import clean_name, export_csv, import_csv, normalise_email
@@ -348,6 +345,11 @@ def bounces(
 
     A hard bounce (no such mailbox) makes the reader bounced at once, soft ones (mailbox full) after NEWSLETTER_SOFT_BOUNCE_LIMIT within NEWSLETTER_SOFT_BOUNCE_DAYS; a complaint unsubscribes. A report read twice counts once. Exit 1 when a report could not be read or attributed (each is named; none is deleted), 75 when the IMAP server could not be reached.
     """  # noqa: E501 (one paragraph: the help text wraps it to the terminal)
+    # Bounce detectors and the IMAP client load only here: every other command starts faster without them.
+    from .mail.bounces import BounceSummary, FeedbackPolicy, describe, handle_report, keep_report
+    from .mail.imap_reports import ImapReports
+    from .mail.report_sources import Incoming, Unreadable, read_reports
+
     settings = _settings()
     if not sources and not imap:
         raise typer.BadParameter("name at least one file or folder, - for stdin, or --imap", param_hint="SOURCES")

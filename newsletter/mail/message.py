@@ -15,6 +15,7 @@ import re
 import datetime as dt
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from email.utils import format_datetime, formataddr
 
 import idna
@@ -24,8 +25,10 @@ from ..errors import ConfigError
 from ..issue.render import UNSUBSCRIBE_SLOT, RenderedIssue
 from ..store.subscribers import clean_name
 from ..tokens import Tokens
-from .dkim import DkimKey, DkimSigner, load_key
 from .smtp import PreparedMessage
+
+if TYPE_CHECKING:
+    from .dkim import DkimKey, DkimSigner
 
 CRLF = b"\r\n"
 
@@ -206,6 +209,8 @@ class MessageTemplate:
 
 def dkim_keys(settings: Settings) -> list[DkimKey]:
     """The DKIM keys the settings name, loaded and checked (ConfigError on a bad one)."""
+    from .dkim import load_key  # cryptography costs ~20 ms to import: only where DKIM is on
+
     keys = []
     for algorithm in ("rsa", "ed25519"):
         path, selector = getattr(settings, f"dkim_{algorithm}_key_file"), getattr(settings, f"dkim_{algorithm}_selector")
@@ -220,6 +225,8 @@ def _dkim_signer(settings: Settings, static_headers: bytes, now: dt.datetime) ->
     keys = dkim_keys(settings)
     if not keys:
         return None
+    from .dkim import DkimSigner
+
     return DkimSigner(settings.dkim_domain or settings.sender_domain, keys, static_headers, int(now.timestamp()))
 
 
