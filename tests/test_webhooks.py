@@ -137,6 +137,19 @@ def test_an_ses_complaint_unsubscribes_and_a_transient_bounce_is_counted(setting
     assert store.feedback.counts_by_issue("2026-11-30") == {"complaint": 1, "soft": 1}
 
 
+def test_a_notification_larger_than_a_signup_form_is_accepted(settings, store, site):
+    """SES includes the original message's headers when asked: tens of KB, over the pages' 16 KB limit."""
+    store.add_subscriber("layla@example.com", "")
+    event = ses_bounce(verp(settings, store, "layla@example.com"), "layla@example.com")
+    event["mail"]["headers"] = [{"name": f"X-Filler-{n}", "value": "x" * 200} for n in range(200)]
+    body = json.dumps(signed(notification(event)))
+    assert len(body) > 40_000
+    response = httpx.post(f"{site.url}/webhooks/ses", content=body)
+    assert response.status_code == 200, response.text
+    assert store.get_subscriber("layla@example.com").status == "bounced"
+    assert httpx.post(f"{site.url}/webhooks/ses", content=b" " * (400 * 1024)).status_code == 413
+
+
 def test_the_sns_subscription_is_confirmed_by_visiting_its_url(site, internet):
     confirmation = {"Type": "SubscriptionConfirmation", "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
                     "Token": "2336412f37fb687f5d51e6e2425c464de", "TopicArn": TOPIC,

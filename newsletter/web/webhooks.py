@@ -48,6 +48,10 @@ POSTMARK_KINDS = {"HardBounce": ReportKind.hard, "BadEmailAddress": ReportKind.h
                   "SpamComplaint": ReportKind.complaint, "SpamNotification": ReportKind.complaint,
                   "AutoResponder": ReportKind.auto_reply}
 
+# Amazon SNS delivers messages of up to 256 KB (an SES notification with the original headers can be
+# tens of KB): more than the pages' NEWSLETTER_MAX_REQUEST_BYTES, which these routes override.
+WEBHOOK_MAX_BYTES = 300 * 1024
+
 Fetch = Callable[[str], Awaitable[bytes]]  # GET a URL: an SNS certificate, a subscription confirmation
 
 
@@ -159,7 +163,7 @@ def _one_line(text: object) -> str:
 
 
 def webhook_routes(settings: Settings, store: Store, fetch: Fetch = fetch_over_https) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(max_body_size=WEBHOOK_MAX_BYTES)
     tokens = Tokens(settings.secret_key)
     policy = FeedbackPolicy(settings.soft_bounce_limit, settings.soft_bounce_days)
     verifier = SnsVerifier(fetch)
