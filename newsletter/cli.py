@@ -23,7 +23,6 @@ from . import edition
 from .config import PROJECT_DIR, Settings, load_settings, write_env_file
 from .errors import ConfigError, NewsletterError
 from .mail.delivery import DeliveryReport
-from .mail.message import dkim_keys
 from .mail.outbox import start_outbox
 from .store.database import Status, Store
 from .store.migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
@@ -393,6 +392,8 @@ def bounces(
 @app.command()
 def dkim() -> None:
     """Print the DNS records that go with the DKIM keys in the settings, and SPF and DMARC to match."""
+    from .mail.dkim import dkim_keys
+
     settings = _settings()
     keys = dkim_keys(settings)
     if not keys:

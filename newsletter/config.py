@@ -279,6 +279,12 @@ class Settings(BaseSettings):
         return self.from_address.rsplit("@", 1)[1]
 
     @property
+    def signs_dkim(self) -> bool:
+        """Whether a DKIM key is set at all (its file and selector are checked when it is loaded)."""
+        return any((self.dkim_rsa_key_file, self.dkim_rsa_selector, self.dkim_ed25519_key_file,
+                    self.dkim_ed25519_selector))
+
+    @property
     def effective_list_id(self) -> str:
         return self.list_id or f"morning.{self.sender_domain}"
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from ..config import Settings
 from ..errors import ConfigError
 
 # What is signed, in this order; a header the message lacks is still listed, so that nobody can add it.
@@ -72,6 +73,18 @@ def load_key(path: Path, selector: str, setting: str) -> DkimKey:
     if not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
         raise ConfigError(f"setting {setting}_KEY_FILE: {path} is neither an RSA nor an Ed25519 key")
     return DkimKey(selector, key)
+
+
+def dkim_keys(settings: Settings) -> list[DkimKey]:
+    """The DKIM keys the settings name, loaded and checked (ConfigError on a bad one)."""
+    keys = []
+    for algorithm in ("rsa", "ed25519"):
+        path, selector = getattr(settings, f"dkim_{algorithm}_key_file"), getattr(settings, f"dkim_{algorithm}_selector")
+        if path is not None or selector:
+            if path is None:
+                raise ConfigError(f"setting NEWSLETTER_DKIM_{algorithm.upper()}_KEY_FILE is empty but its selector is set")
+            keys.append(load_key(path, selector, f"NEWSLETTER_DKIM_{algorithm.upper()}"))
+    return keys
 
 
 def relaxed_header(line: bytes) -> bytes:

@@ -21,14 +21,13 @@ from email.utils import format_datetime, formataddr
 import idna
 
 from ..config import Settings
-from ..errors import ConfigError
 from ..issue.render import UNSUBSCRIBE_SLOT, RenderedIssue
 from ..store.subscribers import clean_name
 from ..tokens import Tokens
 from .smtp import PreparedMessage
 
 if TYPE_CHECKING:
-    from .dkim import DkimKey, DkimSigner
+    from .dkim import DkimSigner
 
 CRLF = b"\r\n"
 
@@ -207,27 +206,13 @@ class MessageTemplate:
                                          self.static_headers, self.content_type, CRLF, body_bytes)))
 
 
-def dkim_keys(settings: Settings) -> list[DkimKey]:
-    """The DKIM keys the settings name, loaded and checked (ConfigError on a bad one)."""
-    from .dkim import load_key  # cryptography costs ~20 ms to import: only where DKIM is on
-
-    keys = []
-    for algorithm in ("rsa", "ed25519"):
-        path, selector = getattr(settings, f"dkim_{algorithm}_key_file"), getattr(settings, f"dkim_{algorithm}_selector")
-        if path is not None or selector:
-            if path is None:
-                raise ConfigError(f"setting NEWSLETTER_DKIM_{algorithm.upper()}_KEY_FILE is empty but its selector is set")
-            keys.append(load_key(path, selector, f"NEWSLETTER_DKIM_{algorithm.upper()}"))
-    return keys
-
-
 def _dkim_signer(settings: Settings, static_headers: bytes, now: dt.datetime) -> DkimSigner | None:
-    keys = dkim_keys(settings)
-    if not keys:
+    if not settings.signs_dkim:
         return None
-    from .dkim import DkimSigner
+    from .dkim import DkimSigner, dkim_keys  # cryptography costs ~20 ms to import: only where DKIM is on
 
-    return DkimSigner(settings.dkim_domain or settings.sender_domain, keys, static_headers, int(now.timestamp()))
+    return DkimSigner(settings.dkim_domain or settings.sender_domain, dkim_keys(settings), static_headers,
+                      int(now.timestamp()))
 
 
 def transactional_message(settings: Settings, recipient: Recipient, subject: str, html: str, text: str,
