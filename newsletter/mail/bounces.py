@@ -150,16 +150,16 @@ def _diagnosis(message: Message) -> tuple[str, str]:
             if not isinstance(block, Message):
                 continue
             status = _STATUS.search(str(block.get("Status", "")))
-            diagnostic = _one_line(str(block.get("Diagnostic-Code", "")).partition(";")[2])
+            diagnostic = one_line(str(block.get("Diagnostic-Code", "")).partition(";")[2])
             if status or diagnostic:
                 return (status.group(0) if status else ""), diagnostic
     # Not a DSN (Yahoo, qmail and others write prose): the line with the server's reply code, if any.
     body = _first_text(message)
     status = _STATUS.search(body)
     if status:
-        return status.group(0), _one_line(_line_around(body, status.start()))
+        return status.group(0), one_line(_line_around(body, status.start()))
     reply = _SMTP_REPLY.search(body)
-    return "", _one_line(_line_around(body, reply.start())) if reply else ""
+    return "", one_line(_line_around(body, reply.start())) if reply else ""
 
 
 def _bounce_kind(status: str, reason: str, permanent: bool) -> ReportKind:
@@ -262,12 +262,13 @@ def _line_around(text: str, index: int) -> str:
 
 def _subject(message: Message) -> str:
     try:
-        return _one_line(str(make_header(decode_header(str(message.get("Subject", ""))))))
+        return one_line(str(make_header(decode_header(str(message.get("Subject", ""))))))
     except (ValueError, LookupError):  # a damaged encoded word: the raw header will do
-        return _one_line(str(message.get("Subject", "")))
+        return one_line(str(message.get("Subject", "")))
 
 
-def _one_line(text: str) -> str:
+def one_line(text: object) -> str:
+    """A server's words as one line, cut to what is worth keeping."""
     return " ".join(str(text).split())[:500]
 
 

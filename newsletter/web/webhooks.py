@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
-from ..mail.bounces import FeedbackPolicy, Handled, Report, ReportKind, apply_report, return_path_token
+from ..mail.bounces import FeedbackPolicy, Handled, Report, ReportKind, apply_report, one_line, return_path_token
 from ..store.database import Store
 from ..tokens import Tokens
 
@@ -134,7 +134,7 @@ def ses_reports(notification: dict, sns_message_id: str, tokens: Tokens, bounce_
         recipients = bounce.get("bouncedRecipients") or []
         return [Report(f"ses:{sns_message_id}", ReportKind.hard if permanent else ReportKind.soft,
                        frozenset({str(r.get("emailAddress", "")).lower()}), token, forged, None, None,
-                       str(r.get("status", "")), _one_line(r.get("diagnosticCode") or bounce.get("bounceSubType", "")))
+                       str(r.get("status", "")), one_line(r.get("diagnosticCode") or bounce.get("bounceSubType", "")))
                 for r in recipients if isinstance(r, dict)]
     if kind_name == "Complaint":
         complaint = notification.get("complaint") or {}
@@ -155,11 +155,7 @@ def postmark_report(payload: dict) -> Report | None:
     # Postmark's own return path takes the bounce: the reader is known by address only.
     return Report(f"postmark:{payload.get('RecordType')}:{payload.get('ID')}", kind,
                   frozenset({str(payload.get("Email", "")).lower()}), None, False, None, None, "",
-                  _one_line(payload.get("Details") or payload.get("Description") or str(payload.get("Type"))))
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())[:500]
+                  one_line(payload.get("Details") or payload.get("Description") or str(payload.get("Type"))))
 
 
 def webhook_routes(settings: Settings, store: Store, fetch: Fetch = fetch_over_https) -> APIRouter:
