@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-deps bench bench-large bench-profile clean
+.PHONY: demo test system-deps eval bench bench-large bench-profile clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+# How well the selection clusters and ranks, on the labelled corpus in benchmarks/corpus, and how fast
+# it is over 3,000 items; writes the table into the README's Selection section. Exit 1: a target missed.
+eval: $(STAMP)
+	$(BIN)/python -m benchmarks.selection_eval --readme $(EVAL_ARGS)
 
 # Speed and memory of `newsletter send` against postfix's smtp-sink, next to smtp-source (C) and a
 # stdlib loop: see benchmarks/README.md; results in benchmarks/results/. The harness installs postfix

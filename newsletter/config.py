@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     sections: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["دولي", "الدولي", "العالم", "عالمي", "عربي ودولي", "international", "world"]
     )
+    feed_outlets: dict[str, str] = Field(default_factory=dict)
     max_stories: int = Field(default=6, ge=1, le=50)
     timezone: str = "Europe/Paris"
     edition_time: dt.time = dt.time(7, 0)

@@ -20,7 +20,7 @@ from .errors import NewsletterError, NoStoriesError
 from .issue.editorial import Editorial, apply_editorial, load_editorial
 from .issue.feeds import FeedBatch, read_feeds
 from .issue.render import Issue, RenderedIssue, Renderer, issue_from_selection
-from .issue.selection import Selection, select_stories
+from .issue.selection import Selection, SentStory, select_stories
 from .mail.confirmations import ConfirmationMailer, ConfirmationReport
 from .mail.delivery import DeliveryReport, ProgressCallback, Sender
 from .mail.message import MessageTemplate, Recipient, ascii_address
@@ -52,10 +52,21 @@ class Draft:
     editorial: Editorial | None = None
 
 
+# How far back today's reports are compared with what earlier issues told.
+FOLLOW_UP_DAYS = 7
+
+
+def recent_stories(store: Store, date: dt.date) -> list[SentStory]:
+    """The stories of the last week's issues: today's reports of them are follow-ups or repeats."""
+    since = date - dt.timedelta(days=FOLLOW_UP_DAYS)
+    return [SentStory(s["url"], s["title"], s.get("summary", ""), issue_date, frozen)
+            for issue_date, frozen, s in store.recent_stories(before_date=date.isoformat(), since_date=since.isoformat())]
+
+
 def draft_edition(settings: Settings, store: Store, date: dt.date, batch: FeedBatch | None = None) -> Draft:
     """Choose the stories from the feeds (read now unless given); failed feeds are reported, not fatal."""
     if batch is None:
-        batch = read_feeds(settings.feeds, settings.feed_timeout, settings.feed_max_bytes)
+        batch = read_feeds(settings.feeds, settings.feed_timeout, settings.feed_max_bytes, settings.feed_outlets)
         for failure in batch.failures:
             log.warning("feed skipped: %s", failure)
     selection = select_stories(
@@ -65,6 +76,7 @@ def draft_edition(settings: Settings, store: Store, date: dt.date, batch: FeedBa
         sections=settings.sections,
         max_stories=settings.max_stories,
         already_sent=store.sent_story_urls(before_date=date.isoformat()),
+        sent=recent_stories(store, date),
     )
     editorial = load_editorial(settings.editorial_dir, date)
     if editorial is not None:

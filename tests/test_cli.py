@@ -13,7 +13,8 @@ def test_select_explains_the_choice_and_what_was_left_out(env):
     assert result.returncode == 0, result.stderr
     chosen, left_out = result.stdout.split("Left out")
     assert chosen.index("كوبنهاغن") < chosen.index("كوريا الجنوبية")
-    assert "4 source(s)" in chosen and "+ same event:" in chosen
+    assert "4 outlet(s)" in chosen and "+ same event:" in chosen
+    assert "shown: the report closest to the event's centre" in chosen
     assert "not international (section: رياضة)" in left_out
     assert "outside the 24-hour window" in left_out
     assert "over the limit of 6 stories" in left_out
@@ -27,8 +28,8 @@ def test_render_writes_html_text_and_json_in_story_order(env, tmp_path):
     manifest = json.loads((out / "issue.json").read_text(encoding="utf-8"))
     assert manifest["subject"].startswith("أبرز الأحداث الدولية")
     assert manifest["preheader"]
-    assert [set(s) for s in manifest["stories"]] == [{"url", "title", "source"}] * 6
-    assert manifest["stories"][0]["title"] == 'اجتماع للتحالف الدولي ضد تنظيم "داعش" الثلاثاء في كوبنهاغن'
+    assert [set(s) for s in manifest["stories"]] == [{"url", "title", "summary", "source"}] * 6
+    assert "كوبنهاغن" in manifest["stories"][0]["title"]
     html = (out / "issue.html").read_text(encoding="utf-8")
     text = (out / "issue.txt").read_text(encoding="utf-8")
     positions = [html.index(s["url"]) for s in manifest["stories"]]

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from newsletter.config import SAMPLE_FEEDS_DIR
-from newsletter.issue.feeds import Story, parse_feed, plain_text, read_feeds
+from newsletter.issue.feeds import Story, link_key, parse_feed, plain_text, read_feeds, without_tracking
 
 UTC = dt.timezone.utc
 FRANCE24 = SAMPLE_FEEDS_DIR / "france24.xml"  # RSS 2.0, images as <enclosure>
@@ -372,3 +372,51 @@ def test_unreachable_remote_source_is_reported(no_proxy):
     assert [f.source for f in batch.failures] == [dead]
     assert_one_line_failure(batch.failures[0], dead)
     assert {s.url for s in batch.stories} == urls_of(MARSAD)
+
+
+# --- one article, one outlet ------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", [
+    "https://al-ufuq.example/world/2026/03/09/778?utm_source=nabd&utm_medium=rss&utm_campaign=top",
+    "http://www.al-ufuq.example/world/2026/03/09/778/",
+    "https://al-ufuq.example/amp/world/2026/03/09/778",
+    "https://al-ufuq.example/world/2026/03/09/778/amp",
+    "https://al-ufuq.example/world/2026/03/09/778#comments",
+    "https://al-ufuq.example/world/2026/03/09/778?fbclid=IwAR0xyz&amp=1",
+])
+def test_copies_of_one_article_share_one_key(variant):
+    assert link_key(variant) == link_key("https://al-ufuq.example/world/2026/03/09/778")
+
+
+def test_different_articles_keep_different_keys():
+    keys = {link_key(u) for u in [
+        "https://al-ufuq.example/world/2026/03/09/778",
+        "https://al-ufuq.example/world/2026/03/09/779",
+        "https://al-ufuq.example/news?id=778",
+        "https://al-ufuq.example/news?id=779&utm_source=x",
+        "https://other.example/world/2026/03/09/778",
+    ]}
+    assert len(keys) == 5
+
+
+def test_readers_get_links_without_tracking_parameters():
+    [story] = parse_feed(rss(item("خبر", "https://test.example/news?id=5&utm_source=nabd&utm_medium=rss#top")), "t.xml")
+    assert story.url == "https://test.example/news?id=5"
+    assert without_tracking("https://test.example/a?b=1&gclid=x") == "https://test.example/a?b=1"
+
+
+def test_two_feeds_of_one_site_are_one_outlet_and_keep_their_names():
+    world = parse_feed(rss(item("خبر", "https://test.example/1"), title="الوكالة - دولي"), "https://feeds.test.example/world")
+    latest = parse_feed(rss(item("خبر", "https://test.example/2"), title="الوكالة - عاجل"), "https://feeds.test.example/all")
+    assert world[0].outlet == latest[0].outlet == "test.example"
+    assert (world[0].source, latest[0].source) == ("الوكالة - دولي", "الوكالة - عاجل")
+
+
+def test_an_outlet_named_in_settings_wins_for_its_feed_or_its_site():
+    by_feed = parse_feed(rss(item("خبر", "https://test.example/1")), "https://cdn.example/x.xml",
+                         outlets={"https://cdn.example/x.xml": "وكالة الأنباء"})
+    by_site = parse_feed(rss(item("خبر", "https://test.example/1")), "https://cdn.example/y.xml",
+                         outlets={"test.example": "الوكالة"})
+    assert (by_feed[0].outlet, by_feed[0].source) == ("وكالة الأنباء", "وكالة الأنباء")
+    assert (by_site[0].outlet, by_site[0].source) == ("الوكالة", "الوكالة")

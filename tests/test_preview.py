@@ -52,9 +52,9 @@ def test_the_page_shows_subject_preheader_size_text_and_the_selection(preview):
     assert 'id="preheader"' in page
     assert "KB من 102 KB" in page
     assert 'id="desktop"' in page and 'id="phone"' in page
-    assert "اجتماع للتحالف الدولي" in page.split('id="plain"')[1], "the plain-text part is shown"
+    assert "التحالف الدولي يجتمع في كوبنهاغن" in page.split('id="plain"')[1], "the plain-text part is shown"
     chosen, left_out = page.split('id="left-out"')
-    assert "4 source(s)" in chosen and "دُمج معه" in chosen
+    assert "4 outlet(s)" in chosen and "دُمج معه" in chosen
     assert "not international" in left_out and "outside the 24-hour window" in left_out
     assert "unreachable-feed.xml" in page.split('id="failed-feeds"')[1], "an unreachable feed is listed"
     assert "اقرأ المزيد" in client.get("/email.html").text

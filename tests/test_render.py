@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+from dataclasses import replace
 from urllib.parse import unquote
 
 import lxml.html
@@ -92,12 +93,14 @@ def test_issue_from_selection_keeps_the_chosen_report_and_its_outlets(sample_iss
     lead = sample_issue.stories[0]
 
     assert len(sample_issue.stories) == 6
-    assert lead.title == 'اجتماع للتحالف الدولي ضد تنظيم "داعش" الثلاثاء في كوبنهاغن'
-    assert lead.url.startswith("https://www.france24.com/ar/20170509-denmark-copenhagen")
-    assert lead.image == "https://s.france24.com/media/display/ar/20170509-coalition-copenhague-mattis.jpg"
-    assert lead.sources[0] == "فرانس 24 - دولي"  # the shown report's outlet comes first
+    assert lead.title == "التحالف الدولي يجتمع في كوبنهاغن لبحث المرحلة المقبلة من الحرب على تنظيم الدولة الإسلامية"
+    assert lead.url == "https://sabah-dawli.example/world/middle-east/2017/05/09/48219-coalition-copenhagen-meeting-islamic-state"
+    assert lead.image and lead.image.startswith("https://sabah-dawli.example/")
+    assert lead.sources[0] == "الصباح الدولي"  # the shown report's outlet comes first
     assert sorted(lead.sources) == sorted(["فرانس 24 - دولي", "الصباح الدولي", "صوت العالم", "المرصد - أخبار العالم"])
-    assert sample_issue.manifest()[0] == {"url": lead.url, "title": lead.title, "source": "فرانس 24 - دولي"}
+    assert not lead.follow_up
+    assert sample_issue.manifest()[0] == {"url": lead.url, "title": lead.title, "summary": lead.summary,
+                                          "source": "الصباح الدولي"}
 
 
 # --- the HTML part ---------------------------------------------------------
@@ -268,13 +271,15 @@ def test_plain_text_lists_every_title_and_url_in_order(sample_issue, sample_rend
     assert numbered == [str(n) for n in range(1, len(sample_issue.stories) + 1)]
 
 
-def test_plain_text_is_built_from_data_not_html(sample_rendered):
-    text = sample_rendered.text
+def test_plain_text_is_built_from_data_not_html(sample_issue):
+    # the marsad headline with a real ampersand and quotes, shown in place of the lead's
+    marsad = '"مناطق تخفيف التصعيد" في سوريا: أسئلة & أجوبة'
+    issue = replace(sample_issue, stories=[replace(sample_issue.stories[0], title=marsad), *sample_issue.stories[1:]])
+    text = renderer().render(issue).text
 
     assert re.search(r"</?[a-zA-Z!][^>]*>", text) is None
     assert not re.search(r"&(amp|quot|lt|gt|#\d+|#x[0-9a-f]+);", text)
-    # the marsad headline with a real ampersand and quotes is there as typed
-    assert '"مناطق تخفيف التصعيد" في سوريا: أسئلة & أجوبة' in text
+    assert marsad in text
     assert "الثلاثاء 9 أيار/مايو 2017" in text
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import NewsletterError
-from .feeds import Story
+from .feeds import Story, without_tracking
 from .selection import Dropped, Event, Selection
 
 KNOWN_KEYS = {"intro", "lead", "order", "pin", "drop", "override"}
@@ -73,7 +73,7 @@ def _string_list(editorial: Editorial, data: dict, key: str) -> list[str]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise editorial.error(f"`{key}` must be a list of story URLs", near=f"{key}")
-    return [v.strip() for v in value]
+    return [without_tracking(v.strip()) for v in value]
 
 
 def load_editorial(folder: Path, date: dt.date) -> Editorial | None:
@@ -98,7 +98,7 @@ def load_editorial(folder: Path, date: dt.date) -> Editorial | None:
         if key in data and not isinstance(data[key], str):
             raise editorial.error(f"`{key}` must be text", near=key)
     editorial.intro = data.get("intro", "").strip()
-    editorial.lead = data.get("lead", "").strip() or None
+    editorial.lead = without_tracking(data.get("lead", "").strip()) or None
     editorial.order = _string_list(editorial, data, "order")
     editorial.pin = _string_list(editorial, data, "pin")
     editorial.drop = _string_list(editorial, data, "drop")
@@ -111,7 +111,7 @@ def load_editorial(folder: Path, date: dt.date) -> Editorial | None:
             raise editorial.error("each [[override]] needs a `url`", near="[[override]]")
         if not any(isinstance(entry.get(k), str) for k in ("title", "summary")):
             raise editorial.error("an [[override]] changes `title`, `summary` or both", near=url)
-        editorial.overrides[url.strip()] = Override(entry.get("title"), entry.get("summary"))
+        editorial.overrides[without_tracking(url.strip())] = Override(entry.get("title"), entry.get("summary"))
     conflict = set(editorial.drop) & ({editorial.lead} | set(editorial.pin) | set(editorial.order))
     if conflict:
         url = sorted(conflict)[0]
@@ -120,7 +120,11 @@ def load_editorial(folder: Path, date: dt.date) -> Editorial | None:
 
 
 def _event_with(events: list[Event], url: str) -> Event | None:
-    return next((e for e in events if any(r.url == url for r in e.reports)), None)
+    """The event holding the report at `url`; that report is the one the issue shows."""
+    event = next((e for e in events if any(r.url == url for r in e.reports)), None)
+    if event is not None:
+        event.chosen = next(r for r in event.reports if r.url == url)
+    return event
 
 
 def apply_editorial(selection: Selection, offered: list[Story], editorial: Editorial,

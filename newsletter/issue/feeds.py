@@ -11,9 +11,10 @@ import calendar
 import html
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse, urlsplit, urlunsplit
 
 import feedparser
 import httpx
@@ -25,6 +26,14 @@ from ..errors import FeedError
 USER_AGENT = "arabic-morning-newsletter/0.1 (+https://github.com/)"
 _SPACES = re.compile(r"\s+")
 _BLOCK_TAGS = ("p", "div", "br", "li", "tr", "td", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote")
+# Query parameters that say who sent a reader, not which article: aggregators and
+# newsletters add them to other outlets' links, so one article reaches us under many URLs.
+_TRACKING_PARAMETER = re.compile(
+    r"utm_\w*|fbclid|gclid|dclid|gbraid|wbraid|msclkid|yclid|igshid|mc_cid|mc_eid|_ga|ocid|cmpid"
+    r"|at_\w+|ref|ref_src|xtor|ito|__twitter_impression|amp",
+    re.IGNORECASE,
+)
+_AMP_SEGMENT = re.compile(r"(?:^|/)amp(?=/|$)|\.amp(?=\.html?$|$)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,40 @@ class Story:
     image: str | None = None
     image_alt: str = ""
     categories: tuple[str, ...] = field(default_factory=tuple)
+    # Who wrote it, for counting outlets: the feed's site (two feeds of one site are one
+    # outlet) or the name given in NEWSLETTER_FEED_OUTLETS. Empty means `source`.
+    outlet: str = ""
+
+    @property
+    def outlet_key(self) -> str:
+        return self.outlet or self.source
+
+
+def without_tracking(url: str) -> str:
+    """The link with tracking parameters and the fragment removed: what readers are sent to."""
+    parts = urlsplit(url)
+    parameters = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in parameters if not _TRACKING_PARAMETER.fullmatch(k)]
+    query = urlencode(kept) if len(kept) < len(parameters) else parts.query  # untouched unless needed
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def link_key(url: str) -> str:
+    """One key per article, whatever copy of its URL a feed gave.
+
+    Ignores the scheme, "www.", tracking parameters, the fragment, the order of the
+    other parameters, AMP variants (/amp/…, …/amp, .amp.html) and a trailing slash.
+    """
+    parts = urlsplit(without_tracking(url.strip()))
+    host = (parts.hostname or "").removeprefix("www.").removeprefix("amp.")
+    path = _AMP_SEGMENT.sub("", parts.path).rstrip("/") or "/"
+    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    return f"{host}{path}?{query}" if query else f"{host}{path}"
+
+
+def site_of(url: str) -> str:
+    """An outlet's identity from its web address: the host without "www."."""
+    return (urlparse(url).hostname or "").removeprefix("www.")
 
 
 @dataclass
@@ -118,13 +161,27 @@ def _is_safe_link(url: str) -> bool:
     return urlparse(url).scheme in {"http", "https"}
 
 
-def parse_feed(content: bytes, source: str) -> list[Story]:
+def _outlet_of(feed: feedparser.FeedParserDict, source: str, outlets: Mapping[str, str]) -> tuple[str, str]:
+    """(display name, identity) of the outlet behind one feed.
+
+    A name set in NEWSLETTER_FEED_OUTLETS (for the feed, or for its site) wins;
+    otherwise the feed's title names it and its site identifies it.
+    """
+    site = site_of(feed.get("link", "")) or site_of(source)
+    named = outlets.get(source) or (outlets.get(site) if site else None)
+    if named:
+        return named, named
+    name = plain_text(feed.get("title", "")) or site or Path(source).stem
+    return name, site or name
+
+
+def parse_feed(content: bytes, source: str, outlets: Mapping[str, str] | None = None) -> list[Story]:
     """Parse one feed document; raise FeedError when nothing usable is in it."""
     parsed = feedparser.parse(content)
     if not parsed.entries:
         reason = str(parsed.get("bozo_exception") or "no items in the feed")
         raise FeedError(source, f"unreadable feed: {reason}")
-    outlet = plain_text(parsed.feed.get("title", "")) or urlparse(source).netloc or Path(source).stem
+    name, outlet = _outlet_of(parsed.feed, source, outlets or {})
     stories = []
     for position, entry in enumerate(parsed.entries, start=1):
         url = (entry.get("link") or "").strip()
@@ -134,11 +191,12 @@ def parse_feed(content: bytes, source: str) -> list[Story]:
         image = _image_of(entry)
         stories.append(
             Story(
-                url=url,
+                url=without_tracking(url),
                 title=title,
                 summary=_text_field(entry, "summary"),
                 published=_published_of(entry),
-                source=outlet,
+                source=name,
+                outlet=outlet,
                 position=position,
                 image=image if image and _is_safe_link(image) else None,
                 image_alt=title,
@@ -175,17 +233,19 @@ def _read_local(path: str) -> bytes:
         raise FeedError(path, f"cannot read file: {exc.strerror or exc}") from None
 
 
-async def _read_source(client: httpx.AsyncClient, source: str, max_bytes: int) -> list[Story]:
+async def _read_source(client: httpx.AsyncClient, source: str, max_bytes: int,
+                       outlets: Mapping[str, str]) -> list[Story]:
     is_remote = source.startswith(("http://", "https://"))
     content = await _fetch(client, source, max_bytes) if is_remote else _read_local(source)
-    return parse_feed(content, source)
+    return parse_feed(content, source, outlets)
 
 
-async def read_feeds_async(sources: list[str], timeout: float, max_bytes: int) -> FeedBatch:
+async def read_feeds_async(sources: list[str], timeout: float, max_bytes: int,
+                           outlets: Mapping[str, str] | None = None) -> FeedBatch:
     headers = {"User-Agent": USER_AGENT, "Accept": "application/rss+xml, application/atom+xml, */*"}
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=True, headers=headers) as client:
         results = await asyncio.gather(
-            *(_read_source(client, s, max_bytes) for s in sources), return_exceptions=True
+            *(_read_source(client, s, max_bytes, outlets or {}) for s in sources), return_exceptions=True
         )
     batch = FeedBatch(stories=[], failures=[])
     for source, result in zip(sources, results, strict=True):
@@ -198,6 +258,7 @@ async def read_feeds_async(sources: list[str], timeout: float, max_bytes: int) -
     return batch
 
 
-def read_feeds(sources: list[str], timeout: float = 15.0, max_bytes: int = 5_000_000) -> FeedBatch:
+def read_feeds(sources: list[str], timeout: float = 15.0, max_bytes: int = 5_000_000,
+               outlets: Mapping[str, str] | None = None) -> FeedBatch:
     """Read every source; failures are collected, never raised."""
-    return asyncio.run(read_feeds_async(sources, timeout, max_bytes))
+    return asyncio.run(read_feeds_async(sources, timeout, max_bytes, outlets))

@@ -31,6 +31,7 @@ class IssueStory:
     sources: list[str]
     image: str | None
     image_alt: str
+    follow_up: bool = False  # continues a story an earlier issue told
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Issue:
     intro: str = ""
 
     def manifest(self) -> list[dict]:
-        return [{"url": s.url, "title": s.title, "source": s.sources[0]} for s in self.stories]
+        return [{"url": s.url, "title": s.title, "summary": s.summary, "source": s.sources[0]} for s in self.stories]
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,12 @@ def issue_from_selection(selection: Selection, date: dt.date, editorial: Editori
     stories = []
     for event in selection.events:
         story = event.story
-        sources = [story.source] + [s for s in event.sources if s != story.source]
+        sources = event.sources
         override = next((overrides[r.url] for r in event.reports if r.url in overrides), None)
         title = override.title if override and override.title else story.title
         summary = override.summary if override and override.summary else story.summary
-        stories.append(IssueStory(story.url, title, summary, sources, story.image, story.image_alt or title))
+        stories.append(IssueStory(story.url, title, summary, sources, story.image, story.image_alt or title,
+                                  follow_up=event.follow_up_of is not None))
     return Issue(date, stories, editorial.intro if editorial else "")
 
 

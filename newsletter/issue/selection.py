@@ -1,73 +1,52 @@
 """Choose the day's main international stories from everything the feeds offered.
 
-Reports of one event by several outlets are merged (near-duplicate clustering
-on normalised Arabic text); events are ranked by how many outlets cover them,
-then by the best editorial position any outlet gave them, then by recency.
+Reports of one event by several outlets are merged: average-linkage clustering
+of TF-IDF vectors (`similarity`), which does not chain distinct events through
+shared template words as single linkage did, and never joins reports that name
+different countries. Events are ranked by how many outlets (not feeds) cover
+them, then by the best position any outlet gave them, then by recency. An event
+an earlier issue told already is left out, unless today's reports bring news:
+then it returns as a follow-up. The thresholds are measured on the labelled
+corpus in benchmarks/corpus (`make eval`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-import re
-from collections import Counter
-from collections.abc import Iterable
+import heapq
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .feeds import Story
+from .feeds import Story, link_key, site_of
+from .similarity import Space, describe, normalise_arabic
 
-# Two reports whose weighted word overlap (cosine of TF-IDF vectors) reaches
-# this are the same event. Tuned on the bundled feeds: same-event pairs score
-# 0.28 and up with different wording, unrelated pairs stay under 0.11.
-SAME_EVENT_THRESHOLD = 0.2
+__all__ = ["Dropped", "Event", "Selection", "SentStory", "cluster_events", "normalise_arabic", "select_stories"]
 
-_TASHKEEL = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
-_NOT_WORD = re.compile(r"[^\w]+|_")
-_LETTER_FORMS = str.maketrans(
-    {
-        "أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ؤ": "و", "ئ": "ي", "ى": "ي", "ة": "ه",
-        "٠": "0", "١": "1", "٢": "2", "٣": "3", "٤": "4", "٥": "5", "٦": "6", "٧": "7", "٨": "8", "٩": "9",
-    }
-)
-_PREFIXES = ("وال", "بال", "كال", "فال", "لل", "ال")
-_SUFFIXES = ("ات", "ون", "ين", "ان", "يه", "ها", "هم")
-_STOPWORDS = frozenset(
-    normal
-    for normal in (
-        "في من على الى عن ان او ثم مع بعد قبل عند هذا هذه ذلك تلك التي الذي الذين كان كانت "
-        "قد لقد لا لم لن ما ماذا كل بين حتى منذ حول خلال ضد دون غير اي هو هي هم نحو وقد "
-        "وفي ومن وعلى واكد اكد قال قالت يوم امس اليوم الثلاثاء الاثنين الاحد السبت الجمعه الخميس الاربعاء "
-        "اجل عبر وسط لدي لدى مساء صباح وذلك كما ايضا الا انه انها به بها له لها فيه فيها عليه عليها"
-    )
-    .translate(_LETTER_FORMS)
-    .split()
-)
+# Two groups of reports are one event when their reports' average similarity reaches this.
+SAME_EVENT_THRESHOLD = 0.18
+# Pairs below this are left out (as 0) of the averages: they are most pairs, and nearly 0.
+_PAIR_FLOOR = 0.05
+# An event continues a story an earlier issue carried when one of its reports is this close to it
+# (reports of new events came up to 0.37 in the corpus, follow-ups from 0.45).
+FOLLOW_UP_THRESHOLD = 0.41
+# A report this close to that story only repeats it (repeats from 0.47, reports with news up to 0.53,
+# but no follow-up had all its reports above 0.45): an event of repeats alone is left out.
+REPEATS_SENT_THRESHOLD = 0.45
 
 
-def normalise_arabic(text: str) -> str:
-    """Fold the spellings of one Arabic word together, drop punctuation, lowercase Latin."""
-    text = _TASHKEEL.sub("", text).translate(_LETTER_FORMS).casefold()
-    return " ".join(_NOT_WORD.sub(" ", text).split())
+@dataclass(frozen=True)
+class SentStory:
+    """A story an earlier issue carried, as its readers saw it."""
 
+    url: str
+    title: str
+    summary: str
+    issue_date: str
+    frozen_at: dt.datetime | None = None  # when that issue was built: what came before, it had
 
-def _stem(word: str) -> str:
-    for prefix in _PREFIXES:
-        if word.startswith(prefix) and len(word) - len(prefix) >= 3:
-            word = word[len(prefix):]
-            break
-    else:
-        if word[:1] in "وفب" and len(word) >= 5:
-            word = word[1:]
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word.removesuffix("ه") if len(word) >= 4 else word
-
-
-def story_terms(story: Story) -> Counter[str]:
-    """The bag of stemmed words that identifies what a report is about."""
-    words = normalise_arabic(f"{story.title} {story.title} {story.summary}").split()
-    return Counter(_stem(w) for w in words if w not in _STOPWORDS and len(w) > 1)
+    def had(self, report: Story) -> bool:
+        """Whether the report was out before the issue was built (so it brings nothing new)."""
+        return bool(self.frozen_at and report.published and report.published < self.frozen_at)
 
 
 @dataclass(eq=False)
@@ -77,10 +56,26 @@ class Event:
     reports: list[Story]
     lead_candidate: bool = False
     editor_note: str = ""  # set when the editorial file placed it
+    # The reports in order of closeness to the event's centre (set by clustering).
+    central: list[Story] = field(default_factory=list)
+    follow_up_of: SentStory | None = None
+    # Reports that only repeat what `follow_up_of` said: they count, but are not shown.
+    repeats: list[Story] = field(default_factory=list)
+    chosen: Story | None = None  # the report an editor named, shown whatever the rules say
 
     @property
     def sources(self) -> list[str]:
-        return sorted({r.source for r in self.reports})
+        """One name per outlet, however many of its feeds carried the event; the shown report's first."""
+        shown = self.story
+        names: dict[str, str] = {}
+        for report in sorted(self.reports, key=lambda r: (r is not shown, r.position)):
+            names.setdefault(report.outlet_key, report.source)
+        first, *others = names.values()
+        return [first, *sorted(others)]
+
+    @property
+    def outlets(self) -> int:
+        return len({r.outlet_key for r in self.reports})
 
     @property
     def best_position(self) -> int:
@@ -92,21 +87,24 @@ class Event:
 
     @property
     def rank_key(self) -> tuple[int, int, float]:
-        return (-len(self.sources), self.best_position, -self.latest.timestamp())
+        return (-self.outlets, self.best_position, -self.latest.timestamp())
 
     @property
     def score(self) -> float:
         """One number for people: outlets first, position breaks ties, as in rank_key."""
-        return round(len(self.sources) + 1 / (1 + self.best_position), 3)
+        return round(self.outlets + 1 / (1 + self.best_position), 3)
 
     @property
     def story(self) -> Story:
-        """The report shown in the issue; the lead prefers one with an image."""
-        def preference(report: Story) -> tuple:
-            missing_image = self.lead_candidate and not report.image
-            return (missing_image, report.position, -(report.published.timestamp() if report.published else 0))
-
-        return min(self.reports, key=preference)
+        """The report shown: the one closest to the event's centre; the lead prefers one with an image."""
+        if self.chosen is not None:
+            return self.chosen
+        shown = [r for r in self.central or self.reports if r not in self.repeats] or self.central or self.reports
+        if not self.central:  # built by hand (an editor's pin): the best-placed report
+            shown = sorted(shown, key=lambda r: (r.position, -(r.published.timestamp() if r.published else 0)))
+        if self.lead_candidate:
+            return next((r for r in shown if r.image), shown[0])
+        return shown[0]
 
     @property
     def merged(self) -> list[Story]:
@@ -115,7 +113,17 @@ class Event:
 
     def reasons(self) -> str:
         latest = f"latest {self.latest:%Y-%m-%d %H:%M} UTC" if any(r.published for r in self.reports) else "undated"
-        reasons = f"{len(self.sources)} source(s): {', '.join(self.sources)}; best feed position {self.best_position}; {latest}"
+        reasons = (f"{self.outlets} outlet(s): {', '.join(self.sources)}; best feed position {self.best_position}; "
+                   f"{latest}")
+        if self.chosen is not None and len(self.reports) > 1:
+            reasons += f"; shown: the report the editor named ({self.chosen.source})"
+        elif len(self.reports) > 1 and self.central:
+            shown = "the report with an image closest to the event's centre" if (
+                self.lead_candidate and self.story is not self.central[0]) else "the report closest to the event's centre"
+            reasons += f"; shown: {shown} ({self.story.source})"
+        if self.follow_up_of:
+            reasons += (f"; follow-up of «{self.follow_up_of.title}» ({self.follow_up_of.issue_date}): "
+                        f"{len(self.reports) - len(self.repeats)} report(s) with news")
         return f"{self.editor_note}; {reasons}" if self.editor_note else reasons
 
 
@@ -143,55 +151,99 @@ def _is_international(story: Story, sections: frozenset[str]) -> bool:
     return any(normalise_arabic(c) in sections for c in story.categories)
 
 
-def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
-    if len(a) > len(b):
-        a, b = b, a
-    dot = sum(w * b.get(t, 0.0) for t, w in a.items())
-    norm = math.sqrt(sum(w * w for w in a.values())) * math.sqrt(sum(w * w for w in b.values()))
-    return dot / norm if norm else 0.0
+def average_linkage(size: int, pairs: dict[tuple[int, int], float], threshold: float) -> list[list[int]]:
+    """Groups of items whose members' average pairwise similarity reaches `threshold` (UPGMA).
+
+    Pairs missing from `pairs` count as 0. Two groups join only when they are
+    close on average, so one shared phrase between two reports cannot chain
+    two events together as it does under single linkage.
+    """
+    members: dict[int, list[int]] = {i: [i] for i in range(size)}
+    totals: dict[int, dict[int, float]] = {i: {} for i in range(size)}
+    heap = []
+    for (i, j), similarity in pairs.items():
+        totals[i][j] = totals[j][i] = similarity
+        if similarity >= threshold:
+            heap.append((-similarity, i, j))
+    heapq.heapify(heap)
+    next_id = size
+    while heap:
+        _, a, b = heapq.heappop(heap)
+        if a not in members or b not in members:
+            continue  # one side was merged since: its new group has its own entries
+        group, next_id = next_id, next_id + 1
+        members[group] = members.pop(a) + members.pop(b)
+        links_a, links_b = totals.pop(a), totals.pop(b)
+        totals[group] = {}
+        for other in (links_a.keys() | links_b.keys()) - {a, b}:
+            total = links_a.get(other, 0.0) + links_b.get(other, 0.0)
+            links = totals[other]
+            links.pop(a, None)
+            links.pop(b, None)
+            links[group] = totals[group][other] = total
+            average = total / (len(members[group]) * len(members[other]))
+            if average >= threshold:
+                heapq.heappush(heap, (-average, group, other))
+    return sorted(members.values())
 
 
-def _tfidf_vectors(stories: list[Story]) -> list[dict[str, float]]:
-    bags = [story_terms(s) for s in stories]
-    documents = Counter(term for bag in bags for term in bag)
-    total = len(bags)
-    return [
-        {t: n * (math.log((1 + total) / (1 + documents[t])) + 1) for t, n in bag.items()}
-        for bag in bags
-    ]
+class _Reports:
+    """The day's reports and the stories sent before, described in one space."""
+
+    def __init__(self, stories: Sequence[Story], sent: Sequence[SentStory] = ()) -> None:
+        self.stories = list(stories)
+        self.sent = list(sent)
+        texts = [describe(s.title, s.summary) for s in self.stories] + [describe(s.title, s.summary) for s in self.sent]
+        self.space = Space(texts)
+
+    def groups(self, threshold: float) -> list[list[int]]:
+        """The reports (by index) of each event."""
+        pairs = self.space.similar_pairs(len(self.stories), _PAIR_FLOOR)
+        return average_linkage(len(self.stories), pairs, threshold)
+
+    def event(self, group: list[int]) -> Event:
+        if len(group) == 1:
+            return Event([self.stories[group[0]]], central=[self.stories[group[0]]])
+        closeness = self.space.closeness_to_centre(group)
+        by_closeness = sorted(group, key=lambda i: (-closeness[i], self.stories[i].position))
+        return Event([self.stories[i] for i in group], central=[self.stories[i] for i in by_closeness])
+
+    def told_before(self, group: list[int]) -> tuple[SentStory, list[Story]] | None:
+        """The earlier story these reports continue, and which of them only repeat it."""
+        best, best_score = None, FOLLOW_UP_THRESHOLD
+        for k in range(len(self.sent)):
+            scores = [self.space.similarity(i, len(self.stories) + k) for i in group]
+            if max(scores) >= best_score:
+                best, best_score = (k, scores), max(scores)
+        if best is None:
+            return None
+        k, scores = best
+        earlier = self.sent[k]
+        return earlier, [self.stories[i] for i, score in zip(group, scores)
+                         if score >= REPEATS_SENT_THRESHOLD or earlier.had(self.stories[i])]
 
 
 def cluster_events(stories: list[Story], threshold: float = SAME_EVENT_THRESHOLD) -> list[Event]:
-    """Group reports of the same event (single-link over pairwise similarity)."""
-    vectors = _tfidf_vectors(stories)
-    parent = list(range(len(stories)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(stories)):
-        for j in range(i + 1, len(stories)):
-            if _cosine(vectors[i], vectors[j]) >= threshold:
-                parent[root(j)] = root(i)
-    groups: dict[int, list[Story]] = {}
-    for i, story in enumerate(stories):
-        groups.setdefault(root(i), []).append(story)
-    return [Event(reports) for reports in groups.values()]
+    """Group reports of the same event."""
+    reports = _Reports(stories)
+    return [reports.event(group) for group in reports.groups(threshold)]
 
 
-def _unique_by_url(stories: Iterable[Story]) -> tuple[list[Story], list[Dropped]]:
-    seen: set[str] = set()
-    kept, dropped = [], []
+def _unique_articles(stories: Iterable[Story]) -> tuple[list[Story], list[Dropped]]:
+    """One report per article, whatever URL variant each feed gave; the article's own outlet's copy first."""
+    by_key: dict[str, Story] = {}
+    dropped = []
     for story in stories:
-        if story.url in seen:
-            dropped.append(Dropped(story, "same link already read from another feed"))
-        else:
-            seen.add(story.url)
-            kept.append(story)
-    return kept, dropped
+        key = link_key(story.url)
+        kept = by_key.get(key)
+        if kept is None:
+            by_key[key] = story
+            continue
+        own = site_of(story.url) == story.outlet and site_of(kept.url) != kept.outlet
+        if own:
+            by_key[key], story, kept = story, kept, story
+        dropped.append(Dropped(story, f"same article already read from {kept.source}"))
+    return list(by_key.values()), dropped
 
 
 def select_stories(
@@ -202,11 +254,17 @@ def select_stories(
     sections: Iterable[str] = (),
     max_stories: int = 6,
     already_sent: frozenset[str] = frozenset(),
+    sent: Sequence[SentStory] = (),
 ) -> Selection:
-    """Pick at most `max_stories` events, explaining every report left out."""
+    """Pick at most `max_stories` events, explaining every report left out.
+
+    `already_sent` are links earlier issues carried; `sent` the stories they
+    told, to recognise today's reports of the same events.
+    """
     window_start = window_end - window
     wanted_sections = frozenset(normalise_arabic(s) for s in sections)
-    candidates, dropped = _unique_by_url(stories)
+    sent_links = {link_key(u): u for u in already_sent} | {link_key(s.url): s.url for s in sent}
+    candidates, dropped = _unique_articles(stories)
     fresh = []
     for story in candidates:
         if story.published is None:
@@ -216,15 +274,25 @@ def select_stories(
                                           f"(published {story.published:%Y-%m-%d %H:%M} UTC)"))
         elif not _is_international(story, wanted_sections):
             dropped.append(Dropped(story, f"not international (section: {', '.join(story.categories)})"))
+        elif link_key(story.url) in sent_links:
+            dropped.append(Dropped(story, f"already sent in an earlier issue ({sent_links[link_key(story.url)]})"))
         else:
             fresh.append(story)
 
+    reports = _Reports(fresh, sent)
     events = []
-    for event in cluster_events(fresh):
-        sent = [r for r in event.reports if r.url in already_sent]
-        if sent:
-            dropped.extend(Dropped(r, f"already sent in an earlier issue ({sent[0].url})") for r in event.reports)
+    for group in reports.groups(SAME_EVENT_THRESHOLD):
+        event = reports.event(group)
+        told = reports.told_before(group)
+        if told is None:
+            events.append(event)
+            continue
+        earlier, repeats = told
+        if len(repeats) == len(event.reports):
+            dropped.extend(Dropped(r, f"repeats «{earlier.title}», sent in the issue of {earlier.issue_date}")
+                           for r in event.reports)
         else:
+            event.follow_up_of, event.repeats = earlier, repeats
             events.append(event)
     events.sort(key=lambda e: e.rank_key)
     for rank, event in enumerate(events[max_stories:], start=max_stories + 1):

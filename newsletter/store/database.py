@@ -368,3 +368,16 @@ class Store:
         )
         with self.engine.connect() as conn:
             return frozenset(conn.execute(query).scalars())
+
+    def recent_stories(self, before_date: str, since_date: str) -> list[tuple[str, dt.datetime, dict]]:
+        """(issue date, when it was frozen, story) for every story of the issues dated in [since_date, before_date)."""
+        query = (
+            select(issues.c.issue_date, issues.c.created_at, issues.c.stories)
+            .where(issues.c.issue_date < before_date, issues.c.issue_date >= since_date)
+            .order_by(issues.c.issue_date)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        # SQLite gives the stored UTC time back without its zone.
+        return [(date, frozen if frozen.tzinfo else frozen.replace(tzinfo=dt.timezone.utc), story)
+                for date, frozen, stories in rows for story in json.loads(stories)]

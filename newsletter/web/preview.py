@@ -47,7 +47,7 @@ class PreviewState:
 
     async def read_feeds(self) -> None:
         s = self.settings
-        self.feeds = await read_feeds_async(s.feeds, s.feed_timeout, s.feed_max_bytes)
+        self.feeds = await read_feeds_async(s.feeds, s.feed_timeout, s.feed_max_bytes, s.feed_outlets)
 
     def rebuild(self) -> None:
         """Select and render again from the feeds already read (templates or editorial changed)."""

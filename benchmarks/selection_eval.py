@@ -1,0 +1,358 @@
+"""`make eval`: how well the selection clusters, ranks and follows up, on a labelled Arabic corpus.
+
+    python -m benchmarks.selection_eval [--corpus DIR] [--days] [--readme] [--speed N]
+
+The corpus (benchmarks/corpus/) is several consecutive mornings of made-up
+outlets' feeds, every report labelled with its event, every day with its lead
+and main events, and stories that continue from one day to the next labelled
+follow-up (new facts) or rehash (only yesterday's facts). Each morning's feeds
+are written out as RSS and read back through `parse_feed`, as a real run reads
+them; the days run in order, each seeing what the day before sent.
+
+Measured:
+- clustering: pairwise and B-cubed precision, recall and F1 over distinct articles;
+- outlets: events whose outlet count is right (duplicates and syndication removed);
+- lead: days whose first story is the labelled lead;
+- main: labelled main events in the issue (all of them, on days with at most
+  NEWSLETTER_MAX_STORIES of them);
+- follow-ups: continuing stories marked follow-up, rehashes left out, and no new
+  event mistaken for either;
+- speed: the selection over N synthetic items (`--speed 3000`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import email.utils
+import json
+import random
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from itertools import combinations
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+PROJECT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):
+    sys.path.insert(0, str(PROJECT))
+
+from newsletter.issue.feeds import Story, link_key, parse_feed, site_of  # noqa: E402
+from newsletter.issue.selection import SentStory, select_stories  # noqa: E402
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+README = PROJECT / "README.md"
+MAX_STORIES = 6
+TARGETS = {"precision": 0.98, "recall": 0.90, "lead": 0.95}
+README_BEGIN = "<!-- selection-eval:begin -->"
+README_END = "<!-- selection-eval:end -->"
+
+
+@dataclass
+class Day:
+    date: dt.date
+    window_end: dt.datetime
+    lead: str
+    events: dict[str, dict]
+    stories: list[Story]
+    label: dict[int, str]  # id(story) -> event id
+    repeats: set[int]  # id(story) of reports that only repeat what the day before told
+    sequence: str  # the corpus file: its days follow one another; another file's do not
+
+    def event_of(self, story: Story) -> str:
+        return self.label[id(story)]
+
+
+def _rss(feed: dict, reports: list[dict]) -> bytes:
+    items = []
+    for report in sorted(reports, key=lambda r: r["position"]):
+        published = dt.datetime.fromisoformat(report["published"].replace("Z", "+00:00"))
+        image = f'<enclosure url="{escape(report["image"])}" type="image/jpeg" length="0"/>' if report.get("image") else ""
+        items.append(
+            f"<item><title>{escape(report['title'])}</title><link>{escape(report['url'])}</link>"
+            f"<description>{escape(report['summary'])}</description>"
+            f"<pubDate>{email.utils.format_datetime(published)}</pubDate>{image}</item>"
+        )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>{escape(feed['title'])}</title><link>{escape(feed['site'])}</link>"
+        f"<description>{escape(feed['title'])}</description>{''.join(items)}</channel></rss>"
+    ).encode("utf-8")
+
+
+def load_days(corpus: Path = CORPUS) -> list[Day]:
+    """Every labelled morning, its feeds read through parse_feed."""
+    feeds = json.loads((corpus / "feeds.json").read_text(encoding="utf-8"))["feeds"]
+    days = []
+    for path in sorted(corpus.glob("days-*.json")):
+        for data in json.loads(path.read_text(encoding="utf-8"))["days"]:
+            by_feed: dict[str, list[dict]] = defaultdict(list)
+            for report in data["reports"]:
+                by_feed[report["feed"]].append(report)
+            stories, label, repeats = [], {}, set()
+            for name, reports in sorted(by_feed.items()):
+                parsed = parse_feed(_rss(feeds[name], reports), feeds[name]["url"])
+                ordered = sorted(reports, key=lambda r: r["position"])
+                if len(parsed) != len(ordered):
+                    raise SystemExit(f"{path}: {name} on {data['date']}: {len(ordered)} reports, {len(parsed)} read")
+                for story, report in zip(parsed, ordered, strict=True):
+                    stories.append(story)
+                    label[id(story)] = report["event"]
+                    if report.get("repeats_sent"):
+                        repeats.add(id(story))
+            days.append(Day(
+                dt.date.fromisoformat(data["date"]),
+                dt.datetime.fromisoformat(data["window_end"].replace("Z", "+00:00")),
+                data["lead"], {e["id"]: e for e in data["events"]}, stories, label, repeats, path.stem,
+            ))
+    return sorted(days, key=lambda d: d.date)
+
+
+@dataclass
+class Scores:
+    pairs: Counter = field(default_factory=Counter)  # tp, fp, fn
+    bcubed: list[tuple[float, float]] = field(default_factory=list)
+    outlets_right: int = 0
+    outlets_total: int = 0
+    leads: list[bool] = field(default_factory=list)
+    main_found: int = 0
+    main_total: int = 0
+    days_missing_main: list[str] = field(default_factory=list)
+    follow_ups: Counter = field(default_factory=Counter)
+    mistakes: list[str] = field(default_factory=list)
+
+    def ratio(self, name: str) -> float:
+        tp, fp, fn = self.pairs["tp"], self.pairs["fp"], self.pairs["fn"]
+        if name == "precision":
+            return tp / (tp + fp) if tp + fp else 1.0
+        if name == "recall":
+            return tp / (tp + fn) if tp + fn else 1.0
+        if name == "f1":
+            p, r = self.ratio("precision"), self.ratio("recall")
+            return 2 * p * r / (p + r) if p + r else 0.0
+        if name == "lead":
+            return sum(self.leads) / len(self.leads) if self.leads else 0.0
+        raise KeyError(name)
+
+    def bcubed_scores(self) -> tuple[float, float, float]:
+        p = sum(x for x, _ in self.bcubed) / len(self.bcubed)
+        r = sum(y for _, y in self.bcubed) / len(self.bcubed)
+        return p, r, 2 * p * r / (p + r)
+
+
+def _real_outlet(story: Story, sites: set[str]) -> str:
+    """The outlet that wrote an article: an aggregator's link names it by its site."""
+    site = site_of(story.url)
+    return site if site in sites else story.outlet_key
+
+
+def _score_clustering(day: Day, scores: Scores, crowd: list[Story] = ()) -> None:
+    """All events, no limit, nothing sent before: how the day's reports were grouped (among `crowd`)."""
+    everything = select_stories([*day.stories, *crowd], window_end=day.window_end, max_stories=10 ** 6)
+    labelled = {id(s) for s in day.stories}
+    events = [[r for r in e.reports if id(r) in labelled] for e in everything.events]
+    events = [group for group in events if group]
+    articles = [r for group in events for r in group]
+    predicted = {id(r): n for n, group in enumerate(events) for r in group}
+    for a, b in combinations(articles, 2):
+        same_gold, same_predicted = day.event_of(a) == day.event_of(b), predicted[id(a)] == predicted[id(b)]
+        if same_gold and same_predicted:
+            scores.pairs["tp"] += 1
+        elif same_predicted:
+            scores.pairs["fp"] += 1
+            scores.mistakes.append(f"{day.date}: merged {day.event_of(a)} with {day.event_of(b)}")
+        elif same_gold:
+            scores.pairs["fn"] += 1
+            scores.mistakes.append(f"{day.date}: split {day.event_of(a)}: «{a.title}» / «{b.title}»")
+    gold_sizes = Counter(day.event_of(r) for r in articles)
+    for group in events:
+        labels = Counter(day.event_of(r) for r in group)
+        for report in group:
+            label = day.event_of(report)
+            scores.bcubed.append((labels[label] / len(group), labels[label] / gold_sizes[label]))
+    if crowd:
+        return
+    sites = {site_of(r.url) for r in day.stories if site_of(r.url) == r.outlet_key}
+    for group in events:
+        labels = {day.event_of(r) for r in group}
+        if len(labels) == 1 and len(group) == gold_sizes[labels.pop()]:
+            scores.outlets_total += 1
+            real = {_real_outlet(r, sites) for r in group}
+            shown = {r.outlet_key for r in group}
+            scores.outlets_right += len(real) == len(shown)
+
+
+def _score_issue(day: Day, sent: list[SentStory], scores: Scores) -> list[SentStory]:
+    """The issue as it would go out, after the days before it; returns what it sent."""
+    issue = select_stories(day.stories, window_end=day.window_end, max_stories=MAX_STORIES, sent=sent)
+    everything = select_stories(day.stories, window_end=day.window_end, max_stories=10 ** 6, sent=sent)
+    shown = [day.event_of(e.story) for e in issue.events]
+    scores.leads.append(bool(shown) and shown[0] == day.lead)
+    if shown and shown[0] != day.lead:
+        scores.mistakes.append(f"{day.date}: lead is {shown[0]}, labelled {day.lead}")
+    main = [i for i, e in day.events.items() if e.get("main")]
+    found = [i for i in main if i in shown]
+    scores.main_found += len(found)
+    scores.main_total += len(main)
+    if len(main) <= MAX_STORIES and len(found) < len(main):
+        scores.days_missing_main.append(f"{day.date}: {', '.join(sorted(set(main) - set(found)))}")
+    kept = {}
+    for event in sorted(everything.events, key=lambda e: len(e.reports)):
+        kept[day.event_of(event.story)] = event  # a gold event split in parts is judged by its biggest
+    for event_id, labels in day.events.items():
+        kind = labels.get("kind", "new")
+        event = kept.get(event_id)
+        if kind == "rehash":
+            right = event is None
+        elif kind == "follow-up":
+            right = event is not None and event.follow_up_of is not None
+        else:
+            right = event is not None and event.follow_up_of is None
+        scores.follow_ups[(kind, right)] += 1
+        if not right:
+            what = "left out" if event is None else ("marked follow-up" if event.follow_up_of else "kept as new")
+            scores.mistakes.append(f"{day.date}: {event_id} ({kind}) was {what}")
+    return [SentStory(e.story.url, e.story.title, e.story.summary, day.date.isoformat()) for e in issue.events]
+
+
+def evaluate(days: list[Day]) -> Scores:
+    scores = Scores()
+    sent: list[SentStory] = []
+    for number, day in enumerate(days):
+        if number and days[number - 1].sequence != day.sequence:
+            sent = []  # another writer's mornings: they do not continue these
+        _score_clustering(day, scores)
+        sent = sent + _score_issue(day, sent, scores)
+    return scores
+
+
+def evaluate_in_crowd(days: list[Day], size: int) -> Scores:
+    """The clustering again, each morning's reports mixed into `size` synthetic items (a big morning)."""
+    scores = Scores()
+    for day in days:
+        crowd = [replace(s, published=day.window_end - (days[0].window_end - s.published))
+                 for s in synthetic_morning(days, size - len(day.stories))]
+        _score_clustering(day, scores, crowd)
+    return scores
+
+
+def synthetic_morning(days: list[Day], size: int, seed: int = 7) -> list[Story]:
+    """`size` items shaped like a big morning: reports of made-up events, 1–6 outlets each.
+
+    Words come in three kinds, as in real news: the corpus's everyday words (those
+    used on every one of its mornings: الرئيس, الحكومة…), a made-up vocabulary of
+    20,000 words used by Zipf's law, and 6 names of each event's own. An event's
+    reports share most of its words.
+    """
+    rng = random.Random(seed)
+    counts = Counter(w for day in days for s in day.stories for w in f"{s.title} {s.summary}".split())
+    mornings = [{w for s in day.stories for w in f"{s.title} {s.summary}".split()} for day in days]
+    everyday = set.intersection(*mornings)
+    common, common_weights = zip(*((w, counts[w]) for w in sorted(everyday)))
+    letters = "ابتثجحخدذرزسشصضطظعغفقكلمنهوي"
+
+    def made_up_word() -> str:
+        return "".join(rng.choices(letters, k=rng.randint(3, 8)))
+
+    vocabulary = [made_up_word() for _ in range(20_000)]
+    zipf = [1 / rank for rank in range(1, len(vocabulary) + 1)]
+    stories, end = [], days[0].window_end
+    outlets = sorted({s.outlet_key for s in days[0].stories}) + [f"outlet{n}.example" for n in range(40)]
+    while len(stories) < size:
+        core = rng.choices(vocabulary, zipf, k=12) + [made_up_word() for _ in range(6)]
+        for n in range(rng.choice([1, 1, 1, 1, 2, 2, 3, 4, 6])):
+            text = ([w for w in core if rng.random() < 0.7] + rng.choices(common, common_weights, k=8)
+                    + rng.choices(vocabulary, zipf, k=3))
+            rng.shuffle(text)
+            outlet = rng.choice(outlets)
+            stories.append(Story(
+                url=f"https://{outlet}/{len(stories)}", title=" ".join(text[:12]), summary=" ".join(text[12:]),
+                published=end - dt.timedelta(minutes=rng.randrange(1, 1400)), source=outlet,
+                position=rng.randrange(1, 60), outlet=outlet,
+            ))
+    return stories[:size]
+
+
+def time_selection(days: list[Day], size: int, runs: int = 3) -> float:
+    """Median seconds to select from `size` items."""
+    stories = synthetic_morning(days, size)
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        select_stories(stories, window_end=days[0].window_end, max_stories=MAX_STORIES)
+        timings.append(time.perf_counter() - start)
+    return sorted(timings)[len(timings) // 2]
+
+
+def report(days: list[Day], scores: Scores, speed: tuple[int, float] | None, crowd: Scores | None = None) -> str:
+    events = sum(len(d.events) for d in days)
+    articles = sum(len(d.stories) for d in days)
+    outlets = len({s.outlet_key for d in days for s in d.stories})
+    bp, br, bf = scores.bcubed_scores()
+    follow = scores.follow_ups
+    lines = [
+        f"Corpus: {len(days)} mornings ({days[0].date} to {days[-1].date}), {events} events, "
+        f"{articles} feed items, {outlets} outlets.",
+        "",
+        "| measure | result | target |",
+        "|---|---:|---:|",
+        f"| clustering precision (pairwise) | {scores.ratio('precision'):.3f} | ≥ {TARGETS['precision']} |",
+        f"| clustering recall (pairwise) | {scores.ratio('recall'):.3f} | ≥ {TARGETS['recall']} |",
+        f"| clustering F1 (pairwise) | {scores.ratio('f1'):.3f} | |",
+        f"| B-cubed precision / recall / F1 | {bp:.3f} / {br:.3f} / {bf:.3f} | |",
+        f"| events whose outlets are counted right | {scores.outlets_right}/{scores.outlets_total} | all |",
+        f"| right lead | {sum(scores.leads)}/{len(scores.leads)} days | ≥ {TARGETS['lead']:.0%} |",
+        f"| labelled main events in the issue (≤ {MAX_STORIES} stories) | {scores.main_found}/{scores.main_total} | all |",
+        f"| follow-ups marked as such | {follow[('follow-up', True)]}/{follow[('follow-up', True)] + follow[('follow-up', False)]} | |",
+        f"| rehashes left out | {follow[('rehash', True)]}/{follow[('rehash', True)] + follow[('rehash', False)]} | |",
+        f"| new events kept as new | {follow[('new', True)]}/{follow[('new', True)] + follow[('new', False)]} | |",
+    ]
+    if speed and crowd:
+        lines.append(f"| clustering precision / recall, each morning among {speed[0]:,} items | "
+                     f"{crowd.ratio('precision'):.3f} / {crowd.ratio('recall'):.3f} | |")
+    if speed:
+        lines.append(f"| selection over {speed[0]:,} items (median of 3) | {speed[1]:.2f} s | < 2 s |")
+    return "\n".join(lines)
+
+
+def meets_targets(scores: Scores) -> bool:
+    return (scores.ratio("precision") >= TARGETS["precision"] and scores.ratio("recall") >= TARGETS["recall"]
+            and scores.ratio("lead") >= TARGETS["lead"] and not scores.days_missing_main)
+
+
+def write_readme(table: str, readme: Path = README) -> None:
+    text = readme.read_text(encoding="utf-8")
+    block = f"{README_BEGIN}\n{table}\n{README_END}"
+    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme}: no {README_BEGIN} … {README_END} block to update")
+    readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--mistakes", action="store_true", help="list every wrong pair, lead and follow-up")
+    parser.add_argument("--speed", type=int, default=3000, metavar="N", help="time the selection over N items (0: skip)")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args(argv)
+    days = load_days(args.corpus)
+    scores = evaluate(days)
+    speed = (args.speed, time_selection(days, args.speed)) if args.speed else None
+    crowd = evaluate_in_crowd(days, args.speed) if args.speed else None
+    table = report(days, scores, speed, crowd)
+    print(table)
+    if args.mistakes:
+        print("\n".join(["", "Mistakes:", *dict.fromkeys(scores.mistakes)]))
+    for day in scores.days_missing_main:
+        print(f"main event missing on {day}")
+    if args.readme:
+        write_readme(table)
+    return 0 if meets_targets(scores) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
