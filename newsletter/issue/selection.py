@@ -229,8 +229,8 @@ def cluster_events(stories: list[Story], threshold: float = SAME_EVENT_THRESHOLD
     return [reports.event(group) for group in reports.groups(threshold)]
 
 
-def _unique_articles(stories: Iterable[Story]) -> tuple[list[Story], list[Dropped]]:
-    """One report per article, whatever URL variant each feed gave; the article's own outlet's copy first."""
+def _unique_articles(stories: Iterable[Story]) -> tuple[dict[str, Story], list[Dropped]]:
+    """One report per article (by `link_key`), whatever URL variant each feed gave; the article's own outlet's copy first."""
     by_key: dict[str, Story] = {}
     dropped = []
     for story in stories:
@@ -243,7 +243,7 @@ def _unique_articles(stories: Iterable[Story]) -> tuple[list[Story], list[Droppe
         if own:
             by_key[key], story, kept = story, kept, story
         dropped.append(Dropped(story, f"same article already read from {kept.source}"))
-    return list(by_key.values()), dropped
+    return by_key, dropped
 
 
 def select_stories(
@@ -266,7 +266,7 @@ def select_stories(
     sent_links = {link_key(u): u for u in already_sent} | {link_key(s.url): s.url for s in sent}
     candidates, dropped = _unique_articles(stories)
     fresh = []
-    for story in candidates:
+    for key, story in candidates.items():
         if story.published is None:
             dropped.append(Dropped(story, "no publication date"))
         elif not window_start <= story.published < window_end:
@@ -274,8 +274,8 @@ def select_stories(
                                           f"(published {story.published:%Y-%m-%d %H:%M} UTC)"))
         elif not _is_international(story, wanted_sections):
             dropped.append(Dropped(story, f"not international (section: {', '.join(story.categories)})"))
-        elif link_key(story.url) in sent_links:
-            dropped.append(Dropped(story, f"already sent in an earlier issue ({sent_links[link_key(story.url)]})"))
+        elif key in sent_links:
+            dropped.append(Dropped(story, f"already sent in an earlier issue ({sent_links[key]})"))
         else:
             fresh.append(story)
 

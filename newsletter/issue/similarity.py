@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import chain
 from pathlib import Path
 
 PLACES_FILE = Path(__file__).with_name("places.tsv")
@@ -113,6 +114,7 @@ class Gazetteer:
                 self.sizes[words[0]].append(len(words))
         for sizes in self.sizes.values():
             sizes.sort(reverse=True)
+        self._starts: dict[str, tuple[tuple[str, list[int]], ...]] = {}
 
     @classmethod
     def from_file(cls, path: Path = PLACES_FILE) -> "Gazetteer":
@@ -142,10 +144,17 @@ class Gazetteer:
                 i += 1
         return frozenset(found)
 
+    def _starts_of(self, word: str) -> tuple[tuple[str, list[int]], ...]:
+        """The readings of `word` that begin a place name, with those names' lengths (most words: none)."""
+        starts = self._starts.get(word)
+        if starts is None:
+            starts = self._starts[word] = tuple((r, self.sizes[r]) for r in _readings(word) if r in self.sizes)
+        return starts
+
     def _name_at(self, words: Sequence[str], i: int) -> tuple[str, int] | None:
         best: tuple[str, int] | None = None
-        for reading in _readings(words[i]):
-            for size in self.sizes.get(reading, ()):
+        for reading, sizes in self._starts_of(words[i]):
+            for size in sizes:
                 if best and size <= best[1]:
                     break
                 key = self.forms.get((reading, *words[i + 1:i + size]))
@@ -161,6 +170,12 @@ def gazetteer() -> Gazetteer:
 
 
 @cache
+def _word_term(word: str) -> str:
+    """A word's stem as a vector term, marked with "=" so that no character n-gram is mistaken for it."""
+    return "=" + stem(word)
+
+
+@cache
 def _grams(word: str) -> tuple[str, ...]:
     """Character 3- and 4-grams of a word with its edges marked: "ترامب" and "ترمب" share "#تر", "مب#"…"""
     marked = f"#{word}#"
@@ -171,7 +186,7 @@ def _grams(word: str) -> tuple[str, ...]:
 class Text:
     """What one report (or one earlier issue's story) says, ready to compare."""
 
-    words: Counter[str]  # stems; the title counts twice
+    words: Counter[str]  # "=" + stem of each word; the title counts twice
     content: tuple[str, ...]  # the words, unstemmed: their n-grams catch spellings stems miss
     places: frozenset[str]
     title_places: frozenset[str]
@@ -184,7 +199,7 @@ def describe(title: str, summary: str) -> Text:
     places = gazetteer()
     title_places = places.places_in(title_words)
     return Text(
-        Counter(stem(w) for w in content),
+        Counter(map(_word_term, content)),
         tuple(content),
         title_places | places.places_in(summary_words),
         title_places,
@@ -197,16 +212,16 @@ def places_conflict(a: Text, b: Text) -> bool:
                 and a.places.isdisjoint(b.places))
 
 
-def _unit_tfidf(bags: Sequence[Counter[str]]) -> list[dict[str, float]]:
-    """TF-IDF vectors of length 1, so a dot product is the cosine."""
-    documents = Counter(term for bag in bags for term in bag)
+def _unit_tfidf(bags: Sequence[Counter[str]], length: float = 1.0) -> list[dict[str, float]]:
+    """TF-IDF vectors of the given length (1: a dot product is the cosine)."""
+    documents = Counter(chain.from_iterable(bags))
     total = len(bags)
-    idf = {t: math.log((1 + total) / (1 + n)) + 1 for t, n in documents.items()}
+    idf = {t: math.log((1 + total) / (1 + n)) + 1 for t, n in documents.items()}.__getitem__
     vectors = []
     for bag in bags:
-        vector = {t: n * idf[t] for t, n in bag.items()}
-        norm = math.sqrt(sum(w * w for w in vector.values())) or 1.0
-        vectors.append({t: w / norm for t, w in vector.items()})
+        weights = list(map(mul, bag.values(), map(idf, bag)))
+        scale = length / (math.hypot(*weights) or 1.0)
+        vectors.append(dict(zip(bag, [w * scale for w in weights])))
     return vectors
 
 
@@ -234,26 +249,26 @@ class Space:
 
     def __init__(self, texts: Sequence[Text]) -> None:
         self.texts = list(texts)
-        self.words = _unit_tfidf([t.words for t in self.texts])
-        self.grams = _unit_tfidf(self._gram_bags())
-        self.word_keys = [frozenset(v) for v in self.words]
-        self.gram_keys = [frozenset(v) for v in self.grams]
+        # Words and n-grams in one vector, each half of length 1/√2: one dot product is then the mean
+        # of the two cosines.
+        half = math.sqrt(0.5)
+        self.words = _unit_tfidf([t.words for t in self.texts], half)
+        self.vectors = [{**words, **grams} for words, grams in zip(self.words, _unit_tfidf(self._gram_bags(), half))]
+        self.keys = [frozenset(v) for v in self.vectors]
 
     def _gram_bags(self) -> list[Counter[str]]:
         """N-grams of each text's rarer words: a common word's spelling variants tell events apart no better
         than the word does, and its n-grams would make up most of every vector."""
         documents = Counter(w for t in self.texts for w in set(t.content))
         common = max(COMMON_TERM_MIN_REPORTS, COMMON_TERM_SHARE * len(self.texts))
-        return [Counter(g for w in t.content if documents[w] <= common for g in _grams(w)) for t in self.texts]
+        return [Counter(chain.from_iterable(_grams(w) for w in t.content if documents[w] <= common)) for t in self.texts]
 
     def similarity(self, i: int, j: int) -> float:
         a, b = self.texts[i], self.texts[j]
         if places_conflict(a, b):
             return 0.0
         bonus = self.PLACE_BONUS if not a.places.isdisjoint(b.places) else 0.0
-        words = _keyed_dot(self.words[i], self.word_keys[i], self.words[j], self.word_keys[j])
-        grams = _keyed_dot(self.grams[i], self.gram_keys[i], self.grams[j], self.gram_keys[j])
-        return (words + grams) / 2 + bonus
+        return _keyed_dot(self.vectors[i], self.keys[i], self.vectors[j], self.keys[j]) + bonus
 
     def similar_pairs(self, among: int, floor: float) -> dict[tuple[int, int], float]:
         """Similarity of the pairs among the first `among` texts (i < j) that reach `floor`.
@@ -289,9 +304,9 @@ class Space:
         return pairs
 
     def closeness_to_centre(self, group: Sequence[int]) -> dict[int, float]:
-        """How close each member is to the group's centre (the sum of its word and n-gram vectors)."""
-        words, grams = _sum(self.words[i] for i in group), _sum(self.grams[i] for i in group)
-        return {i: dot(self.words[i], words) + dot(self.grams[i], grams) for i in group}
+        """How close each member is to the group's centre (the sum of its vectors)."""
+        middle = _sum(self.vectors[i] for i in group)
+        return {i: dot(self.vectors[i], middle) for i in group}
 
 
 def _sum(vectors: Iterable[dict[str, float]]) -> dict[str, float]:
