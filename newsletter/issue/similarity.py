@@ -2,8 +2,9 @@
 
 Outlets write one event in different words, and distinct events in the same
 template words ("مجلس الأمن يصوت على مشروع قرار…"). So a report is described
-twice: by its weighted stemmed words, and by the countries it names, which
-tell template twins apart when their words cannot (`places.tsv`).
+by its weighted stemmed words, by the character n-grams of its rarer words
+(spellings and transliterations stems miss: ترامب/ترمب), and by the countries
+it names, which tell template twins apart when their words cannot (`places.tsv`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 import heapq
 import math
 import re
-from operator import mul
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import chain
+from operator import mul
 from pathlib import Path
 
 PLACES_FILE = Path(__file__).with_name("places.tsv")
