@@ -15,6 +15,7 @@ from newsletter.mail.outbox import free_port
 from newsletter.store.database import Store
 
 from .conftest import SAMPLE_DATE, RecordingHandler
+from .test_pipelining import PipeliningHandler
 
 USER, PASSWORD = "newsroom", "s3cret-كلمة"
 
@@ -36,11 +37,11 @@ def authenticator(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=False)
 
 
-def start_server(certificate, implicit: bool):
+def start_server(certificate, implicit: bool, pipelining: bool = False):
     cert, key = certificate
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    handler = RecordingHandler()
+    handler = PipeliningHandler() if pipelining else RecordingHandler()
     options = dict(authenticator=authenticator, auth_require_tls=True)
     if implicit:
         # aiosmtpd only counts STARTTLS as TLS for auth_require_tls; here the
@@ -62,16 +63,20 @@ def tls_settings(settings: Settings, controller, mode: str, cert, password=PASSW
     })
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one command at a time", "pipelined"])
 @pytest.mark.parametrize("mode", ["starttls", "tls"])
-def test_sends_over_tls_with_auth(settings, store: Store, certificate, mode):
-    controller, handler = start_server(certificate, implicit=mode == "tls")
+def test_sends_over_tls_with_auth(settings, store: Store, certificate, mode, pipelining):
+    controller, handler = start_server(certificate, implicit=mode == "tls", pipelining=pipelining)
     try:
         store.add_subscriber("layla@example.com", "ليلى")
+        store.add_subscriber("omar@example.com", "عمر")
         report = send_edition(tls_settings(settings, controller, mode, certificate[0]), store, SAMPLE_DATE).report
     finally:
         controller.stop()
-    assert report.sent == 1
-    assert [m.rcpt_to for m in handler.messages] == ["layla@example.com"]
+    assert report.sent == 2
+    assert sorted(m.rcpt_to for m in handler.messages) == ["layla@example.com", "omar@example.com"]
+    if pipelining:  # offered after STARTTLS too, and used
+        assert handler.pipelined == [True, True]
 
 
 def test_wrong_password_is_a_configuration_error(settings, store: Store, certificate):

@@ -24,7 +24,7 @@ from ..config import Settings
 from ..issue.render import UNSUBSCRIBE_SLOT, RenderedIssue
 from ..store.subscribers import clean_name
 from ..tokens import Tokens
-from .smtp import PreparedMessage
+from .transaction import PreparedMessage
 
 if TYPE_CHECKING:
     from .dkim import DkimSigner
