@@ -107,8 +107,8 @@ SCENARIOS = {
     "end of data 552": {".": ["552 5.3.4 Message size exceeds fixed limit"]},
     "end of data 451": {".": ["451 4.3.0 Error: queue file write error"]},
     "MAIL 421": {"MAIL": ["421 4.3.2 Service shutting down, closing transmission channel"]},
-    # aiosmtplib wraps a refused RCPT in SMTPRecipientsRefused, which has no code: is_busy sees 421 only
-    # in the text (smtp.py, today as before), so this one is not "busy" and the next has to say so.
+    # aiosmtplib wraps a refused RCPT in SMTPRecipientsRefused, which has no code, so is_busy (smtp.py)
+    # calls a 421 to RCPT busy only when its text says "too many connections": as before, on both paths.
     "RCPT 421": {"RCPT": ["421 4.3.2 Service shutting down"]},
     "RCPT 421 too many connections": {"RCPT": ["421 4.7.0 Too many connections, closing"]},
     "DATA 421": {"DATA": ["421 4.3.2 Service shutting down"]},
@@ -129,6 +129,7 @@ def assert_same_ending(replies: dict[str, list[str]], **script: object) -> tuple
     assert [d.rcpt_to for d in pipelined.relay.delivered] == [d.rcpt_to for d in today.relay.delivered]
     assert pipelined.relay.sessions == today.relay.sessions
     # The paths really differ on the wire: three commands in one read, or one at a time.
+    assert pipelined_reads(pipelined.relay)
     assert all(b"RCPT TO:" in c and c.endswith(b"DATA\r\n") for c in pipelined_reads(pipelined.relay))
     assert not any(b"RCPT TO:" in c for c in pipelined_reads(today.relay))
     return today, pipelined
