@@ -178,6 +178,111 @@ def test_image_without_its_own_alt_falls_back_to_the_title():
     assert alts == [story(1).title, story(2).title]
 
 
+# --- what mail clients need (issue 12) -------------------------------------
+
+
+def style_of(element) -> dict[str, str]:
+    """The inline style attribute as {property: value}."""
+    pairs = (d.split(":", 1) for d in (element.get("style") or "").split(";") if ":" in d)
+    return {k.strip().lower(): v.strip().lower() for k, v in pairs}
+
+
+def relative_luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: str, b: str) -> float:
+    hi, lo = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+@pytest.fixture(scope="module")
+def pictured() -> RenderedIssue:
+    return render_stories(*(story(n, image=f"https://img.example/{n}.jpg", follow_up=n == 2) for n in range(1, 4)))
+
+
+def test_the_doctype_survives_css_inlining(pictured):
+    # without it the email renders in quirks mode
+    assert pictured.html.lower().startswith("<!doctype html>")
+    assert renderer().render_confirmation("https://news.example/confirm/x", 7)[1].lower().startswith("<!doctype html>")
+
+
+def test_images_keep_mjml_pixel_widths_and_secondary_images_go_fluid_on_phones(pictured):
+    tree = lxml.html.document_fromstring(pictured.html)
+    images = list(tree.iter("img"))
+
+    # Outlook for Windows sizes an image from its width attribute (pixels), not from CSS
+    assert [img.get("width") for img in images] == ["600", "204", "204"]
+    for img in images[1:]:
+        cell = img.xpath("ancestor::td[1]")[0]
+        assert "mj-full-width-mobile" in cell.get("class", ""), "secondary pictures fill the column on phones"
+
+
+def test_the_preheader_is_not_low_contrast_and_is_padded(pictured):
+    tree = lxml.html.document_fromstring(pictured.html)
+    hidden = tree.xpath("//div[contains(@style, 'display:none')]")
+    preheader = next(d for d in hidden if d.text_content().strip() == pictured.preheader)
+    padding = preheader.getnext()
+
+    # SpamAssassin's HTML_FONT_LOW_CONTRAST: hidden text as light as the background
+    assert contrast(style_of(preheader)["color"], "#eef0f3") >= 4.5
+    assert padding is not None and "display:none" in padding.get("style", "").replace(" ", "")
+    assert padding.text_content().count("\u200c\u00a0") >= 80  # the snippet stops here, before the masthead
+    assert "اقرأ" not in padding.text_content()
+
+
+def test_headings_and_landmarks(pictured):
+    tree = lxml.html.document_fromstring(pictured.html)
+
+    assert [h.text_content().strip() for h in tree.iter("h1")] == ["الرسالة الإخبارية"]
+    assert [h.text_content().strip() for h in tree.iter("h2")] == [story(n).title for n in range(1, 4)]
+    mains = tree.xpath("//*[@role='main']")
+    assert len(mains) == 1
+    assert {a.text_content().strip() for a in mains[0].iter("a")} >= {story(n).title for n in range(1, 4)}
+    assert len(tree.xpath("//*[@role='banner']//h1")) == 1
+    assert tree.xpath("//*[@role='contentinfo']//a[contains(@href, '/unsubscribe/')]")
+
+
+def test_dark_mode_and_apple_metas(pictured):
+    tree = lxml.html.document_fromstring(pictured.html)
+    metas = {m.get("name"): m.get("content") for m in tree.iter("meta") if m.get("name")}
+    css = " ".join(s.text_content() for s in tree.iter("style"))
+
+    assert metas["color-scheme"] == "light dark"
+    assert metas["supported-color-schemes"] == "light dark"
+    assert "x-apple-disable-message-reformatting" in metas
+    assert "prefers-color-scheme: dark" in css
+
+
+def test_footer_text_is_at_least_14px_and_the_source_line_is_grey(pictured):
+    tree = lxml.html.document_fromstring(pictured.html)
+    footer = tree.xpath("//*[@role='contentinfo']//td[contains(@class, 'footer')]/div")
+    meta = tree.xpath("//td[contains(@class, 'meta')]/div")
+
+    assert footer and all(int(style_of(d)["font-size"].rstrip("px")) >= 14 for d in footer)
+    assert meta and all(style_of(d)["color"] == "#5b636e" for d in meta)
+    assert any("متابعة" in d.text_content() for d in meta)  # story 2 continues an earlier one
+
+
+def test_links_are_tap_targets_and_text_is_readable_in_light_mode(pictured):
+    tree = lxml.html.document_fromstring(pictured.html)
+
+    for a in tree.iter("a"):
+        style = style_of(a)
+        if a.xpath(".//img") or "padding" in style:
+            continue  # pictures and the button are large
+        assert style.get("display") == "inline-block" and style.get("min-height") == "24px", lxml.html.tostring(a)
+    for div in tree.xpath("//*[contains(@class, 'card')]//div[contains(@style, 'color')]"):
+        assert contrast(style_of(div)["color"], "#ffffff") >= 4.5, lxml.html.tostring(div)[:200]
+
+
+def test_mjml_reset_is_not_copied_onto_every_cell(pictured):
+    # premailer used to inline `table, td { border-collapse; mso-table-* }` onto ~120 elements
+    assert pictured.html.count("mso-table-lspace") == 1  # the <style> in <head> only
+
+
 # --- untrusted text --------------------------------------------------------
 
 

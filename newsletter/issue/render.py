@@ -170,16 +170,34 @@ def compile_mjml(source: str) -> str:
         raise TemplateError(f"MJML could not be compiled: {exc}") from None
 
 
+# MJML's own reset (`table, td { border-collapse … }`, `img { … }`) belongs in <head>, where clients
+# that keep <style> read it; inlined, premailer copies it onto every table and cell (~8 KB an issue).
+_MJML_RESET = '<style type="text/css">\n#outlook a'
+
+# Wrappers in the templates (mj-wrapper css-class) that are the email's landmarks: screen readers
+# jump between them, and axe-core's `region` rule wants all content inside one.
+LANDMARKS = {"nl-banner": "banner", "nl-main": "main", "nl-contentinfo": "contentinfo"}
+
+
 def inline_css(html: str) -> str:
-    """Inline the CSS into style attributes, keeping media queries in <style>."""
+    """Inline the template's own classes into style attributes, keeping MJML's reset and media queries in <style>.
+
+    The doctype stays (without it clients render in quirks mode), and so do MJML's width and height
+    attributes: premailer would otherwise rewrite `<img width="600">` from the CSS as `width="100%"`,
+    and Outlook for Windows sizes an image from its attribute, in pixels, or else from the file.
+    """
     from premailer import Premailer
 
+    html = html.replace(_MJML_RESET, _MJML_RESET.replace("<style ", '<style data-premailer="ignore" ', 1), 1)
+    for css_class, role in LANDMARKS.items():
+        html = html.replace(f'<div class="{css_class}" ', f'<div class="{css_class}" role="{role}" ', 1)
     return Premailer(
         html,
         keep_style_tags=False,
         remove_classes=False,
         strip_important=False,
         disable_validation=True,
+        disable_basic_attributes=["width", "height"],
         cssutils_logging_level="CRITICAL",
         allow_network=False,
-    ).transform(pretty_print=False)
+    ).transform(pretty_print=False, doctype="<!doctype html>")
