@@ -135,8 +135,7 @@ def render(
     manifest = {"date": issue_date.isoformat(), "subject": rendered.subject, "preheader": rendered.preheader,
                 "stories": rendered.stories}
     (out_dir / "issue.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
-    size = len(rendered.html.encode("utf-8"))
-    out.print(f"Wrote {out_dir / 'issue.html'} ({size / 1024:.1f} KB, Gmail clips above 102 KB), "
+    out.print(f"Wrote {out_dir / 'issue.html'} ({rendered.size_label}), "
               f"issue.txt and issue.json: {len(rendered.stories)} stories.")
 
 
@@ -188,7 +187,7 @@ def send(
 
     Safe to run again: only subscribers without a delivery are sent to.
     Exit codes: 0 complete, 75 some left for the next run, 2 bad setting,
-    3 no story to send.
+    3 no story to send, 65 the issue is over Gmail's 102 KB clipping limit (nothing sent).
     """
     settings = _settings_for_links()
     store = Store(settings.database_url, stalled_session_seconds=settings.stale_run_seconds)
@@ -201,7 +200,8 @@ def send(
         result = edition.send_edition(settings, store, issue_date, on_progress=progress)
     report = result.report
     state = "built and frozen" if result.built_now else "already frozen, resending to whoever is missing it"
-    out.print(f"Issue {result.issue.issue_date} ({state}): {result.issue.subject}", markup=False)
+    out.print(f"Issue {result.issue.issue_date} ({state}, {edition.as_rendered(result.issue).size_label}): "
+              f"{result.issue.subject}", markup=False)
     out.print(
         f"Sent {report.sent}, failed {report.failed} (will retry), refused {report.refused}, "
         + (f"withdrawn {report.withdrawn} (unsubscribed during the send), " if report.withdrawn else "")
@@ -220,7 +220,8 @@ def send(
 
 def _send_test(settings: Settings, store: Store, issue_date: dt.date, addresses: list[str]) -> None:
     result = edition.send_test(settings, store, issue_date, [normalise_email(a) for a in addresses])
-    out.print(f"Test issue sent to {len(result.sent)} address(es): {result.subject}", markup=False)
+    out.print(f"Test issue ({result.size_label}) sent to {len(result.sent)} address(es): {result.subject}",
+              markup=False)
     for address, reply in result.failed:
         err.print(f"not sent to {address}: {reply}", markup=False)
     if result.failed:

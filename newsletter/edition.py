@@ -102,8 +102,10 @@ def freeze_edition(settings: Settings, store: Store, date: dt.date) -> tuple[Sto
     """
     stored = store.get_issue(date.isoformat())
     if stored is not None:
+        as_rendered(stored).check_size()
         return stored, False
     rendered = render_draft(settings, draft_edition(settings, store, date))
+    rendered.check_size()  # before freezing: editors can still cut the issue down and run again
     stored = store.save_issue(date.isoformat(), rendered.subject, rendered.preheader, rendered.html,
                               rendered.text, rendered.stories)
     return stored, True
@@ -190,6 +192,7 @@ class TestSendResult:
     subject: str
     sent: list[str]
     failed: list[tuple[str, str]]
+    size_label: str = ""
 
 
 def send_test(settings: Settings, store: Store, date: dt.date, addresses: list[str]) -> TestSendResult:
@@ -201,8 +204,10 @@ def send_test(settings: Settings, store: Store, date: dt.date, addresses: list[s
     rendered = current_issue(settings, store, date)
     renderer = Renderer(settings.templates_dir, settings.base_url)
     rendered = replace(rendered, subject=renderer.test_subject(rendered.subject))
+    rendered.check_size()
     template = MessageTemplate(rendered, settings)
-    return asyncio.run(_send_test_messages(settings, template, rendered.subject, addresses))
+    result = asyncio.run(_send_test_messages(settings, template, rendered.subject, addresses))
+    return replace(result, size_label=rendered.size_label)
 
 
 async def _send_test_messages(settings: Settings, template: MessageTemplate, subject: str,

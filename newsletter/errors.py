@@ -36,6 +36,19 @@ class TemplateError(NewsletterError):
     """A template in templates/ could not be rendered."""
 
 
+class EmailTooLargeError(TemplateError):
+    """The issue's HTML is over Gmail's clipping limit: readers would see it cut off; nothing is sent."""
+
+    exit_code = 65  # EX_DATAERR: the issue itself must change (fewer stories, shorter text); a re-run will not help
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the issue's HTML is {size / 1024:.1f} KB, over Gmail's {limit // 1024} KB clipping limit; "
+                         "not sent: choose fewer stories (NEWSLETTER_MAX_STORIES, the editorial file) "
+                         "or shorten the template")
+        self.size = size
+        self.limit = limit
+
+
 class SubscriberError(NewsletterError):
     """A subscriber address or row is invalid."""
 

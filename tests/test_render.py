@@ -16,8 +16,8 @@ import lxml.html
 import pytest
 
 from newsletter.issue import render
-from newsletter.config import PROJECT_DIR, SAMPLE_FEEDS_DIR, Settings
-from newsletter.errors import TemplateError
+from newsletter.config import MAX_STORIES_LIMIT, PROJECT_DIR, SAMPLE_FEEDS_DIR, Settings
+from newsletter.errors import EmailTooLargeError, TemplateError
 from newsletter.issue.feeds import read_feeds
 from newsletter.issue.render import Issue, IssueStory, RenderedIssue, Renderer, issue_from_selection
 from newsletter.issue.selection import select_stories
@@ -26,7 +26,6 @@ TEMPLATES = PROJECT_DIR / "templates"
 BASE_URL = "https://news.example"
 SAMPLE_DATE = dt.date(2017, 5, 9)
 SAMPLE_WINDOW_END = dt.datetime(2017, 5, 9, 5, 0, tzinfo=dt.timezone.utc)
-MAX_EMAIL_BYTES = 102 * 1024  # Gmail clips messages above ~102 KB
 
 HOSTILE_HEADLINE = 'بيان "عاجل" من الوزارة & <script>alert(1)</script> ردود <b>غاضبة</b> it\'s'
 
@@ -331,7 +330,7 @@ def test_url_with_a_quote_cannot_break_out_of_the_href(url):
 # --- size ------------------------------------------------------------------
 
 
-def test_ten_long_stories_with_images_stay_under_102_kb():
+def long_story(n: int) -> IssueStory:
     title = (
         "التحالف الدولي يجتمع في كوبنهاغن لبحث المرحلة المقبلة من الحرب على تنظيم الدولة الإسلامية "
         "بعد خسارته معظم مدينة الموصل وتضييق الخناق عليه في الرقة"
@@ -340,24 +339,39 @@ def test_ten_long_stories_with_images_stay_under_102_kb():
         "يلتقي وزراء ومسؤولون عسكريون من 15 دولة في التحالف الدولي بقيادة الولايات المتحدة اليوم الثلاثاء "
         "في العاصمة الدنماركية، لتقييم سير العمليات ضد تنظيم الدولة الإسلامية بعد خسارته معظم الموصل. "
     ) * 6
-    stories = [
-        story(
-            n,
-            url=f"https://news.example/world/middle-east/2017/05/09/{n:05d}-coalition-copenhagen-meeting-islamic-state",
-            title=f"{n}. {title}",
-            summary=summary,
-            sources=["فرانس 24 - دولي", "الصباح الدولي", "صوت العالم", "المرصد - أخبار العالم"],
-            image=f"https://news.example/media/2017/05/09/{n:05d}-mattis-copenhagen-arrival.jpg",
-            image_alt=f"الصورة {n}: {title}",
-        )
-        for n in range(1, 11)
-    ]
+    return story(
+        n,
+        url=f"https://news.example/world/middle-east/2017/05/09/{n:05d}-coalition-copenhagen-meeting-islamic-state",
+        title=f"{n}. {title}",
+        summary=summary,
+        sources=["فرانس 24 - دولي", "الصباح الدولي", "صوت العالم", "المرصد - أخبار العالم"],
+        image=f"https://news.example/media/2017/05/09/{n:05d}-mattis-copenhagen-arrival.jpg",
+        image_alt=f"الصورة {n}: {title}",
+    )
 
-    rendered = render_stories(*stories)
 
-    assert len(list(parse_html(rendered).iter("img"))) == 10
-    size = len(rendered.html.encode("utf-8"))
-    assert size < MAX_EMAIL_BYTES, f"HTML is {size} bytes, over {MAX_EMAIL_BYTES}"
+def test_the_most_stories_settings_allow_stay_under_gmails_clipping_limit():
+    intro = "صباح الخير. " * 40  # an editor's intro of ~500 characters
+    stories = [long_story(n) for n in range(1, MAX_STORIES_LIMIT + 1)]
+
+    rendered = renderer().render(Issue(SAMPLE_DATE, stories, intro))
+
+    assert len(list(parse_html(rendered).iter("img"))) == MAX_STORIES_LIMIT
+    assert rendered.html_bytes < render.GMAIL_CLIP_BYTES, rendered.size_label
+    rendered.check_size()
+    with pytest.raises(ValueError):
+        Settings(_env_file=None, max_stories=MAX_STORIES_LIMIT + 1)
+
+
+def test_an_issue_over_the_limit_is_refused_with_its_size_and_the_limit():
+    rendered = render_stories(*(long_story(n) for n in range(1, 16)))
+
+    with pytest.raises(EmailTooLargeError) as caught:
+        rendered.check_size()
+
+    message = str(caught.value)
+    assert f"{rendered.html_bytes / 1024:.1f} KB" in message and "102 KB" in message and "\n" not in message
+    assert caught.value.exit_code == 65
 
 
 # --- the plain-text part ---------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from urllib.parse import urlparse
@@ -222,3 +223,36 @@ def test_a_day_without_stories_sends_nothing_and_says_why(env, store, smtp_serve
     assert result.returncode == 3
     assert "no international story" in result.stderr
     assert smtp_server.handler.messages == []
+
+
+def oversized_templates(tmp_path):
+    """A copy of templates/ whose issue carries ~110 KB of extra text: over Gmail's clipping limit."""
+    templates = tmp_path / "templates"
+    shutil.copytree(PROJECT / "templates", templates)
+    issue = templates / "issue.mjml.j2"
+    filler = "<mj-section><mj-column><mj-text>" + "حشو " * 22_000 + "</mj-text></mj-column></mj-section>"
+    issue.write_text(issue.read_text(encoding="utf-8").replace("  </mj-body>", filler + "\n  </mj-body>"),
+                     encoding="utf-8")
+    return templates
+
+
+@pytest.mark.parametrize("test_send", [False, True])
+def test_an_issue_gmail_would_clip_is_not_sent(env, store, smtp_server, tmp_path, test_send):
+    add_readers(store, READERS[:1])
+    env = {**env, "NEWSLETTER_TEMPLATES_DIR": str(oversized_templates(tmp_path))}
+    args = ["--test", "editor@example.com"] if test_send else []
+
+    result = run_cli("send", "--date", SAMPLE_DATE.isoformat(), *args, env=env)
+
+    assert result.returncode == 65, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "KB" in line and "over Gmail's 102 KB clipping limit" in line
+    assert smtp_server.handler.messages == []
+    assert store.get_issue(SAMPLE_DATE.isoformat()) is None, "not frozen: the editor can still cut it down"
+
+
+def test_send_reports_the_size_of_the_issue(env, store, smtp_server):
+    add_readers(store, READERS[:1])
+    result = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "KB of HTML, Gmail clips above 102 KB" in result.stdout

@@ -14,9 +14,13 @@ from pathlib import Path
 
 import jinja2
 
-from ..errors import TemplateError
+from ..errors import EmailTooLargeError, TemplateError
 from .editorial import Editorial
 from .selection import Selection
+
+# Gmail shows "[Message clipped]" and hides the rest (footer and unsubscribe link included) above
+# about 102 KB of HTML; `send` refuses such an issue and `preview` shows its size in red.
+GMAIL_CLIP_BYTES = 102 * 1024
 
 # Stands in for the per-subscriber unsubscribe token until `message` splices it
 # in. Plain ASCII word characters, so Jinja, MJML and premailer leave it alone.
@@ -54,6 +58,19 @@ class RenderedIssue:
     html: str
     text: str
     stories: list[dict]
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+    @property
+    def size_label(self) -> str:
+        return f"{self.html_bytes / 1024:.1f} KB of HTML, Gmail clips above {GMAIL_CLIP_BYTES // 1024} KB"
+
+    def check_size(self) -> None:
+        """Raise EmailTooLargeError when Gmail would clip the issue."""
+        if self.html_bytes > GMAIL_CLIP_BYTES:
+            raise EmailTooLargeError(self.html_bytes, GMAIL_CLIP_BYTES)
 
 
 def issue_from_selection(selection: Selection, date: dt.date, editorial: Editorial | None = None) -> Issue:

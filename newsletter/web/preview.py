@@ -23,12 +23,10 @@ from .. import edition
 from ..config import Settings
 from ..errors import NewsletterError
 from ..issue.feeds import FeedBatch, read_feeds_async
-from ..issue.render import UNSUBSCRIBE_SLOT, Renderer, RenderedIssue
+from ..issue.render import GMAIL_CLIP_BYTES, UNSUBSCRIBE_SLOT, Renderer, RenderedIssue
 from ..store.database import Store
 
 log = logging.getLogger(__name__)
-
-GMAIL_CLIP_BYTES = 102 * 1024
 
 
 @dataclass
@@ -97,7 +95,7 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
     @app.get("/", response_class=HTMLResponse)
     async def preview_page() -> HTMLResponse:
         rendered, draft = state.rendered, state.draft
-        size = len(rendered.html.encode("utf-8")) if rendered else 0
+        size = rendered.html_bytes if rendered else 0
         try:
             page = Renderer(settings.templates_dir, settings.base_url).render_page(
                 "preview",
