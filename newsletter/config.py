@@ -234,6 +234,10 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        if value.startswith("http://") and not _is_local_host(urlsplit(value).hostname or ""):
+            # RFC 8058: mail providers only make a one-click unsubscribe request to an https:// URL.
+            raise ValueError(f"{value!r} must start with https:// for a public host (one-click unsubscribe "
+                             "needs HTTPS); http:// is for localhost, 127.0.0.1 and ::1 only")
         return value.rstrip("/")
 
     @property
@@ -245,13 +249,7 @@ class Settings(BaseSettings):
     @property
     def base_url_is_local(self) -> bool:
         """True when the links point at this machine only (development, the demo, the tests)."""
-        host = urlsplit(self.base_url).hostname or ""
-        if host == "localhost" or host.endswith(".localhost"):
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return _is_local_host(urlsplit(self.base_url).hostname or "")
 
     def require_secret_key(self, listening_publicly: bool = False) -> None:
         """Refuse to sign public links with a missing, example or short key.
@@ -298,6 +296,16 @@ class Settings(BaseSettings):
     @property
     def effective_list_id(self) -> str:
         return self.list_id or f"morning.{self.sender_domain}"
+
+
+def _is_local_host(host: str) -> bool:
+    """localhost, a name under .localhost, or a loopback address (127.0.0.0/8, ::1)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def write_env_file(path: Path, force: bool = False) -> Path:

@@ -205,7 +205,7 @@ def send_test(settings: Settings, store: Store, date: dt.date, addresses: list[s
     renderer = Renderer(settings.templates_dir, settings.base_url)
     rendered = replace(rendered, subject=renderer.test_subject(rendered.subject))
     rendered.check_size()
-    template = MessageTemplate(rendered, settings)
+    template = MessageTemplate(rendered, settings, test_send=True)
     result = asyncio.run(_send_test_messages(settings, template, rendered.subject, addresses))
     return replace(result, size_label=rendered.size_label)
 

@@ -112,6 +112,7 @@ def test_encoded_words_decode_to_the_exact_text(text):
     encoded = encoded_words(text)
     assert str(make_header(decode_header(encoded))) == text
     assert all(len(line) <= 76 for line in encoded.split("\r\n"))
+    assert all(len(line) <= 76 for line in ("Subject: " + encoded_words(text, used=9)).split("\r\n"))
 
 
 def test_a_name_cannot_inject_headers_or_break_the_wire_form(rendered, settings):
@@ -122,3 +123,37 @@ def test_a_name_cannot_inject_headers_or_break_the_wire_form(rendered, settings)
     assert message["To"].addresses[0].addr_spec == "victim@example.com"
     assert not any(line.startswith(b".") for line in raw.split(b"\r\n")), "nothing to dot-stuff"
     assert raw.endswith(b"\r\n")
+
+
+def header_lines(raw: bytes) -> list[str]:
+    return raw.split(b"\r\n\r\n", 1)[0].decode("ascii").split("\r\n")
+
+
+@pytest.mark.parametrize("recipient", RECIPIENTS, ids=lambda r: r.email)
+def test_header_lines_with_encoded_words_are_at_most_76_characters(rendered, settings, recipient):
+    # RFC 2047 section 2; a long Arabic sender name and subject exercise the first line of each header
+    settings = settings.model_copy(update={"from_name": "الرسالة الإخبارية الصباحية لأبرز الأحداث الدولية"})
+    raw = MessageTemplate(rendered, settings).personalise(recipient)
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+
+    encoded = [line for line in header_lines(raw) if "=?" in line]
+    assert encoded, "the subject at least is encoded"
+    assert max(len(line) for line in encoded) <= 76, max(encoded, key=len)
+    assert message["Subject"] == rendered.subject
+    assert message["From"].addresses[0].display_name.split() == settings.from_name.split()
+    assert message["From"].addresses[0].addr_spec == settings.from_address
+    assert message["List-Id"]
+    if recipient.name:
+        assert message["To"].addresses[0].display_name.split() == recipient.name.split()
+    assert message.defects == []
+
+
+def test_test_sends_get_a_new_message_id_each_time(rendered, settings):
+    template = MessageTemplate(rendered, settings, test_send=True)
+    ids = [email.message_from_bytes(template.personalise(Recipient(0, "editor@example.com")),
+                                    policy=email.policy.default)["Message-ID"] for _ in range(3)]
+
+    assert len(set(ids)) == 3, "a mailbox that drops duplicates would hide the second test"
+    assert all(i.startswith("<morning.20261124.test.") and i.endswith("@news.example>") for i in ids)
+    # a real send stays deterministic: a retried delivery carries the same id
+    assert MessageTemplate(rendered, settings).message_id(7) == MessageTemplate(rendered, settings).message_id(7)

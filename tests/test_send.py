@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from newsletter.config import Settings
 from newsletter.edition import send_edition
 from newsletter.issue.render import UNSUBSCRIBE_SLOT
 from newsletter.store.database import Outcome, Status
@@ -256,3 +257,17 @@ def test_send_reports_the_size_of_the_issue(env, store, smtp_server):
     result = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env)
     assert result.returncode == 0, result.stderr
     assert "KB of HTML, Gmail clips above 102 KB" in result.stdout
+
+
+@pytest.mark.parametrize("url", ["http://news.example", "http://203.0.113.7:8000", "http://[2001:db8::1]"])
+def test_a_public_base_url_must_be_https(env, url):
+    result = run_cli("send", env={**env, "NEWSLETTER_BASE_URL": url})
+
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "NEWSLETTER_BASE_URL" in line and "https://" in line
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8000", "http://127.0.0.1:8000", "http://[::1]:8000/"])
+def test_a_local_base_url_may_stay_http(url):
+    assert Settings(_env_file=None, base_url=url).base_url == url.rstrip("/")

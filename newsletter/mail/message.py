@@ -36,26 +36,38 @@ def _b64_lines(data: bytes) -> bytes:
     return base64.encodebytes(data).replace(b"\n", CRLF)
 
 
-def encoded_words(text: str, chunk_bytes: int = 45) -> str:
-    """RFC 2047 base64 encoded-words, folded onto continuation lines.
+# RFC 2047 (section 2): a header line holding an encoded word is at most 76 characters.
+MAX_ENCODED_LINE = 76
+_ENCODED_WORD_OVERHEAD = len("=?utf-8?b??=")
 
-    Every space stays inside an encoded word, since decoders drop whitespace
-    between two encoded words (the stdlib's own folder loses spaces that way:
-    «الأحداث — عنوان» comes out «الأحداث —عنوان»). Words are cut at spaces
-    where possible, so no Arabic word is split across two encoded words.
+
+def _chunk_bytes(room: int) -> int:
+    """The most UTF-8 bytes whose encoded word fits in `room` characters (base64: 4 per 3 bytes)."""
+    return max(6, (room - _ENCODED_WORD_OVERHEAD) // 4 * 3)  # 6: room for any one UTF-8 character
+
+
+def encoded_words(text: str, used: int = 0) -> str:
+    """RFC 2047 base64 encoded-words, folded onto continuation lines of at most 76 characters.
+
+    `used` is how many characters the first line already holds ("Subject: "); each
+    continuation line starts with one space. Every space stays inside an encoded word,
+    since decoders drop whitespace between two encoded words (the stdlib's own folder
+    loses spaces that way: «الأحداث — عنوان» comes out «الأحداث —عنوان»). Words are cut
+    at spaces where possible, so no Arabic word is split across two encoded words.
     """
+    limit = _chunk_bytes(MAX_ENCODED_LINE - used)
     chunks, chunk = [], b""
     for word in re.findall(r"\S+\s*|\s+", text):
         encoded = word.encode("utf-8")
-        if chunk and len(chunk) + len(encoded) > chunk_bytes:
+        if chunk and len(chunk) + len(encoded) > limit:
             chunks.append(chunk)
-            chunk = b""
-        while len(encoded) > chunk_bytes:  # one very long word: cut between characters
-            cut = chunk_bytes
+            chunk, limit = b"", _chunk_bytes(MAX_ENCODED_LINE - 1)
+        while len(chunk) + len(encoded) > limit:  # a very long word: cut between characters
+            cut = limit - len(chunk)
             while cut and (encoded[cut] & 0xC0) == 0x80:
                 cut -= 1
-            chunks.append(encoded[:cut])
-            encoded = encoded[cut:]
+            chunks.append(chunk + encoded[:cut])
+            chunk, encoded, limit = b"", encoded[cut:], _chunk_bytes(MAX_ENCODED_LINE - 1)
         chunk += encoded
     chunks.append(chunk)
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks)
@@ -64,7 +76,7 @@ def encoded_words(text: str, chunk_bytes: int = 45) -> str:
 def _header(name: str, value: str) -> bytes:
     """A header line; unstructured text that is not ASCII becomes encoded words."""
     if not value.isascii():
-        value = encoded_words(value)
+        value = encoded_words(value, used=len(name) + 2)
     return f"{name}: {value}".encode("ascii") + CRLF
 
 
@@ -76,10 +88,11 @@ def ascii_address(email: str) -> str:
     return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
 
 
-def _mailbox(name: str, email: str) -> str:
+def _mailbox(header: str, name: str, email: str) -> str:
+    """A display name and address for `header`; an encoded name ends its line, the address goes on the next."""
     name = clean_name(name)  # names come from CSVs and the CLI: checked again where they meet a header
     if name and not name.isascii():
-        return f"{encoded_words(name)} <{ascii_address(email)}>"
+        return f"{encoded_words(name, used=len(header) + 2)}\r\n <{ascii_address(email)}>"
     return formataddr((name, ascii_address(email)))
 
 
@@ -140,8 +153,10 @@ class Recipient:
 class MessageTemplate:
     """The issue's message, encoded once, ready to be personalised per subscriber."""
 
-    def __init__(self, issue: RenderedIssue, settings: Settings, now: dt.datetime | None = None) -> None:
+    def __init__(self, issue: RenderedIssue, settings: Settings, now: dt.datetime | None = None,
+                 test_send: bool = False) -> None:
         self.settings = settings
+        self.test_send = test_send
         self.tokens = Tokens(settings.secret_key)
         self.issue_tag = issue.date.strftime("%Y%m%d")
         self.envelope_from = ascii_address(settings.from_address)
@@ -149,11 +164,11 @@ class MessageTemplate:
         self._verp = (bounce_local + "+", "@" + bounce_domain) if settings.bounce_address else None
         now = now or dt.datetime.now(dt.timezone.utc)
         static = [
-            _header("From", _mailbox(settings.from_name, settings.from_address)),
+            _header("From", _mailbox("From", settings.from_name, settings.from_address)),
             _header("Subject", issue.subject),
             _header("Date", format_datetime(now)),
             b"MIME-Version: 1.0\r\n",
-            _header("List-Id", _mailbox(settings.from_name, settings.effective_list_id)),
+            _header("List-Id", _mailbox("List-Id", settings.from_name, settings.effective_list_id)),
             # Gmail's feedback loop reports complaint rates per value of this header: one a day's issue.
             _header("Feedback-ID", f"{self.issue_tag}:morning:{settings.sender_domain}"),
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
@@ -181,6 +196,9 @@ class MessageTemplate:
         return self.unsubscribe_base + self.tokens.unsubscribe_token(subscriber_id)
 
     def message_id(self, subscriber_id: int) -> str:
+        if self.test_send:
+            # Each test is a new message: with one fixed id a mailbox that drops duplicates hides the second.
+            return f"<morning.{self.issue_tag}.test.{secrets.token_hex(8)}@{self.settings.sender_domain}>"
         # Deterministic per (issue, subscriber): a retried delivery carries the
         # same Message-ID, so receiving systems can drop a duplicate.
         return f"<morning.{self.issue_tag}.{subscriber_id}@{self.settings.sender_domain}>"
@@ -193,7 +211,7 @@ class MessageTemplate:
             list_unsubscribe += f", <mailto:{self.settings.unsubscribe_mailto}?subject=unsubscribe-{token}>"
         token_bytes = token.encode("ascii")
         reader_headers = b"".join((
-            _header("To", _mailbox(recipient.name, recipient.email)),
+            _header("To", _mailbox("To", recipient.name, recipient.email)),
             b"Message-ID: ", self.message_id(recipient.id).encode("ascii"), CRLF,
             b"List-Unsubscribe: ", list_unsubscribe.encode("ascii"), CRLF,
         ))
@@ -221,8 +239,8 @@ def transactional_message(settings: Settings, recipient: Recipient, subject: str
     text_head, html_head, closing = _alternative_parts()
     return b"".join(
         (
-            _header("From", _mailbox(settings.from_name, settings.from_address)),
-            _header("To", _mailbox(recipient.name, recipient.email)),
+            _header("From", _mailbox("From", settings.from_name, settings.from_address)),
+            _header("To", _mailbox("To", recipient.name, recipient.email)),
             _header("Subject", subject),
             _header("Date", format_datetime(dt.datetime.now(dt.timezone.utc))),
             f"Message-ID: {message_id}\r\nMIME-Version: 1.0\r\n".encode("ascii"),
