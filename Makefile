@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-deps eval bench bench-large bench-profile clean
+.PHONY: demo test system-deps email-tools eval bench bench-large bench-profile clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 # chromium (a real browser for the pages and the email) and postgresql (the tests start a
 # throw-away cluster of their own with initdb and pg_ctl; no service is enabled or used),
 # faketime (a sender whose host clock is wrong) and dovecot-imapd (an IMAP mailbox of bounces,
-# started by the tests in the foreground with a config of their own).
+# started by the tests in the foreground with a config of their own); spamassassin and tidy score
+# and validate the rendered email, npm (with nodejs) installs the email tools below.
 SYSTEM_PACKAGES := $(if $(wildcard /usr/sbin/smtp-sink),,postfix) $(if $(wildcard /usr/bin/chromium),,chromium) \
 	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) $(if $(wildcard /usr/bin/faketime),,faketime) \
-	$(if $(wildcard /usr/sbin/dovecot),,dovecot-imapd)
+	$(if $(wildcard /usr/sbin/dovecot),,dovecot-imapd) $(if $(wildcard /usr/bin/spamassassin),,spamassassin) \
+	$(if $(wildcard /usr/bin/tidy),,tidy) $(if $(wildcard /usr/bin/npm),,npm)
 
 system-deps:
 	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then \
@@ -32,7 +34,16 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/python -m newsletter.demo
 
-test: $(STAMP) system-deps
+# axe-core, html-validate and doiuse-email (caniemail.com's data), pinned by the lock file;
+# tests/test_email_tools.py runs them over the rendered email.
+EMAIL_TOOLS := tests/email-tools
+$(EMAIL_TOOLS)/node_modules/.installed: $(EMAIL_TOOLS)/package.json $(EMAIL_TOOLS)/package-lock.json | system-deps
+	npm ci --prefix $(EMAIL_TOOLS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+email-tools: $(EMAIL_TOOLS)/node_modules/.installed
+
+test: $(STAMP) system-deps email-tools
 	$(BIN)/python -m pytest -q
 
 # How well the selection clusters and ranks, on the labelled corpus in benchmarks/corpus, and how fast
@@ -53,4 +64,4 @@ bench-profile: $(STAMP)
 	$(BIN)/python -m benchmarks.profile_send $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) outbox test-artifacts benchmarks/results/tmp subscribers/*.sqlite3*
+	rm -rf $(VENV) outbox test-artifacts $(EMAIL_TOOLS)/node_modules benchmarks/results/tmp subscribers/*.sqlite3*

@@ -206,6 +206,7 @@ def inline_css(html: str) -> str:
     from premailer import Premailer
 
     html = html.replace(_MJML_RESET, _MJML_RESET.replace("<style ", '<style data-premailer="ignore" ', 1), 1)
+    html = html.replace(' height="auto"', "")  # MJML's, on images: not an HTML value (CSS height:auto stays)
     for css_class, role in LANDMARKS.items():
         html = html.replace(f'<div class="{css_class}" ', f'<div class="{css_class}" role="{role}" ', 1)
     return Premailer(
