@@ -60,6 +60,21 @@ def test_the_page_shows_subject_preheader_size_text_and_the_selection(preview):
     assert "اقرأ المزيد" in client.get("/email.html").text
 
 
+def test_an_issue_gmail_would_clip_shows_its_size_in_red(preview, templates):
+    client, _ = preview
+    assert 'id="size" class="ok"' in client.get("/").text
+    version = client.get("/version").json()["version"]
+    mjml = templates / "issue.mjml.j2"
+    filler = "<mj-section><mj-column><mj-text>" + "حشو " * 22_000 + "</mj-text></mj-column></mj-section>"
+    mjml.write_text(mjml.read_text(encoding="utf-8").replace("  </mj-body>", filler + "\n  </mj-body>"),
+                    encoding="utf-8")
+
+    wait_for_rebuild(client, version)
+
+    page = client.get("/").text
+    assert 'id="size" class="over"' in page and "سيقتطع Gmail الرسالة" in page  # .over is red
+
+
 def test_a_template_change_is_served_without_a_restart(preview, templates):
     client, _ = preview
     version = client.get("/version").json()["version"]
