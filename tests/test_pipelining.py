@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 import pytest
+import uvloop
 from aiosmtpd.controller import Controller
 
 from newsletter.config import Settings
@@ -296,7 +297,7 @@ def sinks():
         sink.stop()
 
 
-def send_all(port: int, recipients: list[str]) -> list[Ending]:
+def send_all(port: int, recipients: list[str], loop_factory=None) -> list[Ending]:
     """Send to each recipient in turn over one SmtpConnection; how each send ended."""
     async def scenario() -> list[Ending]:
         connection = SmtpConnection(relay_settings(port))
@@ -305,7 +306,8 @@ def send_all(port: int, recipients: list[str]) -> list[Ending]:
         finally:
             await connection.close()
 
-    return asyncio.run(scenario())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(asyncio.wait_for(scenario(), 60))  # a reader that never wakes fails, not hangs
 
 
 def offers_pipelining(port: int) -> bool:
@@ -328,6 +330,18 @@ def test_aiosmtpd_offering_pipelining_gets_the_three_commands_before_answering(a
     assert handler.recipients() == recipients
     assert handler.pipelined == [True] * 5
     assert handler.messages[0].raw == bytes(MESSAGE)
+
+
+def test_the_pipelined_path_reads_its_replies_on_uvloop_too(aiosmtpd_relay):
+    # uvloop (a loop written in C) keeps a protocol's bound methods from when it was attached;
+    # the protocol becomes PreparedDataProtocol after connecting, so it must be attached again.
+    handler = PipeliningHandler()
+    recipients = [f"reader{i}@example.com" for i in range(3)]
+
+    endings = send_all(aiosmtpd_relay(handler), recipients, loop_factory=uvloop.new_event_loop)
+
+    assert [e.outcome for e in endings] == [Outcome.sent] * 3
+    assert handler.pipelined == [True] * 3
 
 
 def test_aiosmtpd_without_pipelining_is_sent_one_command_at_a_time(aiosmtpd_relay):

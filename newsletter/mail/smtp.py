@@ -136,6 +136,9 @@ class SmtpConnection:
             else:
                 if type(client.protocol) is SMTPProtocol:
                     client.protocol.__class__ = PreparedDataProtocol  # adds methods, keeps its state
+                    # Loops written in C (uvloop) keep the protocol's bound methods from when it was
+                    # attached: attach it again so that its own data_received is the one called.
+                    client.transport.set_protocol(client.protocol)
                 self.client, self.sent_here = client, 0
                 return client
         raise SmtpUnavailableError(f"cannot connect to SMTP server {s.smtp_host}:{s.smtp_port}: {last_error}")
