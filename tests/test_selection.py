@@ -300,6 +300,7 @@ def test_an_event_with_news_returns_as_a_follow_up_showing_a_report_with_news():
     assert quake.follow_up_of == QUAKE_SENT and quake.repeats == [repeat]
     assert quake.story in news, "the report shown brings the news, even as the lead and without an image"
     assert "follow-up of «زلزال بقوة 7.4" in quake.reasons() and "(2026-03-10)" in quake.reasons()
+    assert "shown: the report with news closest to the event's centre" in quake.reasons()
     assert issue_from_selection(selection, SAMPLE_DATE).stories[selection.events.index(quake)].follow_up
 
 

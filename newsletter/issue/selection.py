@@ -118,9 +118,10 @@ class Event:
         if self.chosen is not None and len(self.reports) > 1:
             reasons += f"; shown: the report the editor named ({self.chosen.source})"
         elif len(self.reports) > 1 and self.central:
-            shown = "the report with an image closest to the event's centre" if (
-                self.lead_candidate and self.story is not self.central[0]) else "the report closest to the event's centre"
-            reasons += f"; shown: {shown} ({self.story.source})"
+            kind = "with news " if self.repeats else ""
+            if self.lead_candidate and self.story.image and not self.central[0].image:
+                kind = f"{kind}with an image "
+            reasons += f"; shown: the report {kind}closest to the event's centre ({self.story.source})"
         if self.follow_up_of:
             reasons += (f"; follow-up of «{self.follow_up_of.title}» ({self.follow_up_of.issue_date}): "
                         f"{len(self.reports) - len(self.repeats)} report(s) with news")
