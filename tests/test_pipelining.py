@@ -28,7 +28,7 @@ from newsletter.store.database import Outcome
 
 from .conftest import SAMPLE_DATE, RecordingHandler, run_cli
 from .scripted_relay import DROP, SILENT, Script, ScriptedRelay
-from .test_faults import Sink
+from .test_faults import sinks  # noqa: F401 (the fixture: smtp-sinks started with flags, stopped after)
 
 SENDER = "bounces+m20170509-1-abcdefghijklmnop@news.example"
 MESSAGE = PreparedMessage(b"Subject: morning\r\nTo: reader@example.com\r\n\r\nSGVsbG8=\r\n")
@@ -281,20 +281,6 @@ def aiosmtpd_relay():
     yield start
     for controller in started:
         controller.stop()
-
-
-@pytest.fixture
-def sinks():
-    started: list[Sink] = []
-
-    def start(*flags: str) -> Sink:
-        sink = Sink(*flags)
-        started.append(sink)
-        return sink
-
-    yield start
-    for sink in started:
-        sink.stop()
 
 
 def send_all(port: int, recipients: list[str], loop_factory=None) -> list[Ending]:

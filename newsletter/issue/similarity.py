@@ -80,7 +80,6 @@ def stem(word: str) -> str:
     return word.removesuffix("ه") if len(word) >= 4 else word
 
 
-@cache
 def _readings(word: str) -> tuple[str, ...]:
     """The word, and the word without each way of reading its start as proclitics (و ف, ب ل ك, ال).
 
