@@ -276,10 +276,10 @@ def profile(sink_binary: str, n: int, connections: int = 10, top: int = 25, stam
 COMPONENT_ROWS = [
     ("aiosmtplib_data_preparation", "aiosmtplib's DATA preparation (line-ending regex + dot-stuffing regex on the "
      "whole message)", ("aiosmtplib/protocol.py", "normalize_message_line_endings")),
-    ("store_record_outcomes_cpu", "delivery log record_outcomes, groups of K outcomes (CPU)", ("", "record_outcomes")),
+    ("store_record_outcomes_cpu", "delivery log group commit, rounds of K outcomes (CPU)", ("store/deliverylog.py", "record")),
     ("aiosmtplib_address_checks", "aiosmtplib's address checks (email.utils.parseaddr ×4)",
      ("aiosmtplib/email.py", "parse_address")),
-    ("personalise", "MessageTemplate.personalise (incl. the itsdangerous token)", ("newsletter/mail/message.py", "personalise")),
+    ("personalise", "MessageTemplate.personalise (incl. the unsubscribe token)", ("newsletter/mail/message.py", "personalise")),
     ("store_claim_batch", "delivery log claim_fresh, per subscriber", ("", "claim_fresh")),
 ]
 

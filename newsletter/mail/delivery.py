@@ -97,17 +97,27 @@ class RoundBatcher(Generic[Item, Answer]):
     per message. `work` runs on the event loop: on SQLite a local query of
     ~0.2 ms costs less than a worker thread's GIL hand-offs (measured: 1,100 →
     1,400 msg/s); on PostgreSQL it awaits an async connection.
+
+    A round waits up to `window` seconds for more requests unless all
+    `parties()` who could submit have. Replies from the relay come in one at a
+    time, so without the wait nearly every message was a round of its own (a
+    transaction each); 1 ms made rounds of ~5 and cut the sender's CPU by a
+    fifth at 10 connections, with no loss of throughput (measured on smtp-sink).
     """
 
     def __init__(self, work: Callable[[list[Item]], Awaitable[list[Answer]]],
                  after_round: Callable[[], None] = lambda: None,
-                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_close: Callable[[], Awaitable[None]] | None = None,
+                 window: float = 0.0, parties: Callable[[], int] = lambda: 1) -> None:
         self.work = work
         self.after_round = after_round
         self.on_close = on_close
+        self.window = window
+        self.parties = parties
         self._pending: list[Item] = []
         self._waiters: list[asyncio.Future] = []
         self._wakeup = asyncio.Event()
+        self._everyone_in: asyncio.Future[None] | None = None  # set while a round waits out its window
         self._closed = False
         self._failure: BaseException | None = None
 
@@ -118,6 +128,8 @@ class RoundBatcher(Generic[Item, Answer]):
         self._pending.append(item)
         self._waiters.append(done)
         self._wakeup.set()
+        if self._everyone_in is not None and len(self._pending) >= self.parties():
+            _wake(self._everyone_in)
         return await done
 
     async def run(self) -> None:
@@ -130,6 +142,8 @@ class RoundBatcher(Generic[Item, Answer]):
     async def _run_rounds(self) -> None:
         while not (self._closed and not self._pending):
             await self._wakeup.wait()
+            if not self._closed:
+                await self._gather()
             self._wakeup.clear()
             batch, waiters = self._pending, self._waiters
             self._pending, self._waiters = [], []
@@ -149,9 +163,29 @@ class RoundBatcher(Generic[Item, Answer]):
                     waiter.set_result(answer)
             self.after_round()
 
+    async def _gather(self) -> None:
+        """Wait up to `window` for more requests, unless everyone who could submit has."""
+        if self.window <= 0 or len(self._pending) >= self.parties():
+            return
+        loop = asyncio.get_running_loop()
+        self._everyone_in = loop.create_future()
+        timer = loop.call_later(self.window, _wake, self._everyone_in)
+        try:
+            await self._everyone_in
+        finally:
+            timer.cancel()
+            self._everyone_in = None
+
     def close(self) -> None:
         self._closed = True
         self._wakeup.set()
+        if self._everyone_in is not None:
+            _wake(self._everyone_in)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 # What a worker brings to a round: the outcome it has just had (if any) and
@@ -162,8 +196,12 @@ RoundEntry = tuple[Settled | None, int | None]
 RoundAnswer = tuple[bool, Clearance | None]
 
 
-def delivery_rounds(store: Store, issue_id: int, run_id: str,
-                    on_written: Callable[[], None]) -> RoundBatcher[RoundEntry, RoundAnswer]:
+# How long a round waits for more workers' outcomes (see RoundBatcher).
+GROUP_COMMIT_WINDOW = 0.001
+
+
+def delivery_rounds(store: Store, issue_id: int, run_id: str, on_written: Callable[[], None],
+                    workers: Callable[[], int]) -> RoundBatcher[RoundEntry, RoundAnswer]:
     """Group commit for the delivery log, and the last look before each message leaves.
 
     A worker waits until its outcome is written before it sends the next
@@ -182,7 +220,8 @@ def delivery_rounds(store: Store, issue_id: int, run_id: str,
         return [(settled is not None and settled[0] in credited, clearances.get(sid) if sid is not None else None)
                 for settled, sid in entries]
 
-    return RoundBatcher(run_round, after_round=on_written, on_close=rounds.close)
+    return RoundBatcher(run_round, after_round=on_written, on_close=rounds.close, window=GROUP_COMMIT_WINDOW,
+                        parties=workers)
 
 
 class Sender:
@@ -204,7 +243,9 @@ class Sender:
         self.throttle = Throttle(settings.rate_limit)
         self.pacing = DomainPacing(settings.retry_base_seconds, settings.domain_rate_limits,
                                    settings.domain_connections)
-        self._rounds = delivery_rounds(store, issue_id, self.run_id, lambda: self.on_progress(self.report))
+        self._workers = 0  # running, each on its own connection
+        self._rounds = delivery_rounds(store, issue_id, self.run_id, lambda: self.on_progress(self.report),
+                                       lambda: self._workers)
         self._fatal: NewsletterError | None = None
         self._busy_strikes = 0  # 421s in a row on the last connection
         self._unsettled = 0  # jobs queued, in flight or waiting to retry
@@ -333,6 +374,7 @@ class Sender:
 
     async def _worker(self) -> None:
         connection = SmtpConnection(self.settings)
+        self._workers += 1
         try:
             job = await self._take()
             clearance = await self._round(None, job)
@@ -378,6 +420,7 @@ class Sender:
             self._fatal = DeliveryLogError(exc)
             self._stop_feeding()
         finally:
+            self._workers -= 1
             await connection.close()
 
     async def _take(self) -> Job | None:
