@@ -49,7 +49,7 @@ if not all(importlib.util.find_spec(m) for m in ("aiosmtplib", "aiosmtpd", "sqla
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import HOST, ISSUE_DATE, Step  # noqa: E402
 
-STEPS = ("reference", "baseline", "ours", "dkim", "postgres", "relay", "memory", "build")
+STEPS = ("reference", "baseline", "ours", "asyncio", "dkim", "postgres", "relay", "memory", "build")
 NOISY_CORES = 0.1  # other processes using more than this many cores during a run: flagged
 
 
@@ -348,7 +348,10 @@ def evaluate_targets(results: dict) -> list[dict]:
 
     if ours and ref:
         r = ours["rate"] / ref["rate"] if ours["rate"] and ref["rate"] else None
-        add("ours vs smtp-source msg/s", "≥ 0.5×", r, r is not None and r >= 0.5, f"{_fmt(r)}×")
+        add("ours vs smtp-source msg/s", "≥ 0.8×", r, r is not None and r >= 0.8, f"{_fmt(r)}×")
+    if ours and ours.get("status") == "ok":
+        cpu = ours["cpu_per_1000"]
+        add("ours: client CPU s / 1,000 msg (start-up included)", "≤ 0.40", cpu, cpu <= 0.40, f"{cpu:.2f}")
     if ours and base:
         r = ours["rate"] / base["rate"] if ours["rate"] and base["rate"] else None
         add("ours vs stdlib baseline msg/s", "≥ 1.5×", r, r is not None and r >= 1.5, f"{_fmt(r)}×")
@@ -365,8 +368,8 @@ def evaluate_targets(results: dict) -> list[dict]:
     relay = results.get("relay")
     if relay:
         share = relay.get("cli_share_of_ideal")
-        add(f"relay latency: msg/s vs ideal {relay['ideal_rate']:.0f}", "≥ 90 %", share,
-            share is not None and share >= 0.9, f"{_fmt(share and share * 100, '.0f')} % (send phase)")
+        add(f"relay latency: msg/s vs ideal {relay['ideal_rate']:.0f}", "≥ 95 %", share,
+            share is not None and share >= 0.95, f"{_fmt(share and share * 100, '.0f')} % (send phase)")
     memory = {row["messages"]: row for row in results.get("memory", [])}
     if 10_000 in memory and 200_000 in memory:
         small, big = memory[10_000]["peak_rss_mb"], memory[200_000]["peak_rss_mb"]
@@ -406,7 +409,7 @@ def markdown(results: dict) -> str:
                 "| client | connections | sink saw | wall s | msg/s | × smtp-source | × baseline | "
                 "client CPU s / 1,000 msg | peak RSS MB | sink CPU s / 1,000 msg | other load (cores) |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for key in ("reference", "baseline", "ours", "dkim"):
+        for key in ("reference", "baseline", "ours", "asyncio", "dkim"):
             row = t.get(key)
             if not row:
                 continue
@@ -574,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
         "reference": ("smtp-source (C)", lambda: run_reference(sink_bin, source_bin, n, k)),
         "baseline": ("stdlib baseline", lambda: run_baseline(sink_bin, n)),
         "ours": ("newsletter send", lambda: run_ours(sink_bin, n, k)),
+        # The same on Python's own event loop: what uvloop (the default where installed) saves.
+        "asyncio": ("newsletter send, asyncio loop", lambda: run_ours(
+            sink_bin, n, k, name="asyncio", client="newsletter send, NEWSLETTER_EVENT_LOOP=asyncio",
+            extra_env={"NEWSLETTER_EVENT_LOOP": "asyncio"})),
         "dkim": ("newsletter send, DKIM-signed", lambda: run_ours(
             sink_bin, n, k, name="dkim", client="newsletter send, DKIM rsa-sha256 + ed25519-sha256",
             extra_env=dkim_env())),

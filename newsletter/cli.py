@@ -23,7 +23,6 @@ from . import edition
 from .config import PROJECT_DIR, Settings, load_settings, write_env_file
 from .errors import ConfigError, NewsletterError
 from .mail.delivery import DeliveryReport
-from .mail.outbox import start_outbox
 from .store.database import Status, Store
 from .store.migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
 from .store.subscribers import clean_name, export_csv, import_csv, normalise_email
@@ -426,6 +425,8 @@ def outbox(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 2525,
 ) -> None:
     """Run a local SMTP server that saves every message as an .eml file (for demos)."""
+    from .mail.outbox import start_outbox  # aiosmtpd: only the demos need it, not every command's start-up
+
     controller, _ = start_outbox(folder, port=port)
     err.print(f"Outbox SMTP server on 127.0.0.1:{controller.port}, saving to {folder}/ (Ctrl-C to stop)")
     try:

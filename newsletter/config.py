@@ -42,6 +42,14 @@ class SmtpTls(str, Enum):
     tls = "tls"
 
 
+class EventLoop(str, Enum):
+    """The event loop a send runs on: uvloop (written in C) when installed, or Python's own."""
+
+    auto = "auto"
+    uvloop = "uvloop"
+    asyncio = "asyncio"
+
+
 # The most stories an issue can hold and stay under Gmail's 102 KB clipping limit with the default
 # template. Measured by rendering long stories (a 150-character headline, a summary cut at 260
 # characters, a picture with a 160-character alt text, four outlets, 90-character URLs): the issue's
@@ -82,6 +90,7 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=30.0, gt=0)
     smtp_connections: int = Field(default=10, ge=1, le=500)
     smtp_messages_per_connection: int = Field(default=0, ge=0)
+    event_loop: EventLoop = EventLoop.auto
     rate_limit: float = Field(default=0, ge=0)  # messages per second, 0 = unlimited
     send_attempts: int = Field(default=3, ge=1, le=20)
     retry_base_seconds: float = Field(default=2.0, ge=0)

@@ -10,13 +10,14 @@ import asyncio
 import datetime as dt
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import aiosmtplib
 
-from .config import Settings
-from .errors import NewsletterError, NoStoriesError
+from .config import EventLoop, Settings
+from .errors import ConfigError, NewsletterError, NoStoriesError
 from .issue.editorial import Editorial, apply_editorial, load_editorial
 from .issue.feeds import FeedBatch, read_feeds
 from .issue.render import Issue, RenderedIssue, Renderer, issue_from_selection
@@ -28,6 +29,7 @@ from .mail.smtp import SmtpConnection, reply_of
 from .store.database import Status, Store, StoredIssue
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def today(settings: Settings) -> dt.date:
@@ -116,6 +118,25 @@ def as_rendered(stored: StoredIssue) -> RenderedIssue:
                          stored.html, stored.text, stored.stories)
 
 
+def run_on_event_loop(work: Coroutine[None, None, T], settings: Settings) -> T:
+    """Run sending work on NEWSLETTER_EVENT_LOOP's loop (asyncio.run's work, on uvloop by default)."""
+    with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+        return runner.run(work)
+
+
+def _loop_factory(choice: EventLoop) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice is EventLoop.asyncio:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice is EventLoop.uvloop:
+            raise ConfigError("setting NEWSLETTER_EVENT_LOOP=uvloop: uvloop is not installed "
+                              "(pip install uvloop, or set NEWSLETTER_EVENT_LOOP=auto)") from None
+        return None
+    return uvloop.new_event_loop
+
+
 async def _stop_cleanly_on_sigterm(work: Coroutine[None, None, DeliveryReport]) -> DeliveryReport:
     """SIGTERM (systemd, kill) stops a send the way Ctrl-C does: in-flight messages finish."""
     task = asyncio.current_task()
@@ -144,7 +165,7 @@ class SendResult:
 
 def retry_confirmations(settings: Settings, store: Store) -> ConfirmationReport:
     """Send the signup confirmations that SMTP refused or missed earlier."""
-    report = asyncio.run(ConfirmationMailer(settings, store).retry_pending())
+    report = run_on_event_loop(ConfirmationMailer(settings, store).retry_pending(), settings)
     if report.sent or report.failed:
         log.info("confirmations retried: %d sent, %d failed", report.sent, report.failed)
     return report
@@ -166,7 +187,7 @@ def send_edition(settings: Settings, store: Store, date: dt.date,
     already_done = sum(store.log.delivery_counts(issue.id).get(o, 0) for o in ("sent", "refused"))
     template = MessageTemplate(as_rendered(issue), settings)
     sender = Sender(store, template, issue.id, settings, on_progress)
-    report = asyncio.run(_stop_cleanly_on_sigterm(sender.run()))
+    report = run_on_event_loop(_stop_cleanly_on_sigterm(sender.run()), settings)
     return SendResult(issue, built_now, report, already_done, active)
 
 
@@ -206,7 +227,7 @@ def send_test(settings: Settings, store: Store, date: dt.date, addresses: list[s
     rendered = replace(rendered, subject=renderer.test_subject(rendered.subject))
     rendered.check_size()
     template = MessageTemplate(rendered, settings, test_send=True)
-    result = asyncio.run(_send_test_messages(settings, template, rendered.subject, addresses))
+    result = run_on_event_loop(_send_test_messages(settings, template, rendered.subject, addresses), settings)
     return replace(result, size_label=rendered.size_label)
 
 

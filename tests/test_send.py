@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -9,8 +10,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from newsletter.config import Settings
-from newsletter.edition import send_edition
+from newsletter.config import EventLoop, Settings
+from newsletter.edition import run_on_event_loop, send_edition
+from newsletter.errors import ConfigError
 from newsletter.issue.render import UNSUBSCRIBE_SLOT
 from newsletter.store.database import Outcome, Status
 from newsletter.tokens import Tokens
@@ -165,10 +167,11 @@ def test_outcomes_are_in_the_delivery_log(settings, store, smtp_server):
     assert store.log.delivery_counts(issue.id) == {Outcome.sent.value: 2, Outcome.refused.value: 1}
 
 
-def test_two_sends_at_once_never_send_anyone_two_copies(env, store, smtp_server):
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_two_sends_at_once_never_send_anyone_two_copies(env, store, smtp_server, event_loop):
     readers = [(f"reader{i}@example.com", f"قارئ {i}") for i in range(400)]
     store.add_subscribers(readers)
-    env = {**env, "NEWSLETTER_BATCH_SIZE": "50"}
+    env = {**env, "NEWSLETTER_BATCH_SIZE": "50", "NEWSLETTER_EVENT_LOOP": event_loop}
     command = [sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE.isoformat()]
     runs = [subprocess.Popen(command, env=env, cwd=PROJECT / "tests", stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -177,6 +180,17 @@ def test_two_sends_at_once_never_send_anyone_two_copies(env, store, smtp_server)
     assert [run.returncode for run in runs] == [0, 0], outputs
     received = smtp_server.handler.recipients()
     assert len(received) == len(set(received)) == 400
+
+
+def test_asking_for_uvloop_where_it_is_not_installed_names_the_setting(settings, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on a machine without it: import fails
+    settings = settings.model_copy(update={"event_loop": EventLoop.uvloop})
+    work = asyncio.sleep(0)
+    with pytest.raises(ConfigError, match="NEWSLETTER_EVENT_LOOP=uvloop: uvloop is not installed"):
+        run_on_event_loop(work, settings)
+    work.close()
+    assert run_on_event_loop(asyncio.sleep(0, "sent"), settings.model_copy(update={"event_loop": EventLoop.auto})) \
+        == "sent", "auto falls back to Python's own loop"
 
 
 def test_unreachable_smtp_server_is_one_line_and_exit_75(env, store):
@@ -194,7 +208,8 @@ def test_unreachable_smtp_server_is_one_line_and_exit_75(env, store):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("SMTP_TLS", "sometimes"), ("SMTP_PORT", "abc"), ("TIMEZONE", "Mars/Olympus"), ("FEEDS", "[not json")],
+    [("SMTP_TLS", "sometimes"), ("SMTP_PORT", "abc"), ("TIMEZONE", "Mars/Olympus"), ("FEEDS", "[not json"),
+     ("EVENT_LOOP", "gevent")],
 )
 def test_a_wrong_setting_stops_with_one_line_naming_it(env, name, value):
     result = run_cli("send", env={**env, f"NEWSLETTER_{name}": value})
