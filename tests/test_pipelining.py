@@ -99,6 +99,7 @@ SCENARIOS = {
     "RCPT 550": {"RCPT": ["550 5.1.1 <first@example.com>: Recipient address rejected: User unknown"]},
     "RCPT 550, multi-line": {"RCPT": ["550-5.1.1 The email account that you tried to reach does not exist.\r\n"
                                       "550 5.1.1 Please try double-checking the recipient's address"]},
+    "MAIL 250 without text": {"MAIL": ["250"]},
     "RCPT 450": {"RCPT": ["450 4.2.0 <first@example.com>: Recipient address rejected: Greylisted"]},
     "RCPT 452 too many connections": {"RCPT": ["452 4.7.0 Too many connections from your host"]},
     "MAIL 451": {"MAIL": ["451 4.3.0 Error: queue file write error"]},
@@ -166,6 +167,18 @@ def test_the_scenarios_end_as_delivery_expects():
         first = run_script(Script(SCENARIOS[name])).first
         assert (first.error, first.outcome, first.connection_kept) == (error, outcome, kept), name
     assert run_script(Script(SCENARIOS["MAIL 421"])).first.busy
+
+
+def test_a_garbled_reply_fails_the_message_as_aiosmtplib_does_and_the_next_goes_on_a_fresh_connection():
+    today = run_script(Script({"RCPT": ["2x0 2.1.5 Ok"]}, pipelining=False))
+    pipelined = run_script(Script({"RCPT": ["2x0 2.1.5 Ok"]}))
+
+    assert (pipelined.first.error, pipelined.first.code, pipelined.first.outcome) == \
+        (today.first.error, today.first.code, today.first.outcome)
+    assert (pipelined.first.error, pipelined.first.outcome) == ("SMTPResponseException", Outcome.failed)
+    # Which reply comes next is unknown after one that cannot be read: the channel is closed.
+    assert not pipelined.first.connection_kept and pipelined.relay.sessions == 2
+    assert pipelined.second.outcome is Outcome.sent
 
 
 @pytest.mark.parametrize("verb", ["DATA", "."])

@@ -15,6 +15,10 @@ KEY = "tests-only-key-0123456789-abcdefghijklmnop"
 # frozen here: links like these are in readers' mailboxes for good.
 OLD_TOKENS = {"NDI.fNS6V1y4egG_WhFp7Ru_gxyS5t8": 42, "MTIzNDU2Nzg5.G2DrRxfP3VO9vxfYuCK9tbSWFfk": 123456789}
 IDS = [0, 1, 35, 36, 42, 1_000_000, 2**31, 2**63 - 1]
+# Today's format, made with KEY by the code that first sent it (base64.b32encode) and frozen here:
+# the same reader must get the same link, and the links already sent must keep working.
+SENT_TOKENS = {"u16-tnxmh53vweqyydgb": 42, "ue13wu1og-2wtpksbyi6dlyukv": 2**40}
+SENT_RETURN_PATH = ("m20261129-16-6awxrwdgojevhive", "20261129", 42)
 
 
 @pytest.fixture
@@ -35,6 +39,19 @@ def test_a_new_token_names_its_reader(tokens, subscriber_id):
 def test_a_new_token_survives_a_change_of_case(tokens):
     token = tokens.unsubscribe_token(987654)
     assert tokens.subscriber_from_unsubscribe(token.upper()) == 987654
+
+
+@pytest.mark.parametrize("token", SENT_TOKENS)
+def test_a_reader_keeps_the_token_already_sent_to_them(tokens, token):
+    assert tokens.unsubscribe_token(SENT_TOKENS[token]) == token
+    assert tokens.subscriber_from_unsubscribe(token) == SENT_TOKENS[token]
+
+
+def test_a_return_path_already_sent_still_names_its_reader(tokens):
+    token, issue_tag, subscriber_id = SENT_RETURN_PATH
+    assert tokens.return_path_token(issue_tag, subscriber_id) == token
+    read = tokens.read_return_path_token(token)
+    assert (read.issue_tag, read.subscriber_id) == (issue_tag, subscriber_id)
 
 
 @pytest.mark.parametrize("token", OLD_TOKENS)
