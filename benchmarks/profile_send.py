@@ -339,7 +339,7 @@ def format_report(result: dict, stats: pstats.Stats, top: int) -> str:
         lines.append(f"| kernel (system time of the real send: socket writes of {comp.get('message_bytes', 0):,}-byte "
                      f"messages, SQLite I/O) | {plain['system'] / n * 1e6:.0f} | | {plain['system'] / plain['cpu']:.0%} |")
         if "store_record_outcomes_fixed_per_transaction_us" in comp:
-            lines += ["", f"record_outcomes by group size (µs per row, wall / CPU): " + ", ".join(
+            lines += ["", f"delivery-log group commit by round size (µs per row, wall / CPU): " + ", ".join(
                 f"{g}: {comp['store_record_outcomes_by_group_size'][g]:.0f} / "
                 f"{comp['store_record_outcomes_cpu_by_group_size'][g]:.0f}" for g in comp["store_record_outcomes_by_group_size"])
                 + f"; fit: {comp['store_record_outcomes_fixed_per_transaction_us'] / 1000:.2f} ms per transaction "
