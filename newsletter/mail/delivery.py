@@ -103,6 +103,8 @@ class RoundBatcher(Generic[Item, Answer]):
     time, so without the wait nearly every message was a round of its own (a
     transaction each); 1 ms made rounds of ~5 and cut the sender's CPU by a
     fifth at 10 connections, with no loss of throughput (measured on smtp-sink).
+    Where the relay is slow and the CPU idle, it costs ~2 % of throughput
+    (0.2 s a message: 96 % of the ideal rate against 98 % without it).
     """
 
     def __init__(self, work: Callable[[list[Item]], Awaitable[list[Answer]]],
