@@ -385,7 +385,8 @@ class SqliteRounds:
                 self._conn = self.log.engine.raw_connection()
             return self._record_on(self._conn.driver_connection, outcomes, upcoming)
         except sqlite3.Error as exc:
-            self._conn.rollback() if self._conn is not None else None
+            if self._conn is not None:
+                self._conn.rollback()
             raise DeliveryLogError(exc) from exc
 
     def _record_on(self, conn: sqlite3.Connection, outcomes: list[tuple[int, Outcome, str]],
