@@ -295,42 +295,12 @@ def test_rate_limit_spaces_the_messages(env, readers):
     assert handler.times[-1] - handler.times[0] >= 39 / 40 * 0.9
 
 
-@pytest.mark.sqlite_only
-def test_a_delivery_log_that_cannot_be_written_mid_send_stops_it_cleanly(env, store, database_url):
-    """SQLite's group commits go through the DB-API directly: their errors still end the send in one line."""
-    store.add_subscribers([(address, "") for address in READERS])
-    relay = HeldRelay()
-    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    send_env = {**env, "NEWSLETTER_SMTP_PORT": str(controller.port), "NEWSLETTER_SMTP_CONNECTIONS": "2"}
-    database = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
-    try:
-        send = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE.isoformat()],
-                                env=send_env, cwd=PROJECT / "tests", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        assert relay.holding.wait(60)
-        # The log's table vanishes from under the send (an operator's mistake, a restore gone wrong).
-        database.execute("ALTER TABLE deliveries RENAME TO deliveries_elsewhere")
-        relay.release.set()
-        out, err = send.communicate(timeout=120)
-        assert send.returncode == 75, out + err
-        assert "the delivery log could not be written" in err and "no such table" in err
-        assert "Traceback" not in err
+def assert_a_log_broken_mid_send_stops_it_cleanly(env, store, break_log, mend_log=lambda: None) -> str:
+    """Break the delivery log while the first message is held in DATA, then mend it and send again.
 
-        database.execute("ALTER TABLE deliveries_elsewhere RENAME TO deliveries")
-        rerun = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=send_env)
-        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    finally:
-        relay.release.set()
-        controller.stop()
-        database.close()
-    copies = Counter(relay.recipients())
-    assert set(copies) == set(READERS)
-    assert sum(n - 1 for n in copies.values()) <= 2, "only messages in flight when the log failed may repeat"
-
-
-@pytest.mark.postgresql_only
-def test_the_database_going_away_mid_send_stops_it_cleanly_and_the_rerun_finishes(env, store, postgres, database_url):
+    The first run must stop with exit 75 and one line, no traceback; the rerun
+    must finish, with at most one repeat per connection. Returns the first run's stderr.
+    """
     store.add_subscribers([(address, "") for address in READERS])
     relay = HeldRelay()
     controller = Controller(relay, hostname="127.0.0.1", port=free_port())
@@ -341,15 +311,13 @@ def test_the_database_going_away_mid_send_stops_it_cleanly_and_the_rerun_finishe
                                 env=send_env, cwd=PROJECT / "tests", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         assert relay.holding.wait(60)
-        with postgres.admin.connect() as conn:  # the database server drops every session of ours
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = :db AND pid <> pg_backend_pid()"),
-                         {"db": database_url.rsplit("/", 1)[1]})
+        break_log()
         relay.release.set()
         out, err = send.communicate(timeout=120)  # it stops: it does not wait for ever
         assert send.returncode == 75, out + err
         assert "the delivery log could not be written" in err and "Traceback" not in err
 
+        mend_log()
         rerun = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=send_env)
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     finally:
@@ -358,3 +326,30 @@ def test_the_database_going_away_mid_send_stops_it_cleanly_and_the_rerun_finishe
     copies = Counter(relay.recipients())
     assert set(copies) == set(READERS)
     assert sum(n - 1 for n in copies.values()) <= 2, "only messages in flight when the log failed may repeat"
+    return err
+
+
+@pytest.mark.sqlite_only
+def test_a_delivery_log_that_cannot_be_written_mid_send_stops_it_cleanly(env, store, database_url):
+    """SQLite's group commits go through the DB-API directly: their errors still end the send in one line."""
+    database = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        # The log's table vanishes from under the send (an operator's mistake, a restore gone wrong).
+        err = assert_a_log_broken_mid_send_stops_it_cleanly(
+            env, store,
+            break_log=lambda: database.execute("ALTER TABLE deliveries RENAME TO deliveries_elsewhere"),
+            mend_log=lambda: database.execute("ALTER TABLE deliveries_elsewhere RENAME TO deliveries"))
+    finally:
+        database.close()
+    assert "no such table" in err
+
+
+@pytest.mark.postgresql_only
+def test_the_database_going_away_mid_send_stops_it_cleanly_and_the_rerun_finishes(env, store, postgres, database_url):
+    def drop_our_sessions() -> None:  # the database server drops every session of ours
+        with postgres.admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :db AND pid <> pg_backend_pid()"),
+                         {"db": database_url.rsplit("/", 1)[1]})
+
+    assert_a_log_broken_mid_send_stops_it_cleanly(env, store, break_log=drop_our_sessions)
