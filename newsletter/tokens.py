@@ -5,7 +5,7 @@ Confirmation tokens expire (NEWSLETTER_CONFIRM_MAX_AGE_DAYS).
 Return-path tokens (VERP) name the issue and the reader a bounce is about.
 
 Unsubscribe and return-path tokens are made per message, so they are a plain
-HMAC-SHA256 over a short text, keyed once (~5 µs a token). Unsubscribe tokens
+HMAC-SHA256 over a short text, keyed once (~3 µs a token). Unsubscribe tokens
 used to be itsdangerous's (JSON, a zlib check, HMAC-SHA1: ~35 µs); those links
 are in every email sent before, and still verify.
 """
