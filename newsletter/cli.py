@@ -25,6 +25,7 @@ from .config import PROJECT_DIR, Settings, load_settings, write_env_file
 from .errors import ConfigError, NewsletterError
 from .mail.delivery import DeliveryReport
 from .store.database import Status, Store
+from .store.feedback import blocked_warning
 from .store.migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
 from .store.subscribers import clean_name, export_csv, import_csv, normalise_email
 from .tokens import Tokens
@@ -264,10 +265,15 @@ def status(date: DateOption = None) -> None:
         out.print(f"  {count:>7}  {label:<9} {reply or '(no reply yet)'}", markup=False)
     feedback = store.feedback.counts_by_issue(issue.issue_date)
     delivered = counts.get("sent", 0)
-    rates = {kind: (feedback.get(kind, 0) / delivered if delivered else 0.0) for kind in ("hard", "soft", "complaint")}
+    rates = {kind: (feedback.get(kind, 0) / delivered if delivered else 0.0)
+             for kind in ("hard", "soft", "blocked", "complaint")}
     out.print("reported after the send (`newsletter bounces`): " + ", ".join(
         f"{label} {feedback.get(kind, 0)} ({rates[kind]:.2%})"
-        for kind, label in (("hard", "hard bounces"), ("soft", "soft bounces"), ("complaint", "complaints"))))
+        for kind, label in (("hard", "hard bounces"), ("soft", "soft bounces"), ("blocked", "policy blocks"),
+                            ("complaint", "complaints")))
+        + f"; delay warnings {feedback.get('delayed', 0)}")
+    for domain, readers in store.feedback.blocked_by_domain(issue.issue_date):
+        err.print(blocked_warning(domain, readers), markup=False)
     if rates["complaint"] > COMPLAINT_RATE_WARNING:
         err.print(f"warning: {rates['complaint']:.2%} of this issue's readers marked it as spam; Gmail and Yahoo "
                   f"want bulk senders under {COMPLAINT_RATE_WARNING:.1%} and start refusing mail at 0.3%")
@@ -357,12 +363,10 @@ def bounces(
 ) -> None:
     """Read bounces and complaints; hard bounces and complaints take readers off the list.
 
-    A hard bounce (no such mailbox) makes the reader bounced at once, soft ones (mailbox full) after NEWSLETTER_SOFT_BOUNCE_LIMIT within NEWSLETTER_SOFT_BOUNCE_DAYS; a complaint unsubscribes. A report read twice counts once. Exit 1 when a report could not be read or attributed (each is named; none is deleted), 75 when the IMAP server could not be reached.
+    A hard bounce (no such mailbox, or the relay gave up after days) makes the reader bounced at once, soft ones (mailbox full, over quota) after NEWSLETTER_SOFT_BOUNCE_LIMIT within NEWSLETTER_SOFT_BOUNCE_DAYS; a complaint unsubscribes. Policy blocks (5.7.x: spam filter, SPF, DKIM, DMARC) and delay warnings are counted and change nobody. A report read twice counts once. Exit 1 when a report could not be read or attributed (each is named; none is deleted), 75 when the IMAP server could not be reached.
     """  # noqa: E501 (one paragraph: the help text wraps it to the terminal)
     # Bounce detectors and the IMAP client load only here: every other command starts faster without them.
-    from .mail.bounces import BounceSummary, FeedbackPolicy, describe, handle_report, keep_report
-    from .mail.imap_reports import ImapReports
-    from .mail.report_sources import Incoming, Unreadable, read_reports
+    from .mail.bounce_reader import read_bounces
 
     settings = _settings()
     if not sources and not imap:
@@ -370,37 +374,14 @@ def bounces(
     if imap and not settings.imap_host:
         raise ConfigError("setting NEWSLETTER_IMAP_HOST is empty: --imap needs the mailbox's server")
     store = Store(settings.database_url)
-    policy = FeedbackPolicy(settings.soft_bounce_limit, settings.soft_bounce_days)
-    tokens = Tokens(settings.secret_key)
-    summary = BounceSummary()
-
-    def apply(item: Incoming | Unreadable) -> bool:
-        """Act on one report and say so; False when a person must look at it."""
-        if isinstance(item, Unreadable):
-            summary.unreadable += 1
-            err.print(f"{item.where}: {item.problem}", markup=False)
-            return False
-        handled = handle_report(item.raw, store, tokens, settings.bounce_address, policy)
-        summary.add(handled)
-        (err if handled.unattributed else out).print(f"{item.where}: {describe(handled)}", markup=False)
-        return not handled.unattributed
-
-    if imap:
-        mailbox = ImapReports(settings)
-        try:
-            for entry in mailbox:
-                mailbox.file(entry.uid, handled=apply(entry.item))
-        finally:
-            mailbox.close()
-    kept = 0
-    for item in read_reports(sources or [], sys.stdin.buffer):
-        if not apply(item) and item.where == "stdin" and isinstance(item, Incoming):
-            err.print(f"stdin: kept as {keep_report(item.raw, keep_dir)}", markup=False)
-            kept += 1
-    out.print(summary.line(), markup=False)
+    run = read_bounces(settings, store, sources or [], sys.stdin.buffer, keep_dir, imap,
+                       lambda line, problem: (err if problem else out).print(line, markup=False))
+    out.print(run.summary.line(), markup=False)
+    for warning in run.summary.warnings():
+        err.print(warning, markup=False)
     # A report from stdin (a Postfix pipe) kept on disk is handled: a non-zero exit would make
     # Postfix bounce the report itself. Reports filed in the IMAP kept folder still need a person.
-    if summary.unreadable + summary.unattributed > kept:
+    if not run.complete:
         raise typer.Exit(1)
 
 

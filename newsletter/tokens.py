@@ -121,6 +121,11 @@ class Tokens:
         body = f"m{issue_tag}-{_base36(subscriber_id)}"
         return f"{body}-{_mac(self._return_path_hmac, body)}"
 
+    @staticmethod
+    def has_return_path_shape(text: str) -> bool:
+        """Whether `text` is shaped like a return-path token (true or forged), not some other plus address."""
+        return _RETURN_PATH_TOKEN.fullmatch(text.lower()) is not None
+
     def read_return_path_token(self, token: str) -> ReturnPathToken | None:
         """What a return-path token says, or None when it is forged, damaged or not one of ours."""
         match = _RETURN_PATH_TOKEN.fullmatch(token.lower())

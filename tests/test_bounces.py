@@ -71,29 +71,109 @@ def test_without_a_bounce_address_the_envelope_sender_is_the_from_address(settin
 
 @pytest.mark.parametrize("name, kind, status", [
     ("postfix_hard_5.1.1.eml", ReportKind.hard, "5.1.1"),
-    ("postfix_delayed_4.4.1.eml", ReportKind.soft, "4.4.1"),
+    ("postfix_delayed_4.4.1.eml", ReportKind.delayed, "4.4.1"),  # still trying: never a bounce
     ("gmail_mailbox_full_5.2.2.eml", ReportKind.soft, "5.2.2"),  # mailbox full: temporary, whatever its class
     ("exim_hard.eml", ReportKind.hard, "5.1.1"),
     ("exchange_online_5.1.10.eml", ReportKind.hard, "5.1.10"),
+    # A spam filter or missing authentication refuses *us*: never the reader's fault.
+    ("gmail_spam_block_5.7.1.eml", ReportKind.blocked, "5.7.1"),
+    # Prose whose first numbers are a relay's address (64.4.15.110) and a quoted header (B=0.500).
+    ("qmail_unauthenticated_5.7.26.eml", ReportKind.blocked, "5.7.26"),
     ("yahoo_hard.eml", ReportKind.hard, ""),
     ("arf_complaint.eml", ReportKind.complaint, ""),
     ("out_of_office.eml", ReportKind.auto_reply, ""),
 ])
 def test_reports_of_each_format_say_what_happened_and_to_whom(name, kind, status):
     tokens = Tokens("tests-only-key-0123456789-abcdefghijklmnop")
-    parsed = parse_report(report(name, tokens, 42, "layla@example.com", dt.date(2026, 11, 29)), tokens, BOUNCES)
+    [parsed] = parse_report(report(name, tokens, 42, "layla@example.com", dt.date(2026, 11, 29)), tokens, BOUNCES)
     assert (parsed.kind, parsed.status) == (kind, status)
     if kind is not ReportKind.auto_reply:
         assert parsed.token is not None and parsed.token.subscriber_id == 42
         assert parsed.issue_date == "2026-11-29"
         assert parsed.reason
-    if kind in (ReportKind.hard, ReportKind.soft):
+    if kind in (ReportKind.hard, ReportKind.soft, ReportKind.delayed, ReportKind.blocked):
         assert parsed.addresses == {"layla@example.com"}, "the detector finds the failed recipient"
     # Without the return path, a complaint still names the reader through its copy's signed link.
     if kind is ReportKind.complaint:
-        bare = parse_report(report(name, tokens, 42, "layla@example.com", dt.date(2026, 11, 29),
+        [bare] = parse_report(report(name, tokens, 42, "layla@example.com", dt.date(2026, 11, 29),
                                    return_path="bounces@news.example"), tokens, BOUNCES)
         assert bare.token is None and bare.complained_id == 42 and bare.issue_date == "2026-11-29"
+
+
+def test_a_version_or_an_address_in_the_prose_is_never_read_as_the_status():
+    tokens = Tokens("tests-only-key-0123456789-abcdefghijklmnop")
+    # Exchange's prose names "version 4.1.5.31" and "64.4.15.110" before the reply; its part claims
+    # a charset Python does not know (ansi_x3.110-1983), which must not stop the reading.
+    raw = report("exchange_prose_ip_version_5.1.1.eml", tokens, 42, "layla@example.com", dt.date(2026, 11, 29))
+    [parsed] = parse_report(raw, tokens, BOUNCES)
+    assert (parsed.kind, parsed.status) == (ReportKind.hard, "5.1.1")
+    assert parsed.token is not None and parsed.token.subscriber_id == 42
+
+
+def _dsn(recipients: list[tuple[str, str, str, str]], message_id: str = "<two@relay.example>") -> bytes:
+    """A DSN naming several recipients: (address, action, status, the server's words)."""
+    blocks = "\n".join(f"Final-Recipient: rfc822; {address}\nAction: {action}\nStatus: {status}\n"
+                       f"Diagnostic-Code: smtp; {words}\n" for address, action, status, words in recipients)
+    return (f"From: MAILER-DAEMON@relay.example\nTo: morning@news.example\nMessage-ID: {message_id}\n"
+            "Subject: Undelivered Mail Returned to Sender\nMIME-Version: 1.0\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+            "--b\nContent-Type: text/plain\n\nThe mail system: 2 recipients failed; relay 10.4.1.120, "
+            "postfix 3.7.11 (B=0.500)\n\n--b\nContent-Type: message/delivery-status\n\n"
+            f"Reporting-MTA: dns; relay.example\n\n{blocks}\n--b--\n").encode()
+
+
+def test_each_recipient_of_a_report_gets_its_own_status(env, store, tmp_path):
+    for address in ("gone@example.com", "full@example.org", "late@example.net", "bystander@example.com"):
+        store.add_subscriber(address, "")
+    path = tmp_path / "two.eml"
+    path.write_bytes(_dsn([("gone@example.com", "failed", "5.1.1", "550 5.1.1 user unknown"),
+                           ("full@example.org", "failed", "5.0.0", "552 Mailbox quota exceeded for this user"),
+                           ("late@example.net", "delayed", "4.4.1", "connection timed out")]))
+
+    result = run_cli("bounces", str(path), env=env)
+
+    assert result.returncode == 0, result.stderr
+    status = {a: store.get_subscriber(a).status for a in ("gone@example.com", "full@example.org",
+                                                          "late@example.net", "bystander@example.com")}
+    assert status == {"gone@example.com": "bounced", "full@example.org": "active", "late@example.net": "active",
+                      "bystander@example.com": "active"}
+    assert "soft 5.0.0: full@example.org counted (still active)" in result.stdout, result.stdout
+    assert "delayed 4.4.1: late@example.net counted (still active)" in result.stdout
+    assert "Read 1 report(s): 1 hard bounce(s), 1 soft bounce(s), 1 delay warning(s)" in result.stdout
+
+
+def test_plus_addresses_are_tokens_only_at_the_bounce_address_and_in_a_tokens_shape(settings):
+    tokens = Tokens(settings.secret_key)
+    dsn = _dsn([("layla@example.com", "failed", "5.1.1", "550 5.1.1 user unknown")])
+
+    def to(address: str, bounce_address: str) -> list:
+        return parse_report(dsn.replace(b"To: morning@news.example", f"To: {address}".encode()), tokens,
+                            bounce_address)
+
+    # Without VERP a plus address is just an address: the report is read by the address it names.
+    [plain] = to("news+m20261130-2n9c-hpfnro5n567cgmgb@news.example", "")
+    assert not plain.forged_token and plain.addresses_believed and plain.kind is ReportKind.hard
+    # Another mailbox's plus address, or the bounce mailbox's with something else after the +: not forged.
+    for address in ("news+m20261130-2n9c-hpfnro5n567cgmgb@news.example", "bounces+weekly@news.example"):
+        [other] = to(address, BOUNCES)
+        assert not other.forged_token and other.token is None, address
+    # The bounce address with a token's shape whose MAC fails: forged.
+    [forged] = to("bounces+m20261130-2n9c-hpfnro5n567cgmgb@news.example", BOUNCES)
+    assert forged.forged_token
+
+
+def test_a_report_that_cannot_be_read_from_stdin_is_kept_and_the_pipe_exits_0(bounce_env, tmp_path):
+    import subprocess
+    import sys
+
+    garbage = bytes(range(256)) * 4  # flufl's Yale detector raises on it
+    keep = tmp_path / "kept"
+    piped = subprocess.run([sys.executable, "-m", "newsletter", "bounces", "-", "--keep-dir", str(keep)],
+                           input=garbage, env=bounce_env, capture_output=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert b"Traceback" not in piped.stderr
+    assert b"stdin: unreadable: cannot be read (IndexError" in piped.stderr, piped.stderr
+    assert [p.read_bytes() for p in keep.iterdir()] == [garbage]
 
 
 def _maildir(folder: Path, reports: list[bytes]) -> Path:
@@ -146,7 +226,8 @@ def test_bounces_command_takes_hard_bounces_and_complainers_off_the_list_once(bo
     assert store.feedback.counts_by_issue(today.isoformat()) == {"hard": 1, "soft": 1, "complaint": 1}
 
 
-def test_soft_bounces_on_several_days_bounce_a_reader(bounce_env, settings, store, tmp_path):
+def test_soft_bounces_on_several_days_bounce_a_reader_and_delay_warnings_never_do(bounce_env, settings, store,
+                                                                                  tmp_path):
     tokens = Tokens(settings.secret_key)
     store.add_subscriber("claire@example.fr", "")
     reader = store.get_subscriber("claire@example.fr").id
@@ -154,19 +235,23 @@ def test_soft_bounces_on_several_days_bounce_a_reader(bounce_env, settings, stor
     days = [today - dt.timedelta(days=n) for n in (2, 1, 0)]
     mbox_path = tmp_path / "bounces.mbox"
     box = mailbox.mbox(mbox_path)
-    # The same day's report twice (a retried warning) counts once; three days make three.
-    for day in [days[0], days[0], days[1]]:
+    # A delay warning a day, three days running: mail that is only late bounces nobody.
+    for day in days:
         box.add(report("postfix_delayed_4.4.1.eml", tokens, reader, "claire@example.fr", day)
-                .replace(b"<20261130080211", f"<{day:%Y%m%d}-{box.__len__()}".encode()))
+                .replace(b"<20261130080211", f"<{day:%Y%m%d}-{len(box)}".encode()))
+    # The same day's "mailbox full" twice (a retried report) counts once; two days make two.
+    for day in [days[0], days[0], days[1]]:
+        box.add(report("gmail_mailbox_full_5.2.2.eml", tokens, reader, "claire@example.fr", day)
+                .replace(b"<6743a1b2", f"<{day:%Y%m%d}-{len(box)}".encode()))
     box.close()
     first = run_cli("bounces", str(mbox_path), env=bounce_env)
     assert first.returncode == 0, first.stderr
+    assert "3 delay warning(s)" in first.stdout, first.stdout
     assert store.get_subscriber("claire@example.fr").status == "active", "2 days of soft bounces: not yet"
     last = tmp_path / "last.eml"
     last.write_bytes(report("gmail_mailbox_full_5.2.2.eml", tokens, reader, "claire@example.fr", days[2]))
     second = run_cli("bounces", str(last), env=bounce_env)
     assert second.returncode == 0 and "claire@example.fr is now bounced" in second.stdout, second.stdout
-    assert store.get_subscriber("claire@example.fr").status == "bounced"
 
 
 def test_without_verp_reports_are_attributed_by_the_address_they_name(env, settings, store, tmp_path):
@@ -216,7 +301,7 @@ def test_bad_reports_are_named_in_one_line_and_change_nobody(bounce_env, setting
     empty = tmp_path / "empty.eml"
     empty.write_bytes(b"")
     damaged = tmp_path / "damaged.eml"
-    damaged.write_bytes(whole.replace(b"bounces+m", b"bounces+mx"))
+    damaged.write_bytes(whole.replace(b"bounces+m2", b"bounces+m3"))  # another date: the MAC fails
 
     result = run_cli("bounces", str(truncated), str(huge), str(empty), str(damaged), str(tmp_path / "missing"),
                      env=bounce_env)
@@ -238,21 +323,35 @@ def test_a_reader_who_unsubscribed_stays_unsubscribed_whatever_bounces_later(sto
     assert store.feedback.counts_by_issue("2026-11-29") == {"hard": 1}
 
 
-def test_status_shows_bounce_and_complaint_rates_and_warns_past_a_tenth_of_a_percent(bounce_env, settings, store,
-                                                                                       smtp_server, tmp_path):
+def test_status_shows_rates_warns_past_a_tenth_of_a_percent_and_names_a_domain_that_blocks_us(
+        bounce_env, settings, store, smtp_server, tmp_path):
     tokens = Tokens(settings.secret_key)
     for n in range(4):
         store.add_subscriber(f"reader{n}@example.com", "")
     assert run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=bounce_env).returncode == 0
-    first = store.get_subscriber("reader0@example.com").id
-    complaint = tmp_path / "complaint.eml"
-    complaint.write_bytes(report("arf_complaint.eml", tokens, first, "reader0@example.com", SAMPLE_DATE))
-    assert run_cli("bounces", str(complaint), env=bounce_env).returncode == 0
+    ids = [store.get_subscriber(f"reader{n}@example.com").id for n in range(4)]
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "complaint.eml").write_bytes(report("arf_complaint.eml", tokens, ids[0], "reader0@example.com",
+                                                  SAMPLE_DATE))
+    # A burst of policy blocks from one provider: our mail is refused, not their mailboxes.
+    for n, name in ((1, "gmail_spam_block_5.7.1.eml"), (2, "qmail_unauthenticated_5.7.26.eml"),
+                    (3, "gmail_spam_block_5.7.1.eml")):
+        raw = report(name, tokens, ids[n], f"reader{n}@example.com", SAMPLE_DATE)
+        (folder / f"block{n}.eml").write_bytes(raw.replace(b".0571.GMR", f".{n}.GMR".encode()))
+    bounces = run_cli("bounces", str(folder), env=bounce_env)
+    assert bounces.returncode == 0, bounces.stderr
+    assert "3 policy block(s)" in bounces.stdout, bounces.stdout
+    assert "warning: example.com refused our mail to 3 reader(s) by policy" in bounces.stderr
+    assert [store.get_subscriber(f"reader{n}@example.com").status for n in range(4)] == [
+        "unsubscribed", "active", "active", "active"]
 
     result = run_cli("status", "--date", SAMPLE_DATE.isoformat(), env=bounce_env)
 
-    assert "hard bounces 0 (0.00%), soft bounces 0 (0.00%), complaints 1 (25.00%)" in result.stdout, result.stdout
+    assert ("hard bounces 0 (0.00%), soft bounces 0 (0.00%), policy blocks 3 (75.00%), complaints 1 (25.00%)"
+            in result.stdout), result.stdout
     assert "warning: 25.00% of this issue's readers marked it as spam" in result.stderr
+    assert "warning: example.com refused our mail to 3 reader(s) by policy" in result.stderr
 
 
 @pytest.fixture

@@ -21,12 +21,11 @@ from enum import Enum
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flufl.bounce import all_failures
-
 from ..store.database import Store
-from ..store.feedback import Feedback, Recorded
+from ..store.feedback import Feedback, Recorded, blocked_warning
 from ..store.schema import FeedbackKind
 from ..tokens import ReturnPathToken, Tokens
+from .failures import FailureKind, one_line, quoted_reply, recipient_failures
 
 log = logging.getLogger(__name__)
 # flufl.bounce logs a traceback before re-raising when a detector trips over a malformed
@@ -38,10 +37,6 @@ _detector_log.propagate = False
 # Headers naming the address a report was delivered to, most trustworthy first: those the
 # receiving MTA adds (Postfix: Delivered-To, X-Original-To; Exim: Envelope-To) before To.
 DELIVERY_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
-# Enhanced status codes (RFC 3463) that are temporary whatever their class: mailbox full, over quota.
-SOFT_STATUSES = frozenset({"2.2", "2.0", "3.1", "4.5"})  # x.2.2 full, x.2.0 mailbox, x.3.1 system full, x.4.5 congestion
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_SMTP_REPLY = re.compile(r"\b[45][0-5]\d\b")
 _MESSAGE_ID = re.compile(r"<morning\.(\d{8})\.(\d+)@")
 _AUTO_SUBJECT = re.compile(r"^(out of (the )?office|automatic reply|auto[- ]?reply|autoreply|vacation|"
                            r"abwesenheit|absence|réponse automatique|رد تلقائي)", re.IGNORECASE)
@@ -50,9 +45,12 @@ _AUTO_SUBJECT = re.compile(r"^(out of (the )?office|automatic reply|auto[- ]?rep
 class ReportKind(str, Enum):
     hard = "hard"
     soft = "soft"
+    blocked = "blocked"  # refused by policy (5.7.x: spam, authentication, reputation): about us, not the reader
+    delayed = "delayed"  # a warning that delivery is late (Action: delayed): not a bounce
     complaint = "complaint"
     auto_reply = "auto-reply"  # out of office and the like: nothing to do
     unknown = "unknown"  # neither a bounce nor a complaint we can read: kept for a person
+    unreadable = "unreadable"  # damaged past reading (structure, charset, a detector failing): kept for a person
 
 
 @dataclass(frozen=True)
@@ -79,12 +77,19 @@ class Report:
         return f"{tag[:4]}-{tag[4:6]}-{tag[6:]}" if tag else None
 
 
-def parse_report(raw: bytes, tokens: Tokens, bounce_address: str = "") -> Report:
-    """Read one report: its kind, whom it names and why. Never raises for a malformed report."""
-    return replace(_read_report(raw, tokens, bounce_address), addresses_believed=not bounce_address)
+def parse_report(raw: bytes, tokens: Tokens, bounce_address: str = "") -> list[Report]:
+    """Read one report: one `Report` per outcome it names (a report may list several recipients,
+    each failed its own way). Never raises: a report that cannot be understood is `unreadable`."""
+    try:
+        reports = _read_report(raw, tokens, bounce_address)
+    except Exception as exc:  # noqa: BLE001 (one damaged report must never stop a run over a mailbox)
+        log.debug("report could not be read", exc_info=True)
+        return [Report(_report_id_of_bytes(raw), ReportKind.unreadable, frozenset(), None, False, None, None, "",
+                       f"cannot be read ({type(exc).__name__}: {one_line(exc)[:200]})")]
+    return [replace(r, addresses_believed=not bounce_address) for r in reports]
 
 
-def _read_report(raw: bytes, tokens: Tokens, bounce_address: str) -> Report:
+def _read_report(raw: bytes, tokens: Tokens, bounce_address: str) -> list[Report]:
     message = email.message_from_bytes(raw)
     report_id = _report_id(message, raw)
     token, forged = _return_path_token(message, tokens, bounce_address)
@@ -92,29 +97,33 @@ def _read_report(raw: bytes, tokens: Tokens, bounce_address: str) -> Report:
         original = _original_headers(message)
         complained = _unsubscribe_id(original, tokens) if original is not None else None
         issue_tag = _issue_tag_of(original, complained) if original is not None else None
-        return Report(report_id, ReportKind.complaint, frozenset(_complaint_recipients(message)), token, forged,
-                      complained, issue_tag, "", _feedback_type(message))
-    try:
-        temporary, permanent = all_failures(message)
-    except Exception as exc:  # a detector tripped over a malformed part: the report stays unread
-        log.debug("bounce detectors failed on %s: %s", report_id, exc)
-        temporary, permanent = frozenset(), frozenset()
-    failed = {a.decode("ascii", "replace").lower() for a in (*temporary, *permanent)}
-    status, reason = _diagnosis(message)
-    if failed or (token is not None and status):
-        kind = _bounce_kind(status, reason, permanent=bool(permanent))
-        return Report(report_id, kind, frozenset(failed), token, forged, None, None, status, reason)
+        return [Report(report_id, ReportKind.complaint, frozenset(_complaint_recipients(message)), token, forged,
+                       complained, issue_tag, "", _feedback_type(message))]
+    failures = recipient_failures(message)
+    if failures:
+        groups: dict[tuple[FailureKind, str, str], set[str]] = {}
+        for failure in failures:
+            groups.setdefault((failure.kind, failure.status, failure.reason), set()).add(failure.address)
+        return [Report(report_id, ReportKind(kind.value), frozenset(addresses), token, forged, None, None, status,
+                       reason) for (kind, status, reason), addresses in groups.items()]
     if _is_auto_reply(message):
-        return Report(report_id, ReportKind.auto_reply, frozenset(), token, forged, None, None, "",
-                      _subject(message))
-    return Report(report_id, ReportKind.unknown, frozenset(), token, forged, None, None, status,
-                  reason or _subject(message))
+        return [Report(report_id, ReportKind.auto_reply, frozenset(), token, forged, None, None, "",
+                       _subject(message))]
+    quoted = quoted_reply(message) if token is not None else None
+    if quoted is not None:
+        return [Report(report_id, ReportKind(quoted.kind.value), frozenset(), token, forged, None, None,
+                       quoted.status, quoted.reason)]
+    return [Report(report_id, ReportKind.unknown, frozenset(), token, forged, None, None, "", _subject(message))]
 
 
 def _report_id(message: Message, raw: bytes) -> str:
     message_id = (message.get("Message-ID") or "").strip()
     if message_id and len(message_id) <= 200:
         return message_id
+    return _report_id_of_bytes(raw)
+
+
+def _report_id_of_bytes(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
@@ -126,53 +135,26 @@ def _return_path_token(message: Message, tokens: Tokens, bounce_address: str) ->
 
 def return_path_token(addresses: list[str], tokens: Tokens,
                       bounce_address: str) -> tuple[ReturnPathToken | None, bool]:
-    """The first return-path token among `addresses` that verifies; and whether one failed to verify."""
-    local, _, domain = bounce_address.rpartition("@")
+    """The first return-path token among `addresses` that verifies; and whether one failed to verify.
+
+    Only the configured bounce address carries tokens (bounces+<token>@ its domain), and only
+    what has a token's shape is one: without NEWSLETTER_BOUNCE_ADDRESS, or for a plus address of
+    another mailbox (news+morning@…), the report is an ordinary one, read by what it names.
+    """
+    local, _, domain = bounce_address.lower().rpartition("@")
+    if not local:
+        return None, False
     forged = False
     for address in addresses:
         mailbox, _, host = address.lower().rpartition("@")
         base, plus, candidate = mailbox.partition("+")
-        if not plus or (local and (base != local or host != domain)):
+        if not plus or base != local or host != domain or not tokens.has_return_path_shape(candidate):
             continue
         token = tokens.read_return_path_token(candidate)
         if token is not None:
             return token, False
-        forged = forged or candidate.startswith("m")
+        forged = True
     return None, forged
-
-
-def _diagnosis(message: Message) -> tuple[str, str]:
-    """The enhanced status code and the server's words, from the DSN's per-recipient fields."""
-    for part in message.walk():
-        if part.get_content_type() != "message/delivery-status" or not part.is_multipart():
-            continue
-        for block in part.get_payload():
-            if not isinstance(block, Message):
-                continue
-            status = _STATUS.search(str(block.get("Status", "")))
-            diagnostic = one_line(str(block.get("Diagnostic-Code", "")).partition(";")[2])
-            if status or diagnostic:
-                return (status.group(0) if status else ""), diagnostic
-    # Not a DSN (Yahoo, qmail and others write prose): the line with the server's reply code, if any.
-    body = _first_text(message)
-    status = _STATUS.search(body)
-    if status:
-        return status.group(0), one_line(_line_around(body, status.start()))
-    reply = _SMTP_REPLY.search(body)
-    return "", one_line(_line_around(body, reply.start())) if reply else ""
-
-
-def _bounce_kind(status: str, reason: str, permanent: bool) -> ReportKind:
-    if status:
-        klass, _, detail = status.partition(".")
-        if klass == "4" or detail in SOFT_STATUSES:
-            return ReportKind.soft
-        if klass == "5":
-            return ReportKind.hard
-    reply = _SMTP_REPLY.search(reason)
-    if reply:  # a basic reply code only: 4xx will be retried by the server, 5xx will not
-        return ReportKind.soft if reply.group(0).startswith("4") else ReportKind.hard
-    return ReportKind.hard if permanent else ReportKind.soft
 
 
 def _is_feedback_report(message: Message) -> bool:
@@ -246,30 +228,11 @@ def _is_auto_reply(message: Message) -> bool:
             or bool(_AUTO_SUBJECT.match(_subject(message))))
 
 
-def _first_text(message: Message) -> str:
-    for part in message.walk():
-        if part.get_content_type() == "text/plain":
-            payload = part.get_payload(decode=True) or b""
-            return payload.decode(part.get_content_charset() or "utf-8", "replace")[:20_000]
-    return ""
-
-
-def _line_around(text: str, index: int) -> str:
-    start = text.rfind("\n", 0, index) + 1
-    end = text.find("\n", index)
-    return text[start:end if end >= 0 else None]
-
-
 def _subject(message: Message) -> str:
     try:
         return one_line(str(make_header(decode_header(str(message.get("Subject", ""))))))
     except (ValueError, LookupError):  # a damaged encoded word: the raw header will do
         return one_line(str(message.get("Subject", "")))
-
-
-def one_line(text: object) -> str:
-    """A server's words as one line, cut to what is worth keeping."""
-    return " ".join(str(text).split())[:500]
 
 
 @dataclass(frozen=True)
@@ -287,9 +250,20 @@ class FeedbackPolicy:
     soft_days: int
 
 
-def handle_report(raw: bytes, store: Store, tokens: Tokens, bounce_address: str, policy: FeedbackPolicy) -> Handled:
-    """Read one report and record it against the readers it is about."""
-    return apply_report(parse_report(raw, tokens, bounce_address), store, policy)
+def handle_report(raw: bytes, store: Store, tokens: Tokens, bounce_address: str,
+                  policy: FeedbackPolicy) -> list[Handled]:
+    """Read one report and record each of its outcomes against the readers it is about."""
+    reports = parse_report(raw, tokens, bounce_address)
+    token = reports[0].token
+    if token is not None and len(reports) > 1:  # the return path names one reader: keep what it says of them
+        reports = [_about_reader(reports, store, token.subscriber_id)]
+    return [apply_report(report, store, policy) for report in reports]
+
+
+def _about_reader(reports: list[Report], store: Store, subscriber_id: int) -> Report:
+    subscriber = store.subscriber_by_id(subscriber_id)
+    email_address = subscriber.email.lower() if subscriber is not None else ""
+    return next((r for r in reports if email_address in r.addresses), reports[0])
 
 
 def apply_report(report: Report, store: Store, policy: FeedbackPolicy) -> Handled:
@@ -298,6 +272,8 @@ def apply_report(report: Report, store: Store, policy: FeedbackPolicy) -> Handle
         return Handled(report)
     if report.kind is ReportKind.unknown:
         return Handled(report, unattributed="neither a delivery report nor a complaint that can be read")
+    if report.kind is ReportKind.unreadable:
+        return Handled(report, unattributed=report.reason)
     readers, why = _readers(report, store)
     if not readers:
         return Handled(report, unattributed=why)
@@ -342,25 +318,36 @@ class BounceSummary:
     unsubscribed: int = 0  # readers unsubscribed by a complaint
     unattributed: int = 0
     unreadable: int = 0
+    blocked_by_domain: dict[str, int] = field(default_factory=dict)  # readers' domains refusing us by policy
 
-    def add(self, handled: Handled) -> None:
+    def add(self, outcomes: list[Handled]) -> None:
+        """Count one report, whatever became of each of its outcomes."""
         self.reports += 1
-        if handled.unattributed:
+        if any(h.report.kind is ReportKind.unreadable for h in outcomes):
+            self.unreadable += 1
+        elif any(h.unattributed for h in outcomes):
             self.unattributed += 1
-            return
+        for handled in outcomes:
+            if not handled.unattributed:
+                self._count(handled)
+
+    def _count(self, handled: Handled) -> None:
         kind = handled.report.kind.value
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
         if handled.readers and not any(recorded.new for _, recorded in handled.readers):
             self.repeated += 1
-        for _, recorded in handled.readers:
+        for address, recorded in handled.readers:
             if recorded.changed and recorded.status == "bounced":
                 self.bounced += 1
             elif recorded.changed and recorded.status == "unsubscribed":
                 self.unsubscribed += 1
+            if handled.report.kind is ReportKind.blocked and recorded.new:
+                domain = address.rpartition("@")[2]
+                self.blocked_by_domain[domain] = self.blocked_by_domain.get(domain, 0) + 1
 
     def line(self) -> str:
-        names = {"hard": "hard bounce(s)", "soft": "soft bounce(s)", "complaint": "complaint(s)",
-                 "auto-reply": "auto-reply(s) ignored"}
+        names = {"hard": "hard bounce(s)", "soft": "soft bounce(s)", "blocked": "policy block(s)",
+                 "delayed": "delay warning(s)", "complaint": "complaint(s)", "auto-reply": "auto-reply(s) ignored"}
         kinds = ", ".join(f"{self.by_kind[k]} {name}" for k, name in names.items() if self.by_kind.get(k))
         text = f"Read {self.reports} report(s)" + (f": {kinds}" if kinds else "")
         if self.repeated:
@@ -372,6 +359,11 @@ class BounceSummary:
             text += f" {' and '.join(problems)}: listed above, and kept."
         return text
 
+    def warnings(self) -> list[str]:
+        """One line per domain whose servers refused our mail by policy: the sender's problem to fix."""
+        return [blocked_warning(domain, count) for domain, count in
+                sorted(self.blocked_by_domain.items(), key=lambda item: (-item[1], item[0]))]
+
 
 def describe(handled: Handled) -> str:
     """One line on what became of a report, for the person running the command."""
@@ -379,6 +371,8 @@ def describe(handled: Handled) -> str:
     what = report.kind.value + (f" {report.status}" if report.status else "")
     if report.kind is ReportKind.auto_reply:
         return f"{what}: ignored"
+    if report.kind is ReportKind.unreadable:
+        return f"unreadable: {report.reason}"
     if handled.unattributed:
         return f"{what}: not attributed: {handled.unattributed}" + (f" ({report.reason})" if report.reason else "")
     parts = []

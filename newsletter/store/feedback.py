@@ -2,7 +2,9 @@
 
 Policy, not detection (that is mail/bounces.py): a hard bounce makes the reader `bounced` at
 once; soft bounces do after `soft_limit` of them on different days within `soft_days`; a
-complaint unsubscribes. A reader who unsubscribed stays unsubscribed whatever comes later.
+complaint unsubscribes. A policy block (5.7.x: spam filter, authentication) and a delay warning are
+kept and counted but change nobody: a block says the receiver refused *us*, so one DKIM or SPF
+mistake must not take a whole provider's readers off the list. A reader who unsubscribed stays unsubscribed whatever comes later.
 Each report counts once per reader, however often it is read.
 """
 
@@ -40,6 +42,12 @@ class Recorded:
 REASON_KEPT = 500
 
 
+def blocked_warning(domain: str, readers: int) -> str:
+    """The warning a person running `bounces` or `status` must not miss: a provider is refusing us."""
+    return (f"warning: {domain} refused our mail to {readers} reader(s) by policy (5.7.x: spam filter, SPF, DKIM "
+            "or DMARC); they stay on the list. Check `newsletter dkim` against DNS and the relay's reputation.")
+
+
 class FeedbackLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -74,6 +82,8 @@ class FeedbackLog:
             return Status.unsubscribed
         if item.kind is FeedbackKind.hard:
             return Status.bounced
+        if item.kind is not FeedbackKind.soft:  # blocked, delayed: about the route or the wait, not the reader
+            return None
         since = (now - dt.timedelta(days=soft_days)).date().isoformat()
         soft_bounce_days = conn.execute(
             select(func.count(func.distinct(feedback.c.day)))
@@ -90,3 +100,17 @@ class FeedbackLog:
                 .where(feedback.c.issue_date == issue_date).group_by(feedback.c.kind)
             ).all()
         return {kind: count for kind, count in rows}
+
+    def blocked_by_domain(self, issue_date: str) -> list[tuple[str, int]]:
+        """Readers' domains whose servers refused one issue by policy, most readers first: [("gmail.com", 40)]."""
+        email = subscribers.c.email
+        domain = (func.split_part(email, "@", 2) if self.engine.dialect.name == "postgresql"
+                  else func.substr(email, func.instr(email, "@") + 1)).label("domain")
+        readers = func.count(func.distinct(feedback.c.subscriber_id)).label("readers")
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(domain, readers).select_from(feedback.join(subscribers))
+                .where(feedback.c.issue_date == issue_date, feedback.c.kind == FeedbackKind.blocked.value)
+                .group_by(domain).order_by(readers.desc(), domain)
+            ).all()
+        return [(name, count) for name, count in rows]

@@ -119,8 +119,10 @@ delivery_totals = Table(
 
 class FeedbackKind(str, Enum):
     hard = "hard"  # the mailbox does not exist (5.x.x): the reader is bounced at once
-    soft = "soft"  # mailbox full, over quota, delayed (4.x.x): counted, bounced after several
+    soft = "soft"  # mailbox full, over quota, gave up after retrying (4.x.x): counted, bounced after several
     complaint = "complaint"  # "this is spam" (an ARF report): unsubscribed, never mailed again
+    blocked = "blocked"  # refused by policy (5.7.x: spam filter, SPF/DKIM/DMARC): counted per domain, nobody changed
+    delayed = "delayed"  # "still trying" (Action: delayed): recorded, never counted as a bounce
 
 
 # What reports said about readers after the send (`newsletter bounces`): one row per report
