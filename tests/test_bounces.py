@@ -379,15 +379,22 @@ def test_reports_are_read_from_an_imap_mailbox_and_filed(env, settings, store, d
                                       "layla@example.com", today))
     dovecot.deliver("bounces", report("arf_complaint.eml", tokens, ids["omar@example.org"], "omar@example.org", today))
     dovecot.deliver("bounces", report("yahoo_hard.eml", tokens, 0, "stranger@example.com", today, return_path=BOUNCES))
+    # A report no detector can read sits between good ones: it is filed for a person, the rest go on.
+    dovecot.deliver("bounces", bytes(range(256)) * 4)  # flufl's Yale detector raises on it
+    dovecot.deliver("bounces", report("postfix_hard_5.1.1.eml", tokens, ids["layla@example.com"], "layla@example.com",
+                                      today))
     imap_env = _imap_env(env, dovecot)
 
     result = run_cli("bounces", "--imap", env=imap_env)
 
-    assert result.returncode == 1, result.stdout + result.stderr  # one report needs a person
+    assert result.returncode == 1, result.stdout + result.stderr  # two reports need a person
+    assert "Traceback" not in result.stderr
     assert store.get_subscriber("layla@example.com").status == "bounced"
     assert store.get_subscriber("omar@example.org").status == "unsubscribed"
     assert "stranger@example.com" in result.stderr and "uid" in result.stderr
-    assert dovecot.folder_sizes("bounces") == {"INBOX": 0, "Processed": 2, "Unattributed": 1}
+    assert "unreadable: cannot be read" in result.stderr, result.stderr
+    assert "Read 5 report(s)" in result.stdout
+    assert dovecot.folder_sizes("bounces") == {"INBOX": 0, "Processed": 3, "Unattributed": 2}
 
     again = run_cli("bounces", "--imap", env=imap_env)
     assert again.returncode == 0 and "Read 0 report(s)" in again.stdout, again.stdout + again.stderr
