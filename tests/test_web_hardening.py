@@ -3,18 +3,25 @@ or a stall, the security headers on every answer, HEAD and Allow as HTTP wants."
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import shutil
 import threading
 
 import httpx
+import hypothesis
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from newsletter.store.database import Status
+from newsletter.web.app import create_app
 
-from .conftest import PROJECT, SAMPLE_DATE, run_cli
+from .conftest import PROJECT, SAMPLE_DATE, LiveApp, run_cli
 from .test_web import live_site, wait_for_mail
+from .test_webhooks import POSTMARK_SECRET, TOPIC, Internet, notification, ses_bounce, signed
 
 
 def assert_security_headers(response: httpx.Response) -> None:
@@ -178,3 +185,111 @@ def test_a_locked_database_stalls_nothing_and_answers_503_with_retry_after(web_s
             locker.join()
         assert client.post("/subscribe", json={"email": "later@example.com"}).status_code == 202
     assert store.get_subscriber("later@example.com").status == Status.pending.value
+
+
+# The webhooks under fuzzing: whatever JSON, bytes or credentials arrive, the answer is a 4xx or a
+# 200, never a 500, and nothing lands in the log as an error. A few hundred examples a run, each a
+# real request to the app under uvicorn; on failure hypothesis prints the smallest body it found.
+FUZZ = hypothesis.settings(max_examples=60, deadline=None, database=None,
+                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# Any character, and the ones that broke things: NUL, lone surrogates, controls, Arabic-Indic digits.
+FUZZ_TEXT = st.text(st.characters() | st.sampled_from(["\x00", "\ud800", "\udfff", "\x07", "\n", "\u0661"]),
+                    max_size=20)
+FUZZ_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | FUZZ_TEXT,  # floats: NaN and Infinity too
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(FUZZ_TEXT, inner, max_size=4), max_leaves=10)
+DELETE = object()
+
+
+def fuzzed(value: dict, keys: list, kinds: list[str]) -> st.SearchStrategy[dict]:
+    """`value` with a few of its fields (or new ones) replaced by any JSON, by a plausible word, or removed."""
+    change = st.tuples(st.sampled_from(keys) | FUZZ_TEXT, st.just(DELETE) | st.sampled_from(kinds) | FUZZ_JSON)
+
+    def apply(changes: list) -> dict:
+        result = json.loads(json.dumps(value))
+        for key, new in changes:
+            if new is DELETE:
+                result.pop(key, None)
+            else:
+                result[key] = new
+        return result
+
+    return st.lists(change, min_size=1, max_size=3).map(apply)
+
+
+@pytest.fixture
+def webhooks(settings, store, caplog):
+    web = settings.model_copy(update={"ses_topic_arns": [TOPIC], "postmark_webhook_secret": POSTMARK_SECRET,
+                                      "bounce_address": "bounces@news.example"})
+    store.add_subscriber("layla@example.com", "")
+    with LiveApp(create_app(web, store, fetch=Internet())) as live, \
+            httpx.Client(base_url=live.url, timeout=10) as client, caplog.at_level(logging.WARNING):
+        yield client
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], "no traceback in the log"
+
+
+SNS_KEYS = ["Type", "MessageId", "TopicArn", "Subject", "Message", "Timestamp", "SignatureVersion", "Signature",
+            "SigningCertURL", "SubscribeURL", "Token"]
+SNS_WORDS = ["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation", "1", "2", TOPIC,
+             "2026-12-06T05:22:16.123Z", "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem"]
+SES_KEYS = ["notificationType", "eventType", "mail", "bounce", "complaint", "deliveryDelay"]
+SES_WORDS = ["Bounce", "Complaint", "DeliveryDelay", "Delivery", "Permanent", "Transient"]
+RECIPIENT_KEYS = ["emailAddress", "status", "diagnosticCode", "action"]
+POSTMARK_KEYS = ["RecordType", "ID", "Type", "TypeCode", "Email", "Details", "Description", "MessageID", "Inactive"]
+POSTMARK_WORDS = ["Bounce", "SpamComplaint", "HardBounce", "SoftBounce", "Blocked", "SpamNotification", "Transient"]
+
+
+@hypothesis.given(body=FUZZ_JSON, raw=st.binary(max_size=200))
+@FUZZ
+def test_fuzz_any_json_or_bytes_to_the_webhooks_is_never_a_500(webhooks, body, raw):
+    for content in (json.dumps(body).encode(), raw):
+        assert webhooks.post("/webhooks/ses", content=content).status_code < 500
+        assert webhooks.post("/webhooks/postmark", content=content,
+                             auth=("postmark", POSTMARK_SECRET)).status_code < 500
+
+
+@hypothesis.given(st.data())
+@FUZZ
+def test_fuzz_sns_envelopes_are_never_a_500(webhooks, data):
+    message = signed(notification(ses_bounce("bounces@news.example", "layla@example.com")))
+    body = data.draw(fuzzed(message, SNS_KEYS, SNS_WORDS))
+    assert webhooks.post("/webhooks/ses", content=json.dumps(body)).status_code < 500
+
+
+@hypothesis.given(st.data())
+@FUZZ
+def test_fuzz_signed_ses_events_are_a_200_or_a_400(webhooks, data):
+    """Signed by "Amazon", from the right topic: the SES event inside is all that is odd."""
+    event = ses_bounce("bounces@news.example", "layla@example.com")
+    recipient = data.draw(fuzzed(event["bounce"]["bouncedRecipients"][0], RECIPIENT_KEYS, SES_WORDS))
+    event["bounce"] = data.draw(fuzzed({**event["bounce"], "bouncedRecipients": [recipient]},
+                                       ["bounceType", "bounceSubType", "bouncedRecipients"], SES_WORDS))
+    event = data.draw(fuzzed(event, SES_KEYS, SES_WORDS))
+    response = webhooks.post("/webhooks/ses", content=json.dumps(signed(notification(event))))
+    assert response.status_code in (200, 400), response.text
+
+
+@hypothesis.given(st.data())
+@FUZZ
+def test_fuzz_postmark_payloads_with_the_right_password_are_a_200_or_a_400(webhooks, data):
+    payload = {"RecordType": "Bounce", "ID": 42, "Type": "HardBounce", "TypeCode": 1, "Email": "layla@example.com",
+               "Details": "smtp;550 5.1.1 unknown", "Inactive": True}
+    body = data.draw(fuzzed(payload, POSTMARK_KEYS, POSTMARK_WORDS))
+    response = webhooks.post("/webhooks/postmark", content=json.dumps(body), auth=("postmark", POSTMARK_SECRET))
+    assert response.status_code in (200, 400), response.text
+
+
+# Header bytes h11 will send: no controls, no leading or trailing space.
+HEADER_BYTES = st.binary(max_size=40).map(lambda raw: bytes(b for b in raw if b > 0x20 and b != 0x7F))
+
+
+@hypothesis.given(authorization=st.one_of(
+    HEADER_BYTES,
+    HEADER_BYTES.map(lambda raw: b"Basic " + raw),
+    st.binary(max_size=40).map(lambda raw: b"Basic " + base64.b64encode(raw)),
+    FUZZ_TEXT.map(lambda password: b"Basic " + base64.b64encode(
+        f"postmark:{password}".encode("utf-8", "surrogatepass")))).map(bytes.strip))  # h11 sends no edge spaces
+@FUZZ
+def test_fuzz_postmark_credentials_are_a_401(webhooks, authorization):
+    response = webhooks.post("/webhooks/postmark", content=b"{}", headers={"Authorization": authorization})
+    assert response.status_code == 401
