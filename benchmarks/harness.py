@@ -144,11 +144,12 @@ class Measured:
 
 def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
                  timeout: float = 3600, log_prefix: Path | None = None,
-                 on_start=None) -> Measured:
+                 on_start=None, stdin: Path | None = None) -> Measured:
     """Run `cmd` to completion through benchmarks/launch.py, which reports the command's own
     wall time, CPU time and peak RSS (see there why not wait4 from here). stdout/stderr go to
     files, so no pipe can fill up and stall the command. `on_start(pid)` runs in a thread with
-    the command's pid (e.g. to sample /proc while it runs).
+    the command's pid (e.g. to sample /proc while it runs). `stdin`: a file the command reads
+    (else it reads nothing).
     """
     log_prefix = log_prefix or WORK_DIR / "run"
     out_path, err_path = Path(f"{log_prefix}.stdout"), Path(f"{log_prefix}.stderr")
@@ -156,10 +157,10 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path
     report_path.unlink(missing_ok=True)
     launcher = [sys.executable, "-S", "-I", str(BENCH_DIR / "launch.py"), str(report_path)]
     busy_before = machine_busy_seconds()
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+    with open(out_path, "wb") as out, open(err_path, "wb") as err, open(stdin or os.devnull, "rb") as given:
         # A session of its own, so a timeout can stop the launcher and the command together.
         proc = subprocess.Popen(launcher + [str(c) for c in cmd], env=env, cwd=cwd, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=given, start_new_session=True)
         watcher = None
         if on_start is not None:
             pid = _child_of(proc.pid)

@@ -14,8 +14,9 @@ ours, captured), the same recipient count N:
    fresh SQLite store with N active subscribers, K connections.
 
 Then a relay with 0.2 s DATA latency (aiosmtpd in its own process), peak RSS at
-10,000 and 200,000 subscribers (--large adds 1,000,000), and the build and
-personalise timings. A run in which the sink saw fewer than N messages is
+10,000 and 200,000 subscribers (--large adds 1,000,000), the build and
+personalise timings, and the CPU of one bounce report piped to `newsletter bounces -`
+next to `python -c pass` (benchmarks/bounce_pipe.py). A run in which the sink saw fewer than N messages is
 reported as failed, not fast. Results: benchmarks/results/bench-<stamp>.json
 (with the machine) and .md (the tables printed at the end).
 """
@@ -49,7 +50,9 @@ if not all(importlib.util.find_spec(m) for m in ("aiosmtplib", "aiosmtpd", "sqla
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import HOST, ISSUE_DATE, Step  # noqa: E402
 
-STEPS = ("reference", "baseline", "ours", "asyncio", "dkim", "postgres", "relay", "memory", "build")
+STEPS = ("reference", "baseline", "ours", "asyncio", "dkim", "postgres", "relay", "memory", "build", "bounce-pipe")
+SENDING_STEPS = set(STEPS) - {"bounce-pipe"}  # the steps that need postfix and the captured message
+PIPED_REPORT_CPU = 0.15  # s: one report piped by the MTA, a process each (issue: cheap per report)
 NOISY_CORES = 0.1  # other processes using more than this many cores during a run: flagged
 
 
@@ -383,6 +386,11 @@ def evaluate_targets(results: dict) -> list[dict]:
     if build and build.get("status") == "ok":
         us = build["personalise_us"]["plain_median"]
         add("personalise one message", "≤ 50 µs", us, us <= 50, f"{us:.1f} µs")
+    pipe = results.get("bounce_pipe")
+    if pipe and pipe.get("status") == "ok":
+        cpu = pipe["pipe_cpu"]
+        add("piped bounce report: CPU per process (median)", f"≤ {PIPED_REPORT_CPU} s", cpu,
+            cpu <= PIPED_REPORT_CPU, f"{cpu:.3f} s (python -c pass {pipe['pass_cpu']:.3f} s)")
     return targets
 
 
@@ -499,6 +507,19 @@ def markdown(results: dict) -> str:
                     f"MessageTemplate.personalise: **{ps['plain_median']:.1f} µs** per message (median of "
                     f"{len(ps['plain_batches'])} batches of {ps['recipients_per_batch']:,}); "
                     f"{ps['arabic_name_median']:.1f} µs with an Arabic display name.", ""]
+    pipe = results.get("bounce_pipe")
+    if pipe:
+        status = "" if pipe["status"] == "ok" else " **FAILED**: " + "; ".join(pipe["problems"])
+        out += [f"### Bounce reports: CPU (user + system) per process{status}", "",
+                "| command | CPU s, median | runs (s) |", "|---|---:|---|",
+                f"| `newsletter bounces -`, one report on stdin | {pipe['pipe_cpu']:.3f} | "
+                + ", ".join(f"{c:.3f}" for c in pipe["samples_pipe_cpu"]) + " |",
+                f"| `python -c pass` | {pipe['pass_cpu']:.3f} | "
+                + ", ".join(f"{c:.3f}" for c in pipe["samples_pass_cpu"]) + " |",
+                f"| `newsletter bounces MAILDIR`, {pipe['batch_reports']:,} reports, one process | "
+                f"{pipe['batch_cpu']:.2f} ({pipe['batch_cpu_per_report'] * 1000:.1f} ms a report) | |", "",
+                f"A piped report costs {_fmt(pipe['ratio'], '.1f')}× the interpreter alone; each run bounced a "
+                "different reader (runs alternating with `python -c pass`, bytecode cached).", ""]
     targets = results.get("targets")
     if targets:
         out += ["### Targets", "", "| target | goal | measured | met |", "|---|---|---:|---|"]
@@ -557,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.large and 1_000_000 not in sizes:
         sizes.append(1_000_000)
 
-    sink_bin, source_bin = harness.ensure_postfix()
+    sending = bool(steps & SENDING_STEPS)
+    sink_bin, source_bin = harness.ensure_postfix() if sending else (None, None)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     harness.begin_run(stamp)
     code = harness.use_code_snapshot(args.code)
@@ -571,10 +593,12 @@ def main(argv: list[str] | None = None) -> int:
                        "memory_sizes": sizes, "steps": sorted(steps), "sink": "smtp-sink -c (keeps nothing), loopback"},
     }
 
-    with Step("capturing one real message of ours (`newsletter send` to 1 subscriber)"):
-        results["message"] = capture_message()
-        results["reference_bytes"] = verify_reference_bytes(source_bin)
-        print(f"  {results['message']['bytes']:,} bytes; smtp-source -F sends: {results['reference_bytes']}", flush=True)
+    if sending:
+        with Step("capturing one real message of ours (`newsletter send` to 1 subscriber)"):
+            results["message"] = capture_message()
+            results["reference_bytes"] = verify_reference_bytes(source_bin)
+            print(f"  {results['message']['bytes']:,} bytes; smtp-source -F sends: {results['reference_bytes']}",
+                  flush=True)
 
     throughput: dict = {}
     runners = {
@@ -638,6 +662,15 @@ def main(argv: list[str] | None = None) -> int:
         with Step("build and personalise timings (fresh process)"):
             results["build"] = run_build()
 
+    if "bounce-pipe" in steps:
+        from benchmarks.bounce_pipe import run_bounce_pipe
+
+        with Step("bounce reports: `newsletter bounces -` per report vs `python -c pass`, and a Maildir batch"):
+            results["bounce_pipe"] = pipe = run_bounce_pipe()
+            print(f"  {pipe['status']}: {pipe['pipe_cpu']:.3f} s CPU a piped report (python -c pass "
+                  f"{pipe['pass_cpu']:.3f} s); batch {pipe['batch_cpu_per_report'] * 1000:.1f} ms a report"
+                  + (f" — {'; '.join(pipe['problems'])}" if pipe["problems"] else ""), flush=True)
+
     if args.profile:
         from benchmarks import profile_send
 
@@ -659,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     failed += [f"postgres-{row['processes']}" for row in results.get("postgres", []) if row["status"] != "ok"]
     failed += [f"memory-{row['messages']}" for row in results.get("memory", []) if row["status"] != "ok"]
     failed += ["build"] if results.get("build", {}).get("status") == "failed" else []
+    failed += ["bounce-pipe"] if results.get("bounce_pipe", {}).get("status") == "failed" else []
     if failed:
         print(f"FAILED runs: {', '.join(failed)}", file=sys.stderr)
         return 1

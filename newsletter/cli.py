@@ -14,21 +14,25 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from . import edition
 from .config import PROJECT_DIR, Settings, load_settings, write_env_file
 from .errors import ConfigError, NewsletterError
-from .mail.delivery import DeliveryReport
 from .store.database import Status, Store
 from .store.feedback import blocked_warning
 from .store.migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
 from .store.subscribers import clean_name, export_csv, import_csv, normalise_email
 from .tokens import Tokens
+
+# The morning edition (feeds, selection, rendering, delivery) loads inside the commands that use it:
+# `newsletter bounces -` runs once per report piped by the MTA, and must not pay for it at start-up.
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from .mail.delivery import DeliveryReport
 
 EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: some subscribers are left for the next run
 COMPLAINT_RATE_WARNING = 0.001  # Gmail's and Yahoo's bulk-sender guideline (2024): under 0.1 %
@@ -80,6 +84,8 @@ def _settings_for_links() -> Settings:
 
 def _issue_date(settings: Settings, value: str | None) -> dt.date:
     if value is None:
+        from . import edition
+
         return edition.today(settings)
     try:
         return dt.date.fromisoformat(value)
@@ -110,6 +116,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log mor
 @app.command()
 def select(date: DateOption = None) -> None:
     """Show which stories the issue would carry, why, and what was left out."""
+    from . import edition
+
     settings = _settings()
     store = Store(settings.database_url)
     draft = edition.draft_edition(settings, store, _issue_date(settings, date))
@@ -139,6 +147,8 @@ def render(
     date: DateOption = None,
 ) -> None:
     """Build the issue and write it to files, without sending anything."""
+    from . import edition
+
     settings = _settings()
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
@@ -163,6 +173,8 @@ class _ProgressReporter:
         self.progress: Progress | None = None
         self.task = None
         if err.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
             self.progress = Progress(
                 TextColumn("Sending"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[failed]} failed"), TimeRemainingColumn(), console=err,
@@ -203,6 +215,8 @@ def send(
     Exit codes: 0 complete, 75 some left for the next run, 2 bad setting,
     3 no story to send, 65 the issue is over Gmail's 102 KB clipping limit (nothing sent).
     """
+    from . import edition
+
     settings = _settings_for_links()
     store = Store(settings.database_url, stalled_session_seconds=settings.stale_run_seconds)
     issue_date = _issue_date(settings, date)
@@ -234,6 +248,8 @@ def send(
 
 
 def _send_test(settings: Settings, store: Store, issue_date: dt.date, addresses: list[str]) -> None:
+    from . import edition
+
     result = edition.send_test(settings, store, issue_date, [normalise_email(a) for a in addresses])
     out.print(f"Test issue ({result.size_label}) sent to {len(result.sent)} address(es): {result.subject}",
               markup=False)
@@ -342,6 +358,8 @@ def _is_loopback(host: str) -> bool:
 @app.command()
 def confirmations() -> None:
     """Send the confirmation emails that could not go out at signup (SMTP was down)."""
+    from . import edition
+
     settings = _settings_for_links()
     report = edition.retry_confirmations(settings, Store(settings.database_url))
     out.print(f"Confirmations sent {report.sent}, failed {report.failed}.")
@@ -462,6 +480,8 @@ def db_status() -> None:
 @db_app.command("compact")
 def db_compact() -> None:
     """Fold old issues' per-reader delivery rows into per-issue totals (NEWSLETTER_LOG_RETENTION_DAYS)."""
+    from . import edition
+
     settings = _settings()
     report = edition.compact_delivery_log(settings, Store(settings.database_url))
     out.print(f"Folded {report.issues} issue(s) dated before {report.before} into totals "
