@@ -74,7 +74,7 @@ FETCHES_PER_MINUTE = 10
 # ("Blocked") or a DMARC refusal is about our mail, not the reader: blocked. A reader's own
 # "this is spam" arrives as RecordType SpamComplaint (or Type SpamComplaint).
 POSTMARK_KINDS = {"HardBounce": ReportKind.hard, "BadEmailAddress": ReportKind.hard,
-                  "SoftBounce": ReportKind.soft, "DnsError": ReportKind.soft, "Transient": ReportKind.soft,
+                  "SoftBounce": ReportKind.soft, "DnsError": ReportKind.soft, "Transient": ReportKind.delayed,
                   "Blocked": ReportKind.blocked, "SpamNotification": ReportKind.blocked,
                   "DMARCPolicy": ReportKind.blocked, "SpamComplaint": ReportKind.complaint,
                   "AutoResponder": ReportKind.auto_reply}
@@ -201,7 +201,9 @@ class SnsVerifier:
             if key is not None:
                 return key
             if not self._may_fetch():
-                raise Rejected(429, "too many SNS certificates to fetch, try again later",
+                # 503, not 429: SNS takes any 4xx as delivered and never retries; a genuine message
+                # naming a new certificate during a flood of made-up ones must come back later.
+                raise Rejected(503, "too many SNS certificates to fetch, try again later",
                                f"over {FETCHES_PER_MINUTE} certificate fetches a minute; not fetching {url}")
             try:
                 key = _rsa_key(await self.fetch(url))
@@ -366,7 +368,7 @@ def webhook_routes(settings: Settings, store: Store, fetch: Fetch = fetch_over_h
 
     def rejected(exc: Rejected, source: str) -> JSONResponse:
         log.warning("%s webhook refused (%d): %s", source, exc.status, one_line(exc.detail or exc.reason))
-        headers = {"Retry-After": "60"} if exc.status in (429, 502) else None
+        headers = {"Retry-After": "60"} if exc.status in (502, 503) else None
         return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
 
     async def confirm(message: SnsMessage) -> JSONResponse:
