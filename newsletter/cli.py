@@ -154,8 +154,8 @@ def render(
     issue_date = _issue_date(settings, date)
     rendered = edition.current_issue(settings, store, issue_date)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "issue.html").write_text(rendered.html, encoding="utf-8")
-    (out_dir / "issue.txt").write_text(rendered.text, encoding="utf-8")
+    (out_dir / "issue.html").write_text(rendered.with_outlet_links(rendered.html, escape=True), encoding="utf-8")
+    (out_dir / "issue.txt").write_text(rendered.with_outlet_links(rendered.text, escape=False), encoding="utf-8")
     manifest = {"date": issue_date.isoformat(), "subject": rendered.subject, "preheader": rendered.preheader,
                 "stories": rendered.stories}
     (out_dir / "issue.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -293,8 +293,81 @@ def status(date: DateOption = None) -> None:
     if rates["complaint"] > COMPLAINT_RATE_WARNING:
         err.print(f"warning: {rates['complaint']:.2%} of this issue's readers marked it as spam; Gmail and Yahoo "
                   f"want bulk senders under {COMPLAINT_RATE_WARNING:.1%} and start refusing mail at 0.3%")
+    _print_clicks(store, issue, delivered, settings)
     if (pending or counts.get("failed", 0)) and not issue.log_folded_at:
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+@app.command()
+def stats(
+    first: Annotated[Optional[str], typer.Option("--from", help="First issue date, YYYY-MM-DD (default: 30 days ago).")] = None,
+    last: Annotated[Optional[str], typer.Option("--to", help="Last issue date, YYYY-MM-DD (default: today).")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Write CSV to stdout (issues, then outlets) for a spreadsheet.")] = False,
+) -> None:
+    """Issues side by side: delivered, bounce, complaint and unsubscribe rates, unique click rate, top story; then clicks per outlet."""  # noqa: E501
+    import csv
+
+    from .stats import issue_stats, outlet_clicks
+
+    settings = _settings()
+    store = Store(settings.database_url)
+    to_date = _date_option(last, "--to") if last else _issue_date(settings, None)
+    from_date = _date_option(first, "--from") if first else to_date - dt.timedelta(days=30)
+    issues = list(issue_stats(store, from_date, to_date))
+    outlets = outlet_clicks(store, from_date, to_date)
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["date", "subject", "delivered", "bounce_rate", "complaint_rate", "unsubscribe_rate",
+                         "unique_click_rate", "top_story", "top_story_readers"])
+        for i in issues:
+            writer.writerow([i.issue_date, i.subject, i.delivered, f"{i.rate(i.bounces):.4f}",
+                             f"{i.rate(i.complaints):.4f}", f"{i.rate(i.unsubscribes):.4f}",
+                             f"{i.rate(i.unique_clickers):.4f}", i.top_story, i.top_story_readers])
+        writer.writerow([])
+        writer.writerow(["outlet", "stories", "unique_readers", "clicks"])
+        for o in outlets:
+            writer.writerow([o.outlet, o.stories, o.unique_readers, o.clicks])
+        return
+    if not issues:
+        out.print(f"No issue between {from_date} and {to_date}.")
+        return
+    out.print(f"{'date':<10} {'delivered':>9} {'bounce':>7} {'complnt':>7} {'unsub':>7} {'clicked':>7}  top story")
+    for i in issues:
+        top = f"{i.top_story} ({i.top_story_readers})" if i.top_story else "-"
+        out.print(f"{i.issue_date:<10} {i.delivered:>9} {i.rate(i.bounces):>7.2%} {i.rate(i.complaints):>7.2%} "
+                  f"{i.rate(i.unsubscribes):>7.2%} {i.rate(i.unique_clickers):>7.2%}  {top}", markup=False)
+    out.print(f"\nClicks per outlet, {from_date} to {to_date}:")
+    for o in outlets:
+        out.print(f"  {o.unique_readers:>7} reader(s) {o.clicks:>7} click(s) {o.stories:>4} stor(ies)  {o.outlet}",
+                  markup=False)
+
+
+def _date_option(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date like 2026-11-24", param_hint=option) from None
+
+
+def _print_clicks(store: Store, issue, delivered: int, settings: Settings) -> None:
+    """Per story: unique readers, reader clicks, machine clicks, and the click rate of the delivered."""
+    clicks = store.clicks.by_story(issue.id)
+    if not clicks and settings.tracking.value == "off":
+        out.print("clicks: not counted (NEWSLETTER_TRACKING=off)")
+        return
+    whole = clicks.get(0)
+    readers = whole.unique_readers if whole else 0
+    rate = readers / delivered if delivered else 0.0
+    out.print(f"clicks: {readers} reader(s) clicked a story ({rate:.2%} of delivered), "
+              f"{whole.clicks if whole else 0} click(s) by readers, {whole.machine_clicks if whole else 0} by machines "
+              "(mail scanners, prefetch; not counted as readers)")
+    out.print(f"  {'readers':>7} {'rate':>7} {'clicks':>7} {'machine':>7}  story")
+    for place, story in enumerate(issue.stories, start=1):
+        found = clicks.get(place)
+        unique, reader_clicks, machine = (found.unique_readers, found.clicks, found.machine_clicks) if found else (0, 0, 0)
+        share = unique / delivered if delivered else 0.0
+        out.print(f"  {unique:>7} {share:>7.2%} {reader_clicks:>7} {machine:>7}  {place}. {story.get('title', '')} "
+                  f"({story.get('source', '')})", markup=False)
 
 
 @app.command()
@@ -479,13 +552,14 @@ def db_status() -> None:
 
 @db_app.command("compact")
 def db_compact() -> None:
-    """Fold old issues' per-reader delivery rows into per-issue totals (NEWSLETTER_LOG_RETENTION_DAYS)."""
+    """Fold old issues' per-reader delivery rows into per-issue totals (NEWSLETTER_LOG_RETENTION_DAYS), and expired click salts into counts (NEWSLETTER_TRACKING_SALT_DAYS)."""  # noqa: E501
     from . import edition
 
     settings = _settings()
     report = edition.compact_delivery_log(settings, Store(settings.database_url))
     out.print(f"Folded {report.issues} issue(s) dated before {report.before} into totals "
-              f"({report.rows} delivery row(s) removed).")
+              f"({report.rows} delivery row(s) removed), and the expired click salts of {report.click_salts} "
+              "issue(s) into counts.")
 
 
 def _revision_of(engine) -> str | None:

@@ -42,6 +42,14 @@ class SmtpTls(str, Enum):
     tls = "tls"
 
 
+class Tracking(str, Enum):
+    """What story links count: nothing, per story anonymously (unique readers by a short-lived salt), or per reader."""
+
+    off = "off"
+    anonymous = "anonymous"
+    individual = "individual"
+
+
 class EventLoop(str, Enum):
     """The event loop a send runs on: uvloop (written in C) when installed, or Python's own."""
 
@@ -139,6 +147,8 @@ class Settings(BaseSettings):
     list_id: str = ""
     unsubscribe_mailto: str = ""
     base_url: str = "http://127.0.0.1:8000"
+    tracking: Tracking = Tracking.anonymous
+    tracking_salt_days: int = Field(default=2, ge=1, le=30)
     secret_key: str = ""
     confirm_max_age_days: float = Field(default=7, gt=0)
 

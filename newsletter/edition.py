@@ -196,15 +196,18 @@ class CompactReport:
     before: dt.date
     issues: int = 0
     rows: int = 0
+    click_salts: int = 0  # issues whose hashed clickers were folded into counts (NEWSLETTER_TRACKING_SALT_DAYS)
 
 
 def compact_delivery_log(settings: Settings, store: Store) -> CompactReport:
-    """Fold the per-reader delivery rows of issues older than NEWSLETTER_LOG_RETENTION_DAYS into totals."""
+    """Fold the per-reader delivery rows of issues older than NEWSLETTER_LOG_RETENTION_DAYS into totals,
+    and the hashed clickers of salts older than NEWSLETTER_TRACKING_SALT_DAYS into click counts."""
     report = CompactReport(today(settings) - dt.timedelta(days=settings.log_retention_days))
     for issue in store.issues_to_fold(report.before.isoformat()):
         report.rows += store.log.fold(issue.id)
         report.issues += 1
         log.info("folded the delivery log of %s", issue.issue_date)
+    report.click_salts = store.clicks.fold_expired_salts(settings.tracking_salt_days)
     return report
 
 

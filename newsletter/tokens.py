@@ -3,6 +3,7 @@
 Unsubscribe tokens never expire: a link in a years-old email must still work.
 Confirmation tokens expire (NEWSLETTER_CONFIRM_MAX_AGE_DAYS).
 Return-path tokens (VERP) name the issue and the reader a bounce is about.
+Click tokens name the issue, the story link's place in it and the reader.
 
 Unsubscribe and return-path tokens are made per message, so they are a plain
 HMAC-SHA256 over a short text, keyed once (~3 µs a token). Unsubscribe tokens
@@ -22,6 +23,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLS
 UNSUBSCRIBE_SALT = "unsubscribe"
 CONFIRM_SALT = "confirm"
 RETURN_PATH_SALT = b"return-path"
+CLICK_SALT = b"click"
 # 16 base32 characters = 80 bits of HMAC: a forger must send ~2^79 reports to bounce one reader
 # (or requests to unsubscribe one).
 MAC_CHARS = 16
@@ -31,6 +33,10 @@ _RETURN_PATH_TOKEN = re.compile(r"m(\d{8})-([0-9a-z]{1,13})-([a-z2-7]{%d})" % MA
 # "u1a2b-<mac>": the reader's id in base 36. Never a ".", which every itsdangerous token has;
 # the same alphabet as return paths, so a link whose case was changed on the way still works.
 _UNSUBSCRIBE_TOKEN = re.compile(r"u([0-9a-z]{1,13})-([a-z2-7]{%d})" % MAC_CHARS)
+# "20261130-3-1a2b-<mac>": a story link's token, the issue's date, the story's place in it (1 is
+# the lead) and the reader's id in base 36. Reader 0 is a test send: its clicks are never counted.
+_CLICK_TOKEN = re.compile(r"(\d{8})-([1-9][0-9]?)-([0-9a-z]{1,13})-([a-z2-7]{%d})" % MAC_CHARS)
+CLICK_TOKEN_MAX_CHARS = 8 + 1 + 2 + 1 + 13 + 1 + MAC_CHARS
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -66,6 +72,15 @@ def _mac(keyed: hmac.HMAC, body: str) -> str:
 
 
 @dataclass(frozen=True)
+class ClickToken:
+    """Which link of which issue a reader followed: the issue (YYYYMMDD), the story's place (1 = lead), the reader."""
+
+    issue_tag: str
+    place: int
+    subscriber_id: int
+
+
+@dataclass(frozen=True)
 class ConfirmCheck:
     """What a confirmation token says: whose it is, and whether it is still valid."""
 
@@ -82,6 +97,7 @@ class Tokens:
         # Keyed once; each token copies them (see _mac).
         self._return_path_hmac = hmac.new(self._secret + RETURN_PATH_SALT, digestmod=hashlib.sha256)
         self._unsubscribe_hmac = hmac.new(self._secret + UNSUBSCRIBE_SALT.encode("ascii"), digestmod=hashlib.sha256)
+        self._click_hmac = hmac.new(self._secret + CLICK_SALT, digestmod=hashlib.sha256)
 
     def unsubscribe_token(self, subscriber_id: int) -> str:
         """The token of a reader's unsubscribe links: "u<id in base 36>-<80-bit HMAC in base 32>"."""
@@ -120,6 +136,23 @@ class Tokens:
         """The token VERP puts in a message's envelope sender: bounces+<token>@domain."""
         body = f"m{issue_tag}-{_base36(subscriber_id)}"
         return f"{body}-{_mac(self._return_path_hmac, body)}"
+
+    def click_token(self, issue_tag: str, place: int, subscriber_id: int) -> str:
+        """The token of one story link in one reader's copy: /c/<token>."""
+        body = f"{issue_tag}-{place}-{_base36(subscriber_id)}"
+        return f"{body}-{_mac(self._click_hmac, body)}"
+
+    def read_click_token(self, token: str) -> ClickToken | None:
+        """What a click token says, or None when it is forged, damaged or not one of ours (constant-time check)."""
+        if len(token) > CLICK_TOKEN_MAX_CHARS:
+            return None
+        match = _CLICK_TOKEN.fullmatch(token.lower())
+        if match is None:
+            return None
+        issue_tag, place, subscriber, mac = match.groups()
+        if not hmac.compare_digest(mac, _mac(self._click_hmac, f"{issue_tag}-{place}-{subscriber}")):
+            return None
+        return ClickToken(issue_tag, int(place), int(subscriber, 36))
 
     @staticmethod
     def has_return_path_shape(text: str) -> bool:

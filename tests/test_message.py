@@ -11,7 +11,8 @@ from email.utils import formataddr
 import pytest
 
 from newsletter.mail.message import MessageTemplate, Recipient, ascii_address
-from newsletter.issue.render import UNSUBSCRIBE_SLOT, Issue, IssueStory, Renderer
+from newsletter.config import Tracking
+from newsletter.issue.render import LINK_SLOT, UNSUBSCRIBE_SLOT, Issue, IssueStory, Renderer
 from newsletter.tokens import Tokens
 
 from .conftest import PROJECT
@@ -39,19 +40,29 @@ def reference_message(rendered, settings, recipient: Recipient) -> EmailMessage:
     """What the obvious code would build, one EmailMessage per subscriber."""
     tokens = Tokens(settings.secret_key)
     url = f"{settings.base_url}/unsubscribe/{tokens.unsubscribe_token(recipient.id)}"
+
+    def links(text: str, escape: bool) -> str:
+        if settings.tracking is Tracking.off:
+            return rendered.with_outlet_links(text, escape)
+        return LINK_SLOT.sub(lambda m: f"{settings.base_url}/c/"
+                             + tokens.click_token("20261124", int(m.group(1)), recipient.id), text)
+
     message = EmailMessage()
     message["From"] = formataddr((settings.from_name, settings.from_address))
     message["To"] = formataddr((recipient.name, ascii_address(recipient.email)))
     message["Subject"] = rendered.subject
     message["List-Unsubscribe"] = f"<{url}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(rendered.text.replace(UNSUBSCRIBE_SLOT, url.rsplit("/", 1)[1]))
-    message.add_alternative(rendered.html.replace(UNSUBSCRIBE_SLOT, url.rsplit("/", 1)[1]), subtype="html")
+    message.set_content(links(rendered.text, False).replace(UNSUBSCRIBE_SLOT, url.rsplit("/", 1)[1]))
+    message.add_alternative(links(rendered.html, True).replace(UNSUBSCRIBE_SLOT, url.rsplit("/", 1)[1]),
+                            subtype="html")
     return email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
 
 
+@pytest.mark.parametrize("tracking", list(Tracking), ids=lambda t: t.value)
 @pytest.mark.parametrize("recipient", RECIPIENTS, ids=lambda r: r.email)
-def test_fast_message_equals_the_reference(rendered, settings, recipient):
+def test_fast_message_equals_the_reference(rendered, settings, recipient, tracking):
+    settings = settings.model_copy(update={"tracking": tracking})
     template = MessageTemplate(rendered, settings)
     raw = template.personalise(recipient)
     fast = email.message_from_bytes(raw, policy=email.policy.default)
@@ -69,6 +80,11 @@ def test_fast_message_equals_the_reference(rendered, settings, recipient):
     assert fast.get_body(("plain",)).get_content() == slow.get_body(("plain",)).get_content()
     assert fast.get_body(("html",)).get_content() == slow.get_body(("html",)).get_content()
     assert fast.defects == [] and all(part.defects == [] for part in fast.walk())
+    for part in ("plain", "html"):
+        content = fast.get_body((part,)).get_content()
+        assert "NLLINK" not in content and UNSUBSCRIBE_SLOT not in content
+        assert ("/c/" in content) is (tracking is not Tracking.off), "tracking=off: no /c/ link at all"
+        assert ("https://news.example/3?a=1" in content) is (tracking is Tracking.off)
     lines = raw.split(b"\r\n")
     assert raw.isascii(), "8-bit-clean: no relay needs 8BITMIME or SMTPUTF8"
     assert max(len(line) for line in lines) <= 998
@@ -88,14 +104,17 @@ def test_splicing_stays_valid_whatever_the_alignment(settings, length):
     """Slots right next to each other or at the edges still decode to the exact text."""
     from newsletter.mail.message import SplicedBody
 
-    slot = UNSUBSCRIBE_SLOT
-    text = "ا" * length + slot + "b" * length + slot + slot + "ـ" * (length % 3) + slot
-    body = SplicedBody(text, slot)
-    for value in (b"", b"x", b"xy", b"MTIz.abcdefgh"):
-        encoded = body.fill(value)
-        import base64
+    import base64
 
-        assert base64.b64decode(encoded.replace(b"\r\n", b"")) == text.replace(slot, value.decode()).encode()
+    from newsletter.issue.render import SLOTS
+
+    slot, link = UNSUBSCRIBE_SLOT, "NLLINK02SLOT"
+    text = "ا" * length + slot + "b" * length + link + slot + "ـ" * (length % 3) + link + slot
+    body = SplicedBody(text, SLOTS)
+    for value, url in ((b"", b"y"), (b"x", b""), (b"xy", b"https://n.example/c/1"), (b"MTIz.abcdefgh", b"zz")):
+        encoded = body.fill({slot: value, link: url})
+        expected = text.replace(slot, value.decode()).replace(link, url.decode()).encode()
+        assert base64.b64decode(encoded.replace(b"\r\n", b"")) == expected
 
 
 @pytest.mark.parametrize("text", [

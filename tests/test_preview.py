@@ -159,3 +159,29 @@ def test_in_chromium_the_email_is_rtl_fits_a_phone_and_every_image_has_alt(previ
         finally:
             browser.close()
     assert (SCREENSHOTS / "email-375.png").stat().st_size > 0
+
+
+def test_each_chosen_story_shows_how_many_readers_opened_its_outlet_yesterday(settings, store, templates, tmp_path):
+    from newsletter.store.clicks import Click
+
+    local = settings.model_copy(update={"templates_dir": templates, "editorial_dir": tmp_path / "editorial"})
+    yesterday = store.save_issue("2017-05-08", "أمس", "", "<p>NLLINK01SLOT</p>", "NLLINK01SLOT",
+                                 [{"url": "https://www.france24.com/ar/x", "title": "خبر أمس", "summary": "",
+                                   "source": "صوت العالم"}])
+    for n in range(3):
+        store.add_subscriber(f"reader{n}@example.com", "")
+    ids = [store.get_subscriber(f"reader{n}@example.com").id for n in range(3)]
+    at = time.time()
+    import datetime as dt
+
+    when = dt.datetime.fromtimestamp(at, dt.timezone.utc)
+    store.clicks.record([Click(yesterday.id, 1, ids[0], False, when), Click(yesterday.id, 1, ids[1], False, when),
+                         Click(yesterday.id, 1, ids[2], True, when)], salt_days=2, individual=False)
+    with LiveApp(create_preview_app(local, SAMPLE_DATE, store)) as app, \
+            httpx.Client(base_url=app.url, timeout=10) as client:
+        page = client.get("/").text
+        text = client.get("/email.txt").text
+
+    chosen = page.split('id="chosen"')[1].split('id="left-out"')[0]
+    assert "أمس: 2 من القرّاء فتحوا أخبار صوت العالم" in chosen, "readers only: the scanner's click is not one"
+    assert "NLLINK" not in page and "NLLINK" not in text and "https://" in text, "the outlets' own links"

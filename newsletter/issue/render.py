@@ -7,6 +7,8 @@ the unsubscribe link is left as a slot that `message` fills per subscriber.
 from __future__ import annotations
 
 import datetime as dt
+import html as html_escaping
+import re
 import tomllib
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -25,6 +27,14 @@ GMAIL_CLIP_BYTES = 102 * 1024
 # Stands in for the per-subscriber unsubscribe token until `message` splices it
 # in. Plain ASCII word characters, so Jinja, MJML and premailer leave it alone.
 UNSUBSCRIBE_SLOT = "NLUNSUBSCRIBETOKENSLOT"
+# Each story's link (headline, picture, «اقرأ المزيد») is a slot too: `message` fills it per reader
+# with a tracked link (/c/<token>) or the outlet's own URL (NEWSLETTER_TRACKING=off); the archive
+# and the preview always with the outlet's URL.
+LINK_SLOT = re.compile(r"NLLINK(\d\d)SLOT")
+SLOTS = re.compile(rf"{UNSUBSCRIBE_SLOT}|NLLINK\d\dSLOT")  # every slot `message` fills, named by its text
+# What a filled link may cost at most: a tracked link is the public address, /c/ and a token of
+# at most 42 characters. The size check counts each link as this or the outlet's URL, the longer.
+TRACKED_LINK_ALLOWANCE = 110
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,20 @@ class RenderedIssue:
 
     @property
     def html_bytes(self) -> int:
-        return len(self.html.encode("utf-8"))
+        """The HTML's size as a reader receives it: each story link filled with the longer of its forms."""
+        size = len(self.html.encode("utf-8"))
+        for match in LINK_SLOT.finditer(self.html):
+            url = html_escaping.escape(self.story_url(int(match.group(1))))
+            size += max(len(url.encode("utf-8")), TRACKED_LINK_ALLOWANCE) - len(match.group(0))
+        return size
+
+    def story_url(self, place: int) -> str:
+        """The outlet's URL of the story at `place` (1 is the lead); "" for a place the issue does not have."""
+        return story_url(self.stories, place)
+
+    def with_outlet_links(self, text: str, escape: bool) -> str:
+        """`text` (this issue's HTML or plain text) with every story link straight to its outlet."""
+        return with_outlet_links(text, self.stories, escape)
 
     @property
     def size_label(self) -> str:
@@ -71,6 +94,19 @@ class RenderedIssue:
         """Raise EmailTooLargeError when Gmail would clip the issue."""
         if self.html_bytes > GMAIL_CLIP_BYTES:
             raise EmailTooLargeError(self.html_bytes, GMAIL_CLIP_BYTES)
+
+
+def story_url(stories: list[dict], place: int) -> str:
+    """The outlet's URL of the story at `place` (1 is the lead) of an issue's stories; "" for none."""
+    return str(stories[place - 1].get("url", "")) if 1 <= place <= len(stories) else ""
+
+
+def with_outlet_links(text: str, stories: list[dict], escape: bool) -> str:
+    """An issue's HTML (escape=True) or plain text with every story link straight to its outlet."""
+    def url(match: re.Match) -> str:
+        found = story_url(stories, int(match.group(1)))
+        return html_escaping.escape(found) if escape else found
+    return LINK_SLOT.sub(url, text)
 
 
 def issue_from_selection(selection: Selection, date: dt.date, editorial: Editorial | None = None) -> Issue:
@@ -130,7 +166,7 @@ class Renderer:
     def render(self, issue: Issue) -> RenderedIssue:
         if not issue.stories:
             raise TemplateError("an issue needs at least one story")
-        stories = [asdict(s) for s in issue.stories]
+        stories = [{**asdict(s), "link": link_slot(place)} for place, s in enumerate(issue.stories, start=1)]
         context = {
             "intro": issue.intro,
             "date_label": self.date_label(issue.date),
@@ -160,6 +196,11 @@ class Renderer:
     def render_page(self, name: str, **context: object) -> str:
         """A web page from templates/pages/ (signup, confirm, unsubscribe, archive)."""
         return self._render(f"pages/{name}.html.j2", {"base_url": self.base_url, "email": "", "error": "", **context})
+
+
+def link_slot(place: int) -> str:
+    """The slot standing for the link of the story at `place` (1 is the lead)."""
+    return f"NLLINK{place:02d}SLOT"
 
 
 def _template_location(exc: BaseException, fallback: Path) -> str:

@@ -11,8 +11,9 @@ never a re-scan of the 60 KB issue.
 from __future__ import annotations
 
 import base64
-import re
 import datetime as dt
+import html
+import re
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,7 +22,8 @@ from email.utils import format_datetime, formataddr
 import idna
 
 from ..config import Settings
-from ..issue.render import UNSUBSCRIBE_SLOT, RenderedIssue
+from ..config import Tracking
+from ..issue.render import SLOTS, UNSUBSCRIBE_SLOT, RenderedIssue, link_slot
 from ..store.subscribers import clean_name
 from ..tokens import Tokens
 from .transaction import PreparedMessage
@@ -111,10 +113,17 @@ def _alternative_parts() -> tuple[bytes, bytes, bytes]:
 
 
 class SplicedBody:
-    """A base64 body with a slot, precomputed so that filling the slot is cheap."""
+    """A base64 body with slots, precomputed so that filling the slots is cheap.
 
-    def __init__(self, text: str, slot: str) -> None:
-        self.segments = [s.encode("utf-8") for s in text.split(slot)]
+    `slots` matches every slot; fill() takes a value for each slot name (the matched text).
+    """
+
+    def __init__(self, text: str, slots: re.Pattern[str]) -> None:
+        if slots.groups:  # split() would interleave the captured groups with the segments
+            raise ValueError("the slot pattern must not capture")
+        pieces = slots.split(text)
+        self.names = [match.group(0) for match in slots.finditer(text)]
+        self.segments = [p.encode("utf-8") for p in pieces]
         # encoded[i][h]: segment i without its first h bytes, cut to whole
         # 3-byte groups and encoded, plus the 0-2 bytes left over.
         self.encoded = [[self._aligned(segment, h) for h in range(3)] for segment in self.segments]
@@ -125,13 +134,13 @@ class SplicedBody:
         whole = len(rest) - len(rest) % 3
         return _b64_lines(rest[:whole]), rest[whole:]
 
-    def fill(self, value: bytes) -> bytes:
+    def fill(self, values: dict[str, bytes]) -> bytes:
         out = []
         encoded, carry = self.encoded[0][0]
         out.append(encoded)
         for index in range(1, len(self.segments)):
             segment = self.segments[index]
-            piece = carry + value
+            piece = carry + values[self.names[index - 1]]
             take = -len(piece) % 3
             if take > len(segment):  # a tiny segment: keep gathering bytes
                 carry = piece + segment
@@ -181,9 +190,15 @@ class MessageTemplate:
         content_type, _, self.body_head = self.text_part_head.partition(CRLF + CRLF)
         self.content_type = content_type + CRLF
         self.dkim = _dkim_signer(settings, self.static_headers + self.content_type, now)
-        self.text_body = SplicedBody(issue.text, UNSUBSCRIBE_SLOT)
-        self.html_body = SplicedBody(issue.html, UNSUBSCRIBE_SLOT)
+        self.text_body = SplicedBody(issue.text, SLOTS)
+        self.html_body = SplicedBody(issue.html, SLOTS)
         self.unsubscribe_base = f"{settings.base_url}/unsubscribe/"
+        self.click_base = f"{settings.base_url}/c/"
+        self.tracked = settings.tracking is not Tracking.off
+        self.places = range(1, len(issue.stories) + 1)
+        # Untracked, every reader's story links are the outlets' own; tracked, they are filled per reader.
+        self.text_links = {link_slot(p): issue.story_url(p).encode("utf-8") for p in self.places}
+        self.html_links = {link_slot(p): html.escape(issue.story_url(p)).encode("utf-8") for p in self.places}
 
     def envelope_sender(self, subscriber_id: int) -> str:
         """MAIL FROM for one reader: with a bounce address, a return path naming the issue and the reader."""
@@ -215,8 +230,15 @@ class MessageTemplate:
             b"Message-ID: ", self.message_id(recipient.id).encode("ascii"), CRLF,
             b"List-Unsubscribe: ", list_unsubscribe.encode("ascii"), CRLF,
         ))
-        body = (self.body_head, self.text_body.fill(token_bytes), self.html_part_head,
-                self.html_body.fill(token_bytes), self.closing)
+        if self.tracked:
+            links = {link_slot(place): (self.click_base + self.tokens.click_token(self.issue_tag, place, recipient.id))
+                     .encode("ascii") for place in self.places}
+            text_values = html_values = {UNSUBSCRIBE_SLOT: token_bytes, **links}
+        else:
+            text_values = {UNSUBSCRIBE_SLOT: token_bytes, **self.text_links}
+            html_values = {UNSUBSCRIBE_SLOT: token_bytes, **self.html_links}
+        body = (self.body_head, self.text_body.fill(text_values), self.html_part_head,
+                self.html_body.fill(html_values), self.closing)
         if self.dkim is None:
             return PreparedMessage(b"".join((reader_headers, self.static_headers, self.content_type, CRLF, *body)))
         body_bytes = b"".join(body)

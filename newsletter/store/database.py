@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from ..errors import ConfigError
+from .clicks import ClickLog
 from .deliverylog import DeliveryLog
 from .feedback import FeedbackLog
 from .migrate import prepare_schema
@@ -102,6 +103,7 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_seconds))
         self.log = DeliveryLog(self.engine, connect_args)
         self.feedback = FeedbackLog(self.engine)
+        self.clicks = ClickLog(self.engine)
         if check_schema:
             self.run_on_database(prepare_schema)
 
@@ -241,6 +243,7 @@ class Store:
                 conn.execute(insert_ignoring_duplicates(self.engine, suppressions),
                              {"email_hash": email_hash, "created_at": utcnow()})
             conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
+            self.clicks.forget(conn, row.id)
             conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
         return True
 
@@ -358,6 +361,16 @@ class Store:
         with self.engine.connect() as conn:
             return [tuple(r) for r in conn.execute(
                 select(issues.c.issue_date, issues.c.subject).order_by(issues.c.issue_date.desc()))]
+
+    def unsubscribed_between(self, first_date: str, before_date: str | None) -> int:
+        """Readers (still on file) who unsubscribed on or after `first_date` and before `before_date` (None: up to now)."""
+        start = dt.datetime.fromisoformat(first_date).replace(tzinfo=dt.timezone.utc)
+        condition = subscribers.c.unsubscribed_at >= start
+        if before_date is not None:
+            condition &= subscribers.c.unsubscribed_at < dt.datetime.fromisoformat(before_date).replace(
+                tzinfo=dt.timezone.utc)
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(subscribers).where(condition)).scalar_one()
 
     def sent_story_urls(self, before_date: str) -> frozenset[str]:
         """Links of every story in issues dated before `before_date`."""

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -154,6 +156,56 @@ send_runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
+)
+
+
+# What readers read: per story of an issue (place 1 is the lead; place 0 stands for "any story of
+# the issue"), clicks by readers and by machines (scanners, prefetchers), and unique readers folded
+# in from click_readers when their salt expired.
+click_totals = Table(
+    "click_totals",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("place", Integer, primary_key=True),
+    Column("clicks", Integer, nullable=False),
+    Column("machine_clicks", Integer, nullable=False),
+    Column("unique_readers", Integer, nullable=False),
+)
+
+# One random salt per issue at a time, for NEWSLETTER_TRACKING=anonymous: a reader's clicks are
+# known only by HMAC(salt, issue and reader). When the salt is older than
+# NEWSLETTER_TRACKING_SALT_DAYS (by the database's clock), its click_readers rows are counted into
+# click_totals and deleted with it: nothing left can tell which reader clicked what, key or no key.
+click_salts = Table(
+    "click_salts",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("salt", String(64), nullable=False),
+    Column("created_epoch", Float, nullable=False),  # the database's clock, seconds since 1970
+    Index("click_salts_by_age", "created_epoch"),
+)
+
+click_readers = Table(
+    "click_readers",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("place", Integer, primary_key=True),
+    Column("reader_hash", String(64), primary_key=True),
+)
+
+# NEWSLETTER_TRACKING=individual only (with readers' consent): who clicked what, when.
+click_history = Table(
+    "click_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    Column("place", Integer, nullable=False),
+    Column("machine", Boolean, nullable=False),
+    Column("clicked_at", DateTime(timezone=True), nullable=False),
+    Index("click_history_by_subscriber", "subscriber_id"),
+    Index("click_history_by_issue", "issue_id", "place"),
+    sqlite_autoincrement=True,
 )
 
 

@@ -6,9 +6,12 @@ Every page is Arabic and right to left, from templates/pages/.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from fastapi import BackgroundTasks, FastAPI, Request
@@ -21,11 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import Settings
 from ..config import load_settings
 from ..errors import SubscriberError
-from ..issue.render import UNSUBSCRIBE_SLOT, Renderer
+from ..issue.render import UNSUBSCRIBE_SLOT, Renderer, with_outlet_links
 from ..mail.confirmations import ConfirmationMailer
 from ..store.database import Status, Store
 from ..store.subscribers import normalise_email
 from ..tokens import Tokens
+from .clicks import click_routes
 from .ratelimit import SignupLimiter, client_address
 from .webhooks import Fetch, fetch_over_https, webhook_routes
 
@@ -97,8 +101,22 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
     tokens = Tokens(settings.secret_key, settings.confirm_max_age_seconds)
     mailer = ConfirmationMailer(settings, store)
     limiter = SignupLimiter(store, settings.signup_rate_limit, settings.signup_rate_window_seconds)
+    clicks, click_buffer = click_routes(settings, store, renderer)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Clicks are written in batches while the app runs; a graceful stop (SIGTERM) writes the rest.
+        writer = asyncio.create_task(click_buffer.run())
+        try:
+            yield
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
     app = SiteApp(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None,
-                  max_body_size=settings.max_request_bytes)
+                  max_body_size=settings.max_request_bytes, lifespan=lifespan)
+    app.state.click_buffer = click_buffer
 
     # The optional script of the signup box posts JSON from the allowed sites.
     app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["POST"],
@@ -305,11 +323,13 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
         issue = await run_in_threadpool(store.get_issue, day)
         if issue is None:
             return notice("لا رسالة في هذا اليوم", "لم تُرسل رسالة في هذا التاريخ.", 404)
-        # The web copy is shared: no reader's unsubscribe token in it.
-        html = issue.html.replace(f"/unsubscribe/{UNSUBSCRIBE_SLOT}", "/unsubscribe")
+        # The web copy is shared: no reader's unsubscribe token in it, and its links go straight to the outlets.
+        html = with_outlet_links(issue.html, issue.stories, escape=True)
+        html = html.replace(f"/unsubscribe/{UNSUBSCRIBE_SLOT}", "/unsubscribe")
         return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
 
     app.include_router(webhook_routes(settings, store, fetch))
+    app.include_router(clicks)
     return app
 
 

@@ -24,6 +24,7 @@ from ..config import Settings
 from ..errors import NewsletterError
 from ..issue.feeds import FeedBatch, read_feeds_async
 from ..issue.render import GMAIL_CLIP_BYTES, UNSUBSCRIBE_SLOT, Renderer, RenderedIssue
+from ..stats import outlet_clicks
 from ..store.database import Store
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,18 @@ class PreviewState:
         self.version += 1
 
     def email_html(self) -> str:
-        html = self.rendered.html if self.rendered else ""
+        if self.rendered is None:
+            return ""
+        html = self.rendered.with_outlet_links(self.rendered.html, escape=True)  # editors check the outlets' links
         return html.replace(UNSUBSCRIBE_SLOT, "preview")
+
+    def email_text(self) -> str:
+        return self.rendered.with_outlet_links(self.rendered.text, escape=False) if self.rendered else ""
+
+    def yesterdays_readers_by_outlet(self) -> dict[str, int]:
+        """Per outlet, the readers who clicked its stories in the issue before this one (beside each story)."""
+        day = self.date - dt.timedelta(days=1)
+        return {o.outlet: o.unique_readers for o in outlet_clicks(self.store, day, day)}
 
 
 def _watched(settings: Settings) -> list[str]:
@@ -107,6 +118,8 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
                 clip_kb=GMAIL_CLIP_BYTES // 1024,
                 clipped=size > GMAIL_CLIP_BYTES,
                 date_label=renderer.date_label(date),
+                email_text=state.email_text(),
+                yesterday=await asyncio.to_thread(state.yesterdays_readers_by_outlet),
                 reload_js=_RELOAD_JS,
             )
         except NewsletterError as exc:  # the preview page's own template is broken
@@ -119,7 +132,7 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
 
     @app.get("/email.txt", response_class=PlainTextResponse)
     async def email_text() -> str:
-        return state.rendered.text if state.rendered else ""
+        return state.email_text()
 
     @app.get("/version")
     async def version() -> JSONResponse:

@@ -1,0 +1,79 @@
+"""Issues side by side, for editors: what each issue delivered, lost and got read; and whose reports readers pick.
+
+Rates are of the delivered. An issue's unsubscribes are the readers who left between its date and
+the next issue's (the unsubscribe link names the reader, not the issue).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .store.clicks import ANY_STORY
+from .store.database import Store
+
+
+@dataclass(frozen=True)
+class IssueStats:
+    issue_date: str
+    subject: str
+    delivered: int
+    bounces: int  # hard and soft, reported after the send
+    complaints: int
+    unsubscribes: int
+    unique_clickers: int
+    top_story: str  # the title of the story most readers clicked, "" when nobody clicked
+    top_story_readers: int
+
+    def rate(self, count: int) -> float:
+        return count / self.delivered if self.delivered else 0.0
+
+
+@dataclass(frozen=True)
+class OutletClicks:
+    outlet: str
+    stories: int  # stories of theirs in the issues
+    unique_readers: int  # summed over those stories
+    clicks: int
+
+
+def issue_stats(store: Store, first: dt.date, last: dt.date) -> Iterator[IssueStats]:
+    """Each issue dated from `first` to `last`, oldest first."""
+    dates = sorted(day for day, _ in store.list_issue_dates() if first.isoformat() <= day <= last.isoformat())
+    following = {day: (dates[n + 1] if n + 1 < len(dates) else None) for n, day in enumerate(dates)}
+    for day in dates:
+        issue = store.get_issue(day)
+        if issue is None:
+            continue
+        delivered = store.log.delivery_counts(issue.id).get("sent", 0)
+        feedback = store.feedback.counts_by_issue(day)
+        clicks = store.clicks.by_story(issue.id)
+        top_place = max((p for p in clicks if p != ANY_STORY), key=lambda p: clicks[p].unique_readers, default=None)
+        top = issue.stories[top_place - 1] if top_place and top_place <= len(issue.stories) else {}
+        whole = clicks.get(ANY_STORY)
+        yield IssueStats(day, issue.subject, delivered, feedback.get("hard", 0) + feedback.get("soft", 0),
+                         feedback.get("complaint", 0), store.unsubscribed_between(day, following[day]),
+                         whole.unique_readers if whole else 0, str(top.get("title", "")),
+                         clicks[top_place].unique_readers if top_place else 0)
+
+
+def outlet_clicks(store: Store, first: dt.date, last: dt.date) -> list[OutletClicks]:
+    """Per outlet, over the issues dated from `first` to `last`: readers who clicked its stories; most read first."""
+    stories, readers, clicks = Counter(), Counter(), Counter()
+    for day, _ in store.list_issue_dates():
+        if not first.isoformat() <= day <= last.isoformat():
+            continue
+        issue = store.get_issue(day)
+        if issue is None:
+            continue
+        counted = store.clicks.by_story(issue.id)
+        for place, story in enumerate(issue.stories, start=1):
+            outlet = str(story.get("source", "")) or "?"
+            stories[outlet] += 1
+            if place in counted:
+                readers[outlet] += counted[place].unique_readers
+                clicks[outlet] += counted[place].clicks
+    return sorted((OutletClicks(o, stories[o], readers[o], clicks[o]) for o in stories),
+                  key=lambda o: (-o.unique_readers, -o.clicks, o.outlet))
