@@ -1,7 +1,9 @@
-"""What one report piped by the MTA costs: `newsletter bounces -`, a process per report.
+"""What one report piped by the MTA costs: a process per report.
 
-Side by side with `python -c pass` (the interpreter alone), the runs alternating so that a
-slow minute weighs on both; then the batch way, one `newsletter bounces MAILDIR` over many
+`newsletter bounces - --spool DIR` (queued only: the way the README pipes) and `newsletter bounces -`
+(read and applied in that process), side by side with `python -c pass` (the interpreter alone), the
+runs alternating so that a slow minute weighs on both; then the spool's reports applied by one
+`newsletter bounces --spool DIR`, and the batch way, one `newsletter bounces MAILDIR` over many
 reports, for the cost per report when the MTA delivers to a Maildir and cron reads it.
 
 Every report is a Postfix DSN (tests/data/reports/postfix_hard_5.1.1.eml) about a different
@@ -61,38 +63,50 @@ def run_bounce_pipe(runs: int = 10, batch: int = 1000) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     db = work / "bounces.sqlite3"
     piped = runs + 1  # the first one is the warm-up
-    harness.make_store(db, piped + batch)
+    harness.make_store(db, piped * 2 + batch)
     env = _env(db)
     pipe_cmd = [sys.executable, "-m", "newsletter", "bounces", "-", "--keep-dir", str(work / "kept")]
+    spool = work / "spool"
+    queue_cmd = [sys.executable, "-m", "newsletter", "bounces", "-", "--spool", str(spool)]
     pass_cmd = [sys.executable, "-c", "pass"]
     problems: list[str] = []
     pipe_cpu: list[float] = []
+    queue_cpu: list[float] = []
     pass_cpu: list[float] = []
-    for i, raw in enumerate(_reports(1, piped)):
+    for i, raw in enumerate(_reports(1, piped * 2)):
         report = work / f"report-{i}.eml"
         report.write_bytes(raw)
-        run = harness.run_measured(pipe_cmd, env=env, cwd=work, stdin=report, timeout=60,
+        queued = i % 2 == 1  # every other report goes through the spool, applied below
+        run = harness.run_measured(queue_cmd if queued else pipe_cmd, env=env, cwd=work, stdin=report, timeout=60,
                                    log_prefix=work / f"pipe-{i}")
-        if run.exit_code != 0 or BOUNCED not in run.stdout:
+        expected = "queued as" if queued else BOUNCED
+        if run.exit_code != 0 or expected not in run.stdout + run.stderr:
             problems.append(f"piped report {i}: exit {run.exit_code}, {(run.stdout + run.stderr).strip()[-300:]}")
-        baseline = harness.run_measured(pass_cmd, env=env, cwd=work, timeout=60, log_prefix=work / f"pass-{i}")
-        if i:  # the warm-up wrote the bytecode
-            pipe_cpu.append(run.cpu)
-            pass_cpu.append(baseline.cpu)
+        if queued:
+            baseline = harness.run_measured(pass_cmd, env=env, cwd=work, timeout=60, log_prefix=work / f"pass-{i}")
+        if i >= 2:  # the warm-ups wrote the bytecode
+            (queue_cpu if queued else pipe_cpu).append(run.cpu)
+            if queued:
+                pass_cpu.append(baseline.cpu)
+    drain = harness.run_measured([sys.executable, "-m", "newsletter", "bounces", "--spool", str(spool)],
+                                 env=env, cwd=work, timeout=600, log_prefix=work / "drain")
+    if drain.exit_code != 0 or drain.stdout.count(BOUNCED) != piped:
+        problems.append(f"spool: exit {drain.exit_code}, {drain.stdout.count(BOUNCED)} of {piped} readers bounced")
 
     maildir = mailbox.Maildir(work / "Maildir", create=True)
-    for raw in _reports(piped + 1, batch):
+    for raw in _reports(piped * 2 + 1, batch):
         maildir.add(raw)
     run = harness.run_measured([sys.executable, "-m", "newsletter", "bounces", str(work / "Maildir")],
                                env=env, cwd=work, timeout=600, log_prefix=work / "batch")
     bounced = run.stdout.count(BOUNCED)
     if run.exit_code != 0 or bounced != batch:
         problems.append(f"batch: exit {run.exit_code}, {bounced} of {batch} readers bounced")
-    pipe, plain = statistics.median(pipe_cpu), statistics.median(pass_cpu)
+    pipe, queue, plain = statistics.median(pipe_cpu), statistics.median(queue_cpu), statistics.median(pass_cpu)
     return {
         "status": "failed" if problems else "ok", "problems": problems, "runs": runs,
-        "pipe_cpu": pipe, "pass_cpu": plain, "ratio": pipe / plain if plain else None,
-        "samples_pipe_cpu": pipe_cpu, "samples_pass_cpu": pass_cpu,
+        "pipe_cpu": pipe, "queue_cpu": queue, "pass_cpu": plain, "ratio": queue / plain if plain else None,
+        "samples_pipe_cpu": pipe_cpu, "samples_queue_cpu": queue_cpu, "samples_pass_cpu": pass_cpu,
+        "drain_reports": piped, "drain_cpu_per_report": drain.cpu / piped,
         "batch_reports": batch, "batch_cpu": run.cpu, "batch_wall": run.wall,
         "batch_cpu_per_report": run.cpu / batch,
     }

@@ -449,8 +449,11 @@ def bounces(
         "--imap", help="Also read the IMAP mailbox of the NEWSLETTER_IMAP_* settings, filing each report "
                        "read into NEWSLETTER_IMAP_DONE_FOLDER or NEWSLETTER_IMAP_KEPT_FOLDER.")] = False,
     keep_dir: Annotated[Path, typer.Option(
-        "--keep-dir", help="Where a report from stdin that cannot be attributed or read is saved "
+        "--keep-dir", help="Where a report from stdin or the spool that cannot be attributed or read is saved "
                            "(reports in files stay where they are).")] = PROJECT_DIR / "subscribers" / "unattributed",
+    spool: Annotated[Optional[Path], typer.Option(
+        "--spool", help="With -: only queue the piped report in this Maildir (a few ms, for the MTA's pipe). "
+                        "Without -: read every queued report and take each out of it.")] = None,
 ) -> None:
     """Read bounces and complaints; hard bounces and complaints take readers off the list.
 
@@ -459,14 +462,19 @@ def bounces(
     # Bounce detectors and the IMAP client load only here: every other command starts faster without them.
     from .mail.bounce_reader import read_bounces
 
+    if spool is not None and "-" in (sources or []):
+        from .mail.spool import queue_report
+
+        raise typer.Exit(queue_report(sys.stdin.buffer, spool, sys.stderr))
     settings = _settings()
-    if not sources and not imap:
-        raise typer.BadParameter("name at least one file or folder, - for stdin, or --imap", param_hint="SOURCES")
+    if not sources and not imap and spool is None:
+        raise typer.BadParameter("name at least one file or folder, - for stdin, --spool or --imap",
+                                 param_hint="SOURCES")
     if imap and not settings.imap_host:
         raise ConfigError("setting NEWSLETTER_IMAP_HOST is empty: --imap needs the mailbox's server")
     store = Store(settings.database_url)
     run = read_bounces(settings, store, sources or [], sys.stdin.buffer, keep_dir, imap,
-                       lambda line, problem: (err if problem else out).print(line, markup=False))
+                       lambda line, problem: (err if problem else out).print(line, markup=False), spool)
     out.print(run.summary.line(), markup=False)
     for warning in run.summary.warnings():
         err.print(warning, markup=False)

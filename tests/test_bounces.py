@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import mailbox
+import os
 import socket
 import time
 from pathlib import Path
@@ -453,3 +454,40 @@ def test_refusals_behind_a_real_postfix_relay_come_back_as_dsns_and_bounce_their
     assert result.stdout.count("hard 5.1.1") == 2
     assert dovecot.folder_sizes("bounces") == {"INBOX": 0, "Processed": 2, "Unattributed": 0}
     assert store.feedback.counts_by_issue(SAMPLE_DATE.isoformat()) == {"hard": 2}
+
+
+def test_a_piped_report_is_only_queued_in_the_spool_and_cron_applies_it(bounce_env, settings, store, tmp_path):
+    import subprocess
+    import sys
+
+    tokens = Tokens(settings.secret_key)
+    store.add_subscriber("layla@example.com", "")
+    reader = store.get_subscriber("layla@example.com").id
+    spool, keep = tmp_path / "incoming", tmp_path / "kept"
+    hard = report("exim_hard.eml", tokens, reader, "layla@example.com", dt.date.today())
+    garbage = bytes(range(256)) * 4
+
+    def pipe(raw: bytes, spool_dir: Path = spool) -> subprocess.CompletedProcess:
+        # What Postfix runs: no settings, no database, only the spool (the user `nobody` needs nothing else).
+        return subprocess.run([sys.executable, "-m", "newsletter", "bounces", "-", "--spool", str(spool_dir)],
+                              input=raw, env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=60)
+
+    for raw in (hard, garbage, hard):
+        queued = pipe(raw)
+        assert queued.returncode == 0 and b"queued as" in queued.stderr, queued.stderr
+    assert len(list((spool / "new").iterdir())) == 3
+    assert store.get_subscriber("layla@example.com").status == "active", "queued, not applied yet"
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere: the MTA's user does not
+        assert pipe(hard, read_only / "spool").returncode == 75, "cannot queue: the MTA must try again later"
+
+    drained = run_cli("bounces", "--spool", str(spool), "--keep-dir", str(keep), env=bounce_env)
+
+    assert store.get_subscriber("layla@example.com").status == "bounced"
+    assert drained.returncode == 1, "the unreadable one needs a person"
+    assert "Read 3 report(s): 2 hard bounce(s); 1 already counted before" in drained.stdout, drained.stdout
+    assert [p.read_bytes() for p in keep.iterdir()] == [garbage]
+    assert list((spool / "new").iterdir()) == [], "every report left the spool"
+    again = run_cli("bounces", "--spool", str(spool), "--keep-dir", str(keep), env=bounce_env)
+    assert again.returncode == 0 and "Read 0 report(s)" in again.stdout

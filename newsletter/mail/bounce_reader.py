@@ -33,8 +33,11 @@ class BounceRun:
 
 
 def read_bounces(settings: Settings, store: Store, sources: list[str], stdin: BinaryIO, keep_dir: Path,
-                 use_imap: bool, say: Say) -> BounceRun:
-    """Read and apply the reports of the IMAP mailbox (when asked) and of `sources`."""
+                 use_imap: bool, say: Say, spool: Path | None = None) -> BounceRun:
+    """Read and apply the reports of the IMAP mailbox (when asked), of the spool (when given) and of `sources`.
+
+    A report from the spool leaves it once read: deleted when handled, moved to `keep_dir` for a person.
+    """
     policy = FeedbackPolicy(settings.soft_bounce_limit, settings.soft_bounce_days)
     tokens = Tokens(settings.secret_key)
     run = BounceRun()
@@ -60,6 +63,13 @@ def read_bounces(settings: Settings, store: Store, sources: list[str], stdin: Bi
                 mailbox.file(entry.uid, handled=apply(entry.item))
         finally:
             mailbox.close()
+    if spool is not None and (spool / "new").is_dir():
+        for item in read_reports([str(spool)], stdin):
+            handled = apply(item)
+            if isinstance(item, Incoming):
+                if not handled:
+                    say(f"{item.where}: kept as {keep_report(item.raw, keep_dir)}", True)
+                Path(item.where).unlink(missing_ok=True)
     for item in read_reports(sources, stdin):
         if not apply(item) and item.where == "stdin" and isinstance(item, Incoming):
             say(f"stdin: kept as {keep_report(item.raw, keep_dir)}", True)
