@@ -50,9 +50,11 @@ if not all(importlib.util.find_spec(m) for m in ("aiosmtplib", "aiosmtpd", "sqla
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import HOST, ISSUE_DATE, Step  # noqa: E402
 
-STEPS = ("reference", "baseline", "ours", "asyncio", "dkim", "postgres", "relay", "memory", "build", "bounce-pipe")
-SENDING_STEPS = set(STEPS) - {"bounce-pipe"}  # the steps that need postfix and the captured message
+STEPS = ("reference", "baseline", "ours", "asyncio", "dkim", "postgres", "relay", "memory", "build", "bounce-pipe",
+         "clicks")
+SENDING_STEPS = set(STEPS) - {"bounce-pipe", "clicks"}  # the steps that need postfix and the captured message
 PIPED_REPORT_CPU = 0.15  # s: one report piped by the MTA, a process each (issue: cheap per report)
+RATE_LABEL = "1,000 req/s"
 NOISY_CORES = 0.1  # other processes using more than this many cores during a run: flagged
 
 
@@ -391,6 +393,19 @@ def evaluate_targets(results: dict) -> list[dict]:
         cpu = pipe["queue_cpu"]
         add("piped bounce report (`bounces - --spool`): CPU per process (median)", f"≤ {PIPED_REPORT_CPU} s", cpu,
             cpu <= PIPED_REPORT_CPU, f"{cpu:.3f} s (python -c pass {pipe['pass_cpu']:.3f} s)")
+    clicks = results.get("clicks")
+    if clicks and clicks.get("ratio") is not None:
+        from benchmarks.clicks import P99_MS, THROUGHPUT_RATIO
+
+        add("/c/ requests/s against a constant 302 (medians)", f"≥ {THROUGHPUT_RATIO}×", clicks["ratio"],
+            clicks["ratio"] >= THROUGHPUT_RATIO, f"{clicks['ratio']:.2f}× ({clicks['ours_rate']:,.0f} vs "
+            f"{clicks['baseline_rate']:,.0f})")
+        p99 = clicks["paced"].get("p99_ms")
+        add(f"/c/ p99 latency at {RATE_LABEL}", f"< {P99_MS:.0f} ms", p99, p99 is not None and p99 < P99_MS,
+            f"{p99:.1f} ms" if p99 is not None else "n/a")
+        exact = clicks["counted_clicks"] == clicks["redirected_clicks"]
+        add("clicks counted after a SIGTERM mid-run", "all of them", clicks["counted_clicks"], exact,
+            f"{clicks['counted_clicks']} of {clicks['redirected_clicks']}")
     return targets
 
 
@@ -524,6 +539,24 @@ def markdown(results: dict) -> str:
                 f"{pipe['batch_cpu']:.2f} ({pipe['batch_cpu_per_report'] * 1000:.1f} ms a report) | |", "",
                 f"A queued report costs {_fmt(pipe['ratio'], '.1f')}× the interpreter alone; each run bounced a "
                 "different reader (runs alternating with `python -c pass`, bytecode cached).", ""]
+    clicks = results.get("clicks")
+    if clicks:
+        status = "" if clicks["status"] == "ok" else " **FAILED**: " + "; ".join(clicks["problems"])
+        paced, base = clicks["paced"], clicks["paced_baseline"]
+        out += [f"### Story links: /c/ under wrk, one uvicorn worker each{status}", "",
+                "| server | requests/s, median | runs | p50 / p99 at the median run |", "|---|---:|---|---|"]
+        for name, label in (("ours", "`newsletter serve` /c/ (check, count, redirect)"),
+                            ("baseline", "constant 302 (Starlette, same uvicorn)")):
+            rows = clicks["runs"][name]
+            middle = sorted(rows, key=lambda r: r["rate"])[len(rows) // 2]
+            out.append(f"| {label} | {clicks[name + '_rate']:,.0f} | "
+                       + ", ".join(f"{r['rate']:,.0f}" for r in rows)
+                       + f" | {middle.get('p50_ms', 0):.2f} / {middle.get('p99_ms', 0):.2f} ms |")
+        out += ["", f"{clicks['connections']} connections, {clicks['seconds']} s a run, alternating. At a fixed "
+                    f"{RATE_LABEL} ({paced['rate']:,.0f} achieved): /c/ p50 {paced.get('p50_ms', 0):.2f} ms, "
+                    f"p99 **{paced.get('p99_ms', 0):.2f} ms** (baseline p99 {base.get('p99_ms', 0):.2f} ms). "
+                    f"SIGTERM halfway through {clicks['sent_clicks']:,} clicks: "
+                    f"{clicks['counted_clicks']} counted of {clicks['redirected_clicks']} redirected.", ""]
     targets = results.get("targets")
     if targets:
         out += ["### Targets", "", "| target | goal | measured | met |", "|---|---|---:|---|"]
@@ -675,6 +708,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{pipe['pass_cpu']:.3f} s); batch {pipe['batch_cpu_per_report'] * 1000:.1f} ms a report"
                   + (f" — {'; '.join(pipe['problems'])}" if pipe["problems"] else ""), flush=True)
 
+    if "clicks" in steps:
+        from benchmarks.clicks import run_clicks
+
+        with Step("story links: /c/ against a constant 302 (wrk), p99 at 1,000 req/s, clicks counted after SIGTERM"):
+            results["clicks"] = clicks = run_clicks()
+            print(f"  {clicks['status']}: /c/ {clicks['ours_rate']:,.0f} req/s, baseline "
+                  f"{clicks['baseline_rate']:,.0f} ({_fmt(clicks['ratio'], '.2f')}×); p99 at {RATE_LABEL} "
+                  f"{clicks['paced'].get('p99_ms', float('nan')):.1f} ms; {clicks['counted_clicks']} of "
+                  f"{clicks['redirected_clicks']} redirected clicks counted"
+                  + (f" — {'; '.join(clicks['problems'])}" if clicks["problems"] else ""), flush=True)
+
     if args.profile:
         from benchmarks import profile_send
 
@@ -697,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     failed += [f"memory-{row['messages']}" for row in results.get("memory", []) if row["status"] != "ok"]
     failed += ["build"] if results.get("build", {}).get("status") == "failed" else []
     failed += ["bounce-pipe"] if results.get("bounce_pipe", {}).get("status") == "failed" else []
+    failed += ["clicks"] if results.get("clicks", {}).get("status") == "failed" else []
     if failed:
         print(f"FAILED runs: {', '.join(failed)}", file=sys.stderr)
         return 1

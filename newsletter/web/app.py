@@ -29,7 +29,7 @@ from ..mail.confirmations import ConfirmationMailer
 from ..store.database import Status, Store
 from ..store.subscribers import normalise_email
 from ..tokens import Tokens
-from .clicks import click_routes
+from .clicks import ClickRedirects
 from .ratelimit import SignupLimiter, client_address
 from .webhooks import Fetch, fetch_over_https, webhook_routes
 
@@ -87,10 +87,16 @@ class SecurityHeaders:
 
 
 class SiteApp(FastAPI):
-    """The FastAPI app with SecurityHeaders as its outermost layer."""
+    """The FastAPI app with SecurityHeaders as its outermost layer, and story links answered in front."""
+
+    clicks: ClickRedirects | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(super().build_middleware_stack())
+        pages = super().build_middleware_stack()
+        if self.clicks is None:
+            return SecurityHeaders(pages)
+        self.clicks.app = pages
+        return SecurityHeaders(self.clicks)
 
 
 def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fetch_over_https) -> FastAPI:
@@ -101,12 +107,12 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
     tokens = Tokens(settings.secret_key, settings.confirm_max_age_seconds)
     mailer = ConfirmationMailer(settings, store)
     limiter = SignupLimiter(store, settings.signup_rate_limit, settings.signup_rate_window_seconds)
-    clicks, click_buffer = click_routes(settings, store, renderer)
+    clicks = ClickRedirects(None, settings, store, renderer)  # put in front of the pages by SiteApp
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Clicks are written in batches while the app runs; a graceful stop (SIGTERM) writes the rest.
-        writer = asyncio.create_task(click_buffer.run())
+        writer = asyncio.create_task(clicks.buffer.run())
         try:
             yield
         finally:
@@ -116,7 +122,8 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
 
     app = SiteApp(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None,
                   max_body_size=settings.max_request_bytes, lifespan=lifespan)
-    app.state.click_buffer = click_buffer
+    app.clicks = clicks
+    app.state.click_buffer = clicks.buffer
 
     # The optional script of the signup box posts JSON from the allowed sites.
     app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["POST"],
@@ -329,7 +336,6 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
         return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
 
     app.include_router(webhook_routes(settings, store, fetch))
-    app.include_router(clicks)
     return app
 
 

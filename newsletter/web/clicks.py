@@ -23,9 +23,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from urllib.parse import quote
+
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings, Tracking
 from ..issue.render import Renderer, story_url
@@ -48,18 +49,35 @@ MACHINE_AGENTS = re.compile(
     r"facebookexternalhit|linkedin|skype|ms-office|microsoft office|outlook-ios|google-safety|"
     r"headlesschrome|phantomjs|python-|curl/|wget/|go-http-client|okhttp|java/|libwww|httpclient",
     re.IGNORECASE)
-PREFETCH_HEADERS = ("sec-purpose", "purpose", "x-purpose", "x-moz")
+PREFETCH_HEADERS = frozenset({b"sec-purpose", b"purpose", b"x-purpose", b"x-moz"})
+PREFETCH_WORDS = re.compile(rb"prefetch|prerender|preview", re.IGNORECASE)
 
 
-def is_machine_request(request: Request) -> bool:
+def is_machine_request(method: str, headers: list[tuple[bytes, bytes]]) -> bool:
     """A request no reader made by clicking: HEAD, a prefetch, or a scanner's or previewer's agent."""
-    if request.method == "HEAD":
+    if method == "HEAD":
         return True
-    if any("prefetch" in request.headers.get(h, "").lower() or "preview" in request.headers.get(h, "").lower()
-           or "prerender" in request.headers.get(h, "").lower() for h in PREFETCH_HEADERS):
-        return True
-    agent = request.headers.get("user-agent", "")
-    return not agent.strip() or bool(MACHINE_AGENTS.search(agent))
+    agent = b""
+    for name, value in headers:
+        if name in PREFETCH_HEADERS and PREFETCH_WORDS.search(value):
+            return True
+        if name == b"user-agent":
+            agent = value
+    return _machine_agent(agent)
+
+
+def _machine_agent(agent: bytes) -> bool:
+    """Whether a User-Agent is a machine's; remembered, since a burst repeats a handful of agents."""
+    verdict = _agents.get(agent)
+    if verdict is None:
+        if len(_agents) >= 4096:
+            _agents.clear()
+        text = agent.decode("latin-1")
+        verdict = _agents[agent] = not text.strip() or bool(MACHINE_AGENTS.search(text))
+    return verdict
+
+
+_agents: dict[bytes, bool] = {}
 
 
 @dataclass
@@ -147,14 +165,29 @@ class ClickBuffer:
             log.info("folded the click salts of %d issue(s) into counts (NEWSLETTER_TRACKING_SALT_DAYS)", folded)
 
 
+@dataclass(frozen=True)
+class IssueTargets:
+    """Where one issue's story links lead: {place: the Location header's bytes}, http(s) URLs only."""
+
+    issue_id: int
+    locations: dict[int, bytes]
+
+
+def _location(url: str) -> bytes | None:
+    # Percent-encoded as Starlette's RedirectResponse does: feeds carry Arabic paths (IRIs).
+    if not url.startswith(("https://", "http://")):
+        return None  # a feed's javascript: or data: link is never redirected to
+    return quote(url, safe=":/%#?=@[]!$&'()*+,;").encode("latin-1")
+
+
 class IssueLinks:
     """Each issue's stored story URLs by its tag (YYYYMMDD), read once from the store and kept."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._issues: OrderedDict[str, tuple[int, list[dict]] | None] = OrderedDict()
+        self._issues: OrderedDict[str, IssueTargets] = OrderedDict()
 
-    async def get(self, issue_tag: str) -> tuple[int, list[dict]] | None:
+    async def get(self, issue_tag: str) -> IssueTargets | None:
         if issue_tag not in self._issues:
             try:
                 day = dt.date(int(issue_tag[:4]), int(issue_tag[4:6]), int(issue_tag[6:])).isoformat()
@@ -163,37 +196,59 @@ class IssueLinks:
             stored = await run_in_threadpool(self.store.get_issue, day)
             if stored is None:
                 return None  # not cached: the issue may be frozen later today
-            self._issues[issue_tag] = (stored.id, stored.stories)
+            places = {place: _location(story_url(stored.stories, place)) for place in range(1, len(stored.stories) + 1)}
+            self._issues[issue_tag] = IssueTargets(stored.id, {p: loc for p, loc in places.items() if loc})
             while len(self._issues) > CACHED_ISSUES:
                 self._issues.popitem(last=False)
         self._issues.move_to_end(issue_tag)
         return self._issues[issue_tag]
 
 
-def click_routes(settings: Settings, store: Store, renderer: Renderer) -> tuple[APIRouter, ClickBuffer]:
-    """The /c/ router, and the buffer its clicks wait in (the app runs and drains it)."""
-    router = APIRouter()
-    tokens = Tokens(settings.secret_key)
-    links = IssueLinks(store)
-    buffer = ClickBuffer(store, settings.tracking_salt_days, settings.tracking is Tracking.individual)
+class ClickRedirects:
+    """GET and HEAD /c/<token>, answered in front of the rest of the app.
 
-    def invalid(issue_tag: str | None) -> HTMLResponse:
+    The morning burst is mostly these; they go through none of the pages' layers (routing, CORS,
+    body limits), only the security headers the app wraps around them. Anything else, other
+    methods on /c/ included, goes on to `app`.
+    """
+
+    def __init__(self, app: ASGIApp | None, settings: Settings, store: Store, renderer: Renderer) -> None:
+        self.app = app
+        self.renderer = renderer
+        self.tokens = Tokens(settings.secret_key)
+        self.links = IssueLinks(store)
+        self.counting = settings.tracking is not Tracking.off
+        self.buffer = ClickBuffer(store, settings.tracking_salt_days, settings.tracking is Tracking.individual)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith("/c/") or "/" in path[3:] or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            status, headers, body = await self.follow(path[3:], scope["method"], scope["headers"])
+        except Exception:  # noqa: BLE001 (a reader must never see a traceback; the log gets it)
+            log.exception("error on %s %s", scope["method"], path)
+            status, headers, body = self._page(500, None)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+    async def follow(self, token: str, method: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, list, bytes]:
+        click = self.tokens.read_click_token(token)
+        if click is None:
+            return self._page(404, token[:8])
+        issue = await self.links.get(click.issue_tag)
+        location = issue.locations.get(click.place) if issue else None
+        if location is None:
+            return self._page(404, click.issue_tag)
+        if self.counting and click.subscriber_id != 0:  # 0: a test send
+            self.buffer.add(issue.issue_id, click.place, click.subscriber_id, is_machine_request(method, headers))
+        return 302, [(b"location", location), (b"cache-control", b"no-store"), (b"content-length", b"0")], b""
+
+    def _page(self, status: int, issue_tag: str | None) -> tuple[int, list, bytes]:
         archive = "/archive"
         if issue_tag and re.fullmatch(r"\d{8}", issue_tag):
             archive = f"/archive/{issue_tag[:4]}-{issue_tag[4:6]}-{issue_tag[6:]}"
-        return HTMLResponse(renderer.render_page("link_invalid", archive_url=archive), status_code=404)
-
-    @router.api_route("/c/{token}", methods=["GET", "HEAD"])
-    async def follow(token: str, request: Request) -> Response:
-        click = tokens.read_click_token(token)
-        if click is None:
-            return invalid(token[:8])
-        issue = await links.get(click.issue_tag)
-        url = story_url(issue[1], click.place) if issue else ""
-        if issue is None or not url.startswith(("https://", "http://")):
-            return invalid(click.issue_tag)
-        if settings.tracking is not Tracking.off and click.subscriber_id != 0:  # 0: a test send
-            buffer.add(issue[0], click.place, click.subscriber_id, is_machine_request(request))
-        return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
-
-    return router, buffer
+        body = self.renderer.render_page("link_invalid", archive_url=archive).encode("utf-8")
+        return status, [(b"content-type", b"text/html; charset=utf-8"),
+                        (b"content-length", str(len(body)).encode("ascii"))], body
