@@ -1,89 +1,47 @@
-"""The reader-facing web app: signup, confirm, unsubscribe (RFC 8058 one-click), archive.
+"""The web app `newsletter serve` runs, grouped by who is on the other side.
 
-Built by `create_app(settings)`; `newsletter serve` runs it under uvicorn.
-Every page is Arabic and right to left, from templates/pages/.
+- readers (readers.py): signup and the signup box, confirm, unsubscribe (RFC 8058 one-click),
+  the archive; a signed token where a page acts on a reader;
+- machines: relays' delivery reports (webhooks.py: each relay's signature or secret) and story
+  links followed from the email (clicks.py: a signed token, answered in front of the pages);
+  /healthz for uptime checks.
+
+Built by `create_app(settings)`; every page is Arabic and right to left, from templates/pages/.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import json
 import logging
 from collections.abc import AsyncIterator
-from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from fastapi import BackgroundTasks, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from ..config import Settings
-from ..config import load_settings
-from ..errors import SubscriberError
-from ..issue.render import UNSUBSCRIBE_SLOT, Renderer, with_outlet_links
+from ..config import Settings, load_settings
+from ..issue.render import Renderer
 from ..mail.confirmations import ConfirmationMailer
 from ..store.database import Status, Store
-from ..store.subscribers import normalise_email
 from ..tokens import Tokens
 from .clicks import ClickRedirects
-from .ratelimit import SignupLimiter, client_address
+from .pages import GET, Pages
+from .ratelimit import SignupLimiter
+from .readers import reader_routes
+from .security import SecurityHeaders
 from .webhooks import Fetch, fetch_over_https, webhook_routes
 
 log = logging.getLogger(__name__)
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
-                               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    # same-origin: our own forms send their real Origin (no-referrer would make it "null");
-    # other sites never see a page address, and with it a confirm or unsubscribe token.
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-}
-# The archived issues are emails: their inline styles and remote images must show.
-ARCHIVE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
-               "base-uri 'none'; frame-ancestors 'self'")
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-
-INVALID_EMAIL = "هذا العنوان لا يبدو بريدًا إلكترونيًا صحيحًا. تحقق منه وأعد المحاولة."
 BUSY_RETRY_SECONDS = 5
-GET = ["GET", "HEAD"]  # uptime checks and link checkers use HEAD
 # How uvicorn must run the app. proxy_headers=False: uvicorn would believe
 # X-Forwarded-For from any loopback peer; the app reads it itself, from
 # NEWSLETTER_TRUSTED_PROXIES only.
 UVICORN_OPTIONS = {"proxy_headers": False, "server_header": False}
-
-
-class SecurityHeaders:
-    """Adds the security headers to every response, whoever produced it.
-
-    It wraps the whole app, outside Starlette's error middleware, so a 500,
-    a 413 from the body limit and a 405 from the router carry them too. A
-    route may set its own value (the archive's CSP): it is kept.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
-                        for name, value in SECURITY_HEADERS.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(name, value) for name, value in self.headers if name not in present]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 class SiteApp(FastAPI):
@@ -100,7 +58,7 @@ class SiteApp(FastAPI):
 
 
 def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fetch_over_https) -> FastAPI:
-    """The reader-facing app; `fetch` GETs the URLs webhooks need (Amazon SNS certificates)."""
+    """The app; `fetch` GETs the URLs webhooks need (Amazon SNS certificates)."""
     settings.require_secret_key()
     store = store or Store(settings.database_url, busy_timeout_seconds=settings.web_db_wait_seconds)
     renderer = Renderer(settings.templates_dir, settings.base_url)
@@ -129,11 +87,8 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
     app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["POST"],
                        allow_headers=["Content-Type"], max_age=3600)
 
-    def page(name: str, status_code: int = 200, **context: object) -> HTMLResponse:
-        return HTMLResponse(renderer.render_page(name, **context), status_code=status_code)
-
-    def notice(heading: str, text: str, status_code: int, show_form: bool = False) -> HTMLResponse:
-        return page("message", status_code, heading=heading, text=text, show_form=show_form)
+    pages = Pages(renderer)
+    notice = pages.notice
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc) -> Response:
@@ -162,221 +117,17 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
         log.exception("error on %s %s", request.method, request.url.path)
         return notice("حدث خطأ", "حدث خطأ من جهتنا. أعد المحاولة بعد قليل.", 500)
 
-    @app.api_route("/", methods=GET, response_class=HTMLResponse)
-    async def signup_page() -> HTMLResponse:
-        return page("signup")
-
-    def asset(name: str, media_type: str) -> Response:
-        """A file of templates/pages/, read on each request so editors' changes show at once."""
-        body = (settings.templates_dir / "pages" / name).read_text(encoding="utf-8")
-        # Article pages on other sites load the box's stylesheet and script.
-        return Response(body, media_type=media_type, headers={"Cache-Control": "max-age=3600",
-                                                              "Cross-Origin-Resource-Policy": "cross-origin"})
-
-    def snippet() -> str:
-        return renderer.render_page("embed_snippet").strip() + "\n"
-
-    @app.api_route("/static/site.css", methods=GET)
-    async def stylesheet() -> Response:
-        return asset("site.css", "text/css; charset=utf-8")
-
     @app.api_route("/healthz", methods=GET)
     async def healthz() -> JSONResponse:
         await run_in_threadpool(store.count_subscribers, Status.active)
         return JSONResponse({"status": "ok"})
 
-    trusted_origins = frozenset([settings.own_origin, *settings.allowed_origins])
-
-    def embed_return(fields: dict[str, str]) -> str | None:
-        """The article to send a no-JavaScript embed signup back to, if it is on an allowed site."""
-        url = fields.get("return_to", "").strip()
-        parts = urlsplit(url)
-        if parts.scheme in ("http", "https") and f"{parts.scheme}://{parts.netloc.lower()}" in trusted_origins:
-            return urlunsplit(parts._replace(fragment=""))
-        return None
-
-    @app.post("/subscribe")
-    async def subscribe(request: Request, background: BackgroundTasks) -> Response:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        wants_json = content_type == "application/json"
-        if not wants_json and content_type not in FORM_TYPES:
-            return JSONResponse({"error": "send a form or JSON"}, status_code=415)
-        if not _from_trusted_page(request, trusted_origins):
-            log.info("signup refused: posted from %s", request.headers.get("origin") or "another site")
-            if wants_json:
-                return JSONResponse({"error": "sign-ups are not accepted from this site"}, status_code=403)
-            return notice("طلب غير مسموح", "لا يقبل هذا الموقع الاشتراك من هذه الصفحة. اشترك من صفحتنا.", 403,
-                          show_form=True)
-        fields = await _read_fields(request, wants_json)
-        if fields is None:
-            if wants_json:
-                return JSONResponse({"error": "the body is not valid JSON with an email field"}, status_code=400)
-            return page("signup", 400, error=INVALID_EMAIL)
-        back = None if wants_json else embed_return(fields)
-
-        # Every X-Forwarded-For line, in order: a proxy may add its own line after the client's.
-        forwarded_for = ", ".join(request.headers.getlist("x-forwarded-for")) or None
-        client = client_address(request.client.host if request.client else "unknown", forwarded_for,
-                                settings.trusted_proxies)
-        wait = await run_in_threadpool(limiter.retry_after, client)
-        if wait:
-            headers = {"Retry-After": str(wait)}
-            if wants_json:
-                return JSONResponse({"error": "too many requests"}, status_code=429, headers=headers)
-            if back:
-                return RedirectResponse(f"{back}#nl-later", status_code=303, headers=headers)
-            response = notice("طلبات كثيرة", "حاولت مرات كثيرة في وقت قصير. انتظر قليلًا ثم أعد المحاولة.", 429)
-            response.headers.update(headers)
-            return response
-
-        raw_email = fields.get("email", "")
-        if fields.get("website"):  # the honeypot: only bots fill a field nobody can see
-            log.info("signup honeypot filled from %s; ignored", client)
-        else:
-            try:
-                email = normalise_email(raw_email)
-            except SubscriberError:
-                if wants_json:
-                    return JSONResponse({"error": "invalid email address"}, status_code=422)
-                if back:
-                    return RedirectResponse(f"{back}#nl-invalid", status_code=303)
-                return page("signup", 422, error=INVALID_EMAIL, email=raw_email[:320])
-            # The web form has no name field: a name from a stranger would go into
-            # the To: of a mail sent to any address.
-            subscriber = await run_in_threadpool(store.request_subscription, email)
-            if subscriber is not None:
-                background.add_task(mailer.send, subscriber)
-        # The same answer whether the address was new, pending or already active.
-        if wants_json:
-            response = JSONResponse({"status": "pending", "message": "check your inbox to confirm"}, status_code=202)
-        elif back:
-            response = RedirectResponse(f"{back}#nl-thanks", status_code=303)
-        else:
-            response = page("thanks")
-        response.background = background
-        return response
-
-    @app.api_route("/embed", methods=GET)
-    async def embed_page() -> HTMLResponse:
-        response = page("embed", snippet=snippet(), origins=settings.allowed_origins)
-        # The page shows the box working, script included.
-        response.headers["Content-Security-Policy"] = SECURITY_HEADERS["Content-Security-Policy"] \
-            .replace("default-src 'none';", "default-src 'none'; script-src 'self'; connect-src 'self';")
-        return response
-
-    @app.api_route("/embed/snippet", methods=GET)
-    async def embed_snippet() -> Response:
-        return PlainTextResponse(snippet())
-
-    @app.api_route("/embed.css", methods=GET)
-    async def embed_css() -> Response:
-        return asset("embed.css", "text/css; charset=utf-8")
-
-    @app.api_route("/embed.js", methods=GET)
-    async def embed_js() -> Response:
-        return asset("embed.js", "text/javascript; charset=utf-8")
-
-    @app.api_route("/confirm/{token}", methods=GET)
-    async def confirm(token: str, request: Request) -> Response:
-        if request.method == "HEAD":  # link checkers and mail scanners probe with HEAD: confirm nothing
-            return HTMLResponse("")
-        check = tokens.check_confirm(token)
-        if check.subscriber_id is None or check.expired:
-            known = await run_in_threadpool(store.subscriber_by_id, check.subscriber_id) \
-                if check.subscriber_id else None
-            return page("confirm_invalid", 400, expired=check.expired, email=known.email if known else "")
-        subscriber = await run_in_threadpool(store.confirm, check.subscriber_id)
-        if subscriber is None:
-            return page("confirm_invalid", 400, expired=False, email="")
-        await run_in_threadpool(store.lift_suppression, tokens.email_hash(subscriber.email))
-        return page("confirmed")
-
-    @app.api_route("/unsubscribe", methods=GET)
-    async def unsubscribe_help() -> HTMLResponse:
-        return notice("إلغاء الاشتراك", "استخدم رابط «إلغاء الاشتراك» في أسفل أي رسالة وصلتك منا.", 200)
-
-    @app.api_route("/unsubscribe/{token}", methods=GET)
-    async def unsubscribe_page(token: str) -> Response:
-        if tokens.subscriber_from_unsubscribe(token) is None:
-            return notice("رابط غير صالح", "رابط إلغاء الاشتراك هذا غير صالح. استخدم الرابط كما وصلك في الرسالة.", 400)
-        return page("unsubscribe", action=f"{settings.base_url}/unsubscribe/{token}")
-
-    @app.post("/unsubscribe/{token}")
-    async def unsubscribe(token: str) -> Response:
-        # RFC 8058: the mail client POSTs List-Unsubscribe=One-Click; our own
-        # button posts the same. No cookie, no confirmation step.
-        subscriber_id = tokens.subscriber_from_unsubscribe(token)
-        if subscriber_id is None:
-            return notice("رابط غير صالح", "رابط إلغاء الاشتراك هذا غير صالح. استخدم الرابط كما وصلك في الرسالة.", 400)
-        await run_in_threadpool(store.unsubscribe, subscriber_id)
-        return page("unsubscribed")
-
-    @app.api_route("/archive", methods=GET)
-    async def archive() -> HTMLResponse:
-        issues = [
-            {"date": day, "subject": subject, "date_label": renderer.date_label(dt.date.fromisoformat(day))}
-            for day, subject in await run_in_threadpool(store.list_issue_dates)
-        ]
-        return page("archive", issues=issues)
-
-    @app.api_route("/archive/{day}", methods=GET)
-    async def archived_issue(day: str) -> Response:
-        try:
-            date = dt.date.fromisoformat(day)
-        except ValueError:
-            return notice("تاريخ غير صحيح", "اكتب التاريخ بالشكل 2026-11-24.", 404)
-        if day != date.isoformat():  # 20170509 and the like: one address per issue
-            return RedirectResponse(f"/archive/{date.isoformat()}", status_code=308)
-        issue = await run_in_threadpool(store.get_issue, day)
-        if issue is None:
-            return notice("لا رسالة في هذا اليوم", "لم تُرسل رسالة في هذا التاريخ.", 404)
-        # The web copy is shared: no reader's unsubscribe token in it, and its links go straight to the outlets.
-        html = with_outlet_links(issue.html, issue.stories, escape=True)
-        html = html.replace(f"/unsubscribe/{UNSUBSCRIBE_SLOT}", "/unsubscribe")
-        return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
-
+    app.include_router(reader_routes(settings, store, pages, tokens, mailer, limiter))
     app.include_router(webhook_routes(settings, store, fetch))
     return app
-
-
-def _from_trusted_page(request: Request, trusted_origins: frozenset[str]) -> bool:
-    """Whether a signup was posted from our own pages, an allowed site, or no browser at all.
-
-    Browsers send Origin with every POST ("null" when the page's referrer policy
-    hides it, as ours does) and Sec-Fetch-Site; a request with neither comes from
-    a program (curl, a newsroom's server), which no other site can make a reader's
-    browser send.
-    """
-    origin = request.headers.get("origin")
-    site = request.headers.get("sec-fetch-site")
-    if origin and origin != "null":
-        return origin.lower() in trusted_origins
-    if origin == "null":
-        return site == "same-origin"
-    return site in (None, "same-origin", "none")
 
 
 def app_from_environment() -> FastAPI:
     """The app built from .env and the environment: what each `serve --workers N` process runs."""
     return create_app(load_settings())
 
-
-async def _read_fields(request: Request, wants_json: bool) -> dict[str, str] | None:
-    """The submitted fields as strings, or None when the body cannot be read as such."""
-    body = await request.body()
-    try:
-        if wants_json:
-            data = json.loads(body or b"null")
-        else:
-            if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                form = await request.form()
-                data = {k: v for k, v in form.items() if isinstance(v, str)}
-            else:
-                data = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        # RecursionError: JSON nested a thousand levels deep. Whatever cannot be
-        # read as a flat object is the client's mistake, never a 500.
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("email", ""), str):
-        return None
-    return {k: v for k, v in data.items() if isinstance(v, str)}
