@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email
 import hashlib
-import mailbox
 import re
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sqlalchemy import select
 from newsletter.store.schema import feedback, subscribers
 
 from .conftest import run_cli
+from .test_bounces import _maildir
 from .flufl_corpus import Sample, samples
 
 ADDRESS = re.compile(rb"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -56,14 +56,6 @@ def _readers_of(corpus: list[Sample]) -> set[str]:
             | {a for sample in corpus for a in sample.permanent | sample.temporary})
 
 
-def _maildir_of(folder: Path, raws: list[bytes]) -> Path:
-    box = mailbox.Maildir(folder, create=True)
-    for raw in raws:
-        box.add(raw)
-    box.close()
-    return folder
-
-
 def _word_on_each_reader(store) -> dict[tuple[str, str], str]:
     """{(report id, reader's address): kind} for everything the run recorded."""
     with store.engine.connect() as conn:
@@ -82,7 +74,7 @@ def test_every_real_report_is_read_and_only_its_failed_readers_are_bounced(env, 
     readers = _readers_of(corpus)
     for address in sorted(readers):
         store.add_subscriber(address, "")
-    folder = _maildir_of(tmp_path / "Maildir", [s.raw for s in corpus] + list(BROKEN_REPORTS.values()))
+    folder = _maildir(tmp_path / "Maildir", [s.raw for s in corpus] + list(BROKEN_REPORTS.values()))
 
     result = run_cli("bounces", str(folder), env=env, timeout=300)
 
