@@ -10,7 +10,6 @@ from __future__ import annotations
 import email
 import hashlib
 import re
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
