@@ -567,7 +567,7 @@ def db_compact() -> None:
     report = edition.compact_delivery_log(settings, Store(settings.database_url))
     out.print(f"Folded {report.issues} issue(s) dated before {report.before} into totals "
               f"({report.rows} delivery row(s) removed), and the expired click salts of {report.click_salts} "
-              "issue(s) into counts.")
+              f"issue(s) into counts; {report.click_history} individual click(s) of that age deleted.")
 
 
 def _revision_of(engine) -> str | None:

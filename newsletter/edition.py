@@ -197,17 +197,21 @@ class CompactReport:
     issues: int = 0
     rows: int = 0
     click_salts: int = 0  # issues whose hashed clickers were folded into counts (NEWSLETTER_TRACKING_SALT_DAYS)
+    click_history: int = 0  # individual clicks older than NEWSLETTER_LOG_RETENTION_DAYS deleted (counts kept)
 
 
 def compact_delivery_log(settings: Settings, store: Store) -> CompactReport:
     """Fold the per-reader delivery rows of issues older than NEWSLETTER_LOG_RETENTION_DAYS into totals,
-    and the hashed clickers of salts older than NEWSLETTER_TRACKING_SALT_DAYS into click counts."""
+    and the hashed clickers of salts older than NEWSLETTER_TRACKING_SALT_DAYS into click counts; individual
+    click history as old as the delivery log's is deleted (its counts stay)."""
     report = CompactReport(today(settings) - dt.timedelta(days=settings.log_retention_days))
     for issue in store.issues_to_fold(report.before.isoformat()):
         report.rows += store.log.fold(issue.id)
         report.issues += 1
         log.info("folded the delivery log of %s", issue.issue_date)
     report.click_salts = store.clicks.fold_expired_salts(settings.tracking_salt_days)
+    before = dt.datetime.combine(report.before, dt.time(), tzinfo=dt.timezone.utc)
+    report.click_history = store.clicks.drop_history_before(before)
     return report
 
 

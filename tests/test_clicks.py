@@ -103,6 +103,22 @@ def test_individual_history_is_kept_and_forgotten_with_the_reader(store):
     assert store.clicks.by_story(issue)[2].clicks == 1, "counts stay: they name nobody"
 
 
+def test_db_compact_folds_expired_salts_and_drops_old_individual_history(store, env):
+    issue = _issue(store, "2026-12-06")
+    [a] = _readers(store, 1)
+    old = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    store.clicks.record([Click(issue, 1, a, False, old), Click(issue, 2, a, False, NOW)], salt_days=2, individual=True)
+    _age_salts(store, 3)
+
+    compacted = run_cli("db", "compact", env=env)
+
+    assert compacted.returncode == 0, compacted.stderr
+    assert "the expired click salts of 1 issue(s) into counts; 1 individual click(s) of that age deleted" \
+        in compacted.stdout, compacted.stdout
+    assert [(p, m) for _, p, m, _ in store.clicks.history_of(a)] == [(2, False)]
+    assert store.clicks.by_story(issue)[1].unique_readers == 1 and store.clicks.by_story(issue)[1].clicks == 1
+
+
 @pytest.mark.parametrize("individual", [False, True])
 def test_a_click_of_a_reader_forgotten_meanwhile_is_counted_but_not_kept(store, individual):
     issue = _issue(store, "2026-12-06")

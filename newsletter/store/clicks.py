@@ -150,6 +150,11 @@ class ClickLog:
                        click_history.c.clicked_at)
                 .where(click_history.c.subscriber_id == subscriber_id).order_by(click_history.c.id))]
 
+    def drop_history_before(self, before: dt.datetime) -> int:
+        """Delete individual click history older than `before` (the counts stay); how many rows went."""
+        with self.engine.begin() as conn:
+            return conn.execute(click_history.delete().where(click_history.c.clicked_at < before)).rowcount
+
     def forget(self, conn: Connection, subscriber_id: int) -> None:
         """Erase a reader's click history (in the caller's transaction: `subscribers forget`)."""
         conn.execute(click_history.delete().where(click_history.c.subscriber_id == subscriber_id))
