@@ -185,3 +185,119 @@ def test_each_chosen_story_shows_how_many_readers_opened_its_outlet_yesterday(se
     chosen = page.split('id="chosen"')[1].split('id="left-out"')[0]
     assert "أمس: 2 من القرّاء فتحوا أخبار صوت العالم" in chosen, "readers only: the scanner's click is not one"
     assert "NLLINK" not in page and "NLLINK" not in text and "https://" in text, "the outlets' own links"
+
+
+# --- steering by clicking ------------------------------------------------------------------------
+
+HAND_WRITTEN = "# The night desk's notes: keep the lead on Copenhagen until 06:00\nintro = \"صباح الخير\"\n"
+
+
+@pytest.fixture
+def steering(settings, store, templates, tmp_path):
+    editorial = tmp_path / "editorial"
+    editorial.mkdir()
+    (editorial / f"{SAMPLE_DATE.isoformat()}.toml").write_text(HAND_WRITTEN, encoding="utf-8")
+    local = settings.model_copy(update={"templates_dir": templates, "editorial_dir": editorial})
+    with LiveApp(create_preview_app(local, SAMPLE_DATE, store)) as app, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=QUIET)
+        context = browser.new_context(locale="ar")
+        # The sample feeds' pictures are on made-up hosts: refused at once rather than left to time out.
+        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(app.url)
+                      else route.abort())
+        yield app, context, editorial / f"{SAMPLE_DATE.isoformat()}.toml"
+        context.close()
+        browser.close()
+
+
+def _chosen_titles(page) -> list[str]:
+    return [t.strip() for t in page.locator("#chosen ol > li > a").all_inner_texts()]
+
+
+def test_an_editor_steers_the_issue_by_clicking_and_the_file_follows(steering):
+    import tomllib
+
+    app, browser, file = steering
+    page = browser.new_page()
+    page.goto(app.url + "/")
+    before = _chosen_titles(page)
+    third = page.locator("#story-3")
+    third_url = third.locator("a").first.get_attribute("href")
+
+    with page.expect_navigation():
+        third.get_by_role("button", name="اجعله الخبر الأول").click()
+    assert _chosen_titles(page)[0] == before[2]
+    written = file.read_text(encoding="utf-8")
+    assert written.startswith("# The night desk's notes"), "the editor's comment is kept"
+    assert tomllib.loads(written)["lead"] == third_url
+    email = httpx.get(app.url + "/email.html").text
+    assert email.index(before[2]) < email.index(before[0]), "the email opens with the new lead"
+
+    # A headline with markup: the file keeps the words, the page and the email show them as text.
+    second = page.locator("#story-2")
+    second.get_by_text("عدّل العنوان والملخص").click()
+    second.get_by_label("العنوان").fill("<b>عنوان</b> يكتبه المحرر")
+    with page.expect_navigation():
+        second.get_by_role("button", name="احفظ التعديل").click()
+    assert page.locator("#story-2 > a").inner_text() == "<b>عنوان</b> يكتبه المحرر"
+    assert "&lt;b&gt;عنوان&lt;/b&gt; يكتبه المحرر" in httpx.get(app.url + "/email.html").text
+
+    # Pull a left-out story in, then undo it.
+    left_out = page.locator("#left-out li").filter(has=page.get_by_role("button", name="أضفه إلى الرسالة")).first
+    with page.expect_navigation():
+        left_out.get_by_role("button", name="أضفه إلى الرسالة").click()
+    assert "pin" in tomllib.loads(file.read_text(encoding="utf-8"))
+    with page.expect_navigation():
+        page.get_by_role("button", name="تراجع عن آخر تغيير").click()
+    assert "pin" not in tomllib.loads(file.read_text(encoding="utf-8"))
+    assert page.locator("#story-2 > a").inner_text() == "<b>عنوان</b> يكتبه المحرر", "one change undone, not two"
+
+
+def test_two_editors_at_once_never_overwrite_each_other(steering):
+    app, browser, file = steering
+    first, second = browser.new_page(), browser.new_page()
+    first.goto(app.url + "/")
+    second.goto(app.url + "/")
+    # The second editor starts rewriting a headline; the page no longer reloads itself under them.
+    second.locator("#story-3").get_by_text("عدّل العنوان والملخص").click()
+    second.locator("#story-3").get_by_label("العنوان").fill("عنوان المحرر الثاني")
+    with first.expect_navigation():
+        first.locator("#story-2").get_by_role("button", name="احذفه من الرسالة").click()
+    after_first = file.read_text(encoding="utf-8")
+    time.sleep(1.5)  # past the page's polling: it saw the new version, and kept the editor's words
+
+    second.locator("#story-3").get_by_role("button", name="احفظ التعديل").click()
+    second.wait_for_selector("[role=alert]")
+
+    assert "غيّر محرر آخر هذه الرسالة للتو" in second.locator("[role=alert]").first.inner_text()
+    assert file.read_text(encoding="utf-8") == after_first, "the first editor's change stands"
+    story = second.locator("#chosen li").filter(has=second.get_by_role("alert"))
+    story.get_by_text("عدّل العنوان والملخص").click()
+    story.get_by_label("العنوان").fill("عنوان المحرر الثاني")
+    with second.expect_navigation():  # the fresh page carries the new version: the change goes through now
+        story.get_by_role("button", name="احفظ التعديل").click()
+    written = file.read_text(encoding="utf-8")
+    assert "drop" in written and "عنوان المحرر الثاني" in written
+
+
+def test_the_steering_page_works_from_the_keyboard_and_axe_finds_no_violations(steering):
+    import json
+
+    from .test_email_tools import NODE_MODULES, require
+
+    app, browser, file = steering
+    page = browser.new_page()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(app.url + "/")
+    page.locator("#story-2").get_by_role("button", name="↓ أسفل").focus()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "order" in file.read_text(encoding="utf-8")
+    assert page.evaluate("getComputedStyle(document.body).direction") == "rtl"
+    small = page.evaluate("""() => [...document.querySelectorAll('#chosen button, #left-out button')]
+        .filter(b => b.getBoundingClientRect().height < 44).length""")
+    assert small == 0, "every button is a 44 px tap target"
+    page.add_script_tag(path=require(NODE_MODULES / "axe-core" / "axe.min.js", "run `make email-tools`"))
+    options = {"resultTypes": ["violations"], "exclude": [["iframe"]]}
+    violations = page.evaluate(f"axe.run({{exclude: ['iframe']}}, {json.dumps(options)})")["violations"]
+    found = [(v["id"], [n["target"] for n in v["nodes"]]) for v in violations]
+    assert found == [], "\n".join(map(str, found))

@@ -50,9 +50,11 @@ class Editorial:
     drop: list[str] = field(default_factory=list)
     overrides: dict[str, Override] = field(default_factory=dict)
 
+    source: str = ""
+
     def line_of(self, text: str) -> int:
         """The line where `text` first appears in the file (TOML parsers give no positions)."""
-        source = self.path.read_text(encoding="utf-8")
+        source = self.source
         index = source.find(text)
         return source.count("\n", 0, index) + 1 if index >= 0 else 1
 
@@ -85,12 +87,17 @@ def load_editorial(folder: Path, date: dt.date) -> Editorial | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise EditorialError(f"{path}: cannot read: {exc}") from None
+    return parse_editorial(path, text)
+
+
+def parse_editorial(path: Path, text: str) -> Editorial:
+    """An editorial file's text, checked: EditorialError with `path:line` for what is wrong."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
         raise EditorialError(f"{path}:{match.group(1) if match else 1}: invalid TOML: {exc}") from None
-    editorial = Editorial(path)
+    editorial = Editorial(path, source=text)
     for key in data:
         if key not in KNOWN_KEYS:
             raise editorial.error(f"unknown key `{key}` (known: {', '.join(sorted(KNOWN_KEYS))})", near=key)

@@ -15,19 +15,23 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from watchfiles import awatch
 
 from .. import edition
 from ..config import Settings
 from ..errors import NewsletterError
+from ..issue.editorial import EditorialError
 from ..issue.feeds import FeedBatch, read_feeds_async
 from ..issue.render import GMAIL_CLIP_BYTES, UNSUBSCRIBE_SLOT, Renderer, RenderedIssue
+from ..issue.steering import Change, StaleVersion, can_undo, current_version, steer, undo
 from ..stats import outlet_clicks
 from ..store.database import Store
 
 log = logging.getLogger(__name__)
+
+STALE_MESSAGE = "غيّر محرر آخر هذه الرسالة للتو، والصفحة تعرض الآن أحدث نسخة منها. أعد تغييرك إن كان ما زال لازمًا."
 
 
 @dataclass
@@ -68,6 +72,13 @@ class PreviewState:
     def email_text(self) -> str:
         return self.rendered.with_outlet_links(self.rendered.text, escape=False) if self.rendered else ""
 
+    def shown_urls(self) -> list[str]:
+        """The issue's stories as the page shows them, lead first."""
+        return [e.story.url for e in self.draft.selection.events] if self.draft else []
+
+    def offered_urls(self) -> set[str]:
+        return {s.url for s in self.feeds.stories} if self.feeds else set()
+
     def yesterdays_readers_by_outlet(self) -> dict[str, int]:
         """Per outlet, the readers who clicked its stories in the issue before this one (beside each story)."""
         day = self.date - dt.timedelta(days=1)
@@ -103,8 +114,7 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.preview = state
 
-    @app.get("/", response_class=HTMLResponse)
-    async def preview_page() -> HTMLResponse:
+    async def preview_page(status_code: int = 200, steer_error: str = "", steer_error_url: str = "") -> HTMLResponse:
         rendered, draft = state.rendered, state.draft
         size = rendered.html_bytes if rendered else 0
         try:
@@ -113,6 +123,8 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
                 state=state,
                 rendered=rendered,
                 selection=draft.selection if draft else None,
+                issue_stories=draft.issue.stories if draft else [],
+                overridden=set(draft.editorial.overrides) if draft and draft.editorial else set(),
                 failures=state.feeds.failures if state.feeds else [],
                 size_kb=round(size / 1024, 1),
                 clip_kb=GMAIL_CLIP_BYTES // 1024,
@@ -120,11 +132,42 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
                 date_label=renderer.date_label(date),
                 email_text=state.email_text(),
                 yesterday=await asyncio.to_thread(state.yesterdays_readers_by_outlet),
+                file_version=await asyncio.to_thread(current_version, settings.editorial_dir, date),
+                can_undo=await asyncio.to_thread(can_undo, settings.editorial_dir, date),
+                intro=draft.issue.intro if draft else "",
+                steer_error=steer_error,
+                steer_error_url=steer_error_url,
                 reload_js=_RELOAD_JS,
             )
         except NewsletterError as exc:  # the preview page's own template is broken
             page = f"<!doctype html><meta charset=utf-8><pre>{exc}</pre><script>{_RELOAD_JS}</script>"
-        return HTMLResponse(page)
+        return HTMLResponse(page, status_code=status_code)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def show() -> HTMLResponse:
+        return await preview_page()
+
+    @app.post("/steer")
+    async def steer_issue(request: Request) -> Response:
+        """One editor's change (a form of the page, no script needed): written to the editorial file."""
+        form = await request.form()
+        fields = {key: value for key, value in form.items() if isinstance(value, str)}
+        action, url, version = fields.get("action", ""), fields.get("url", ""), fields.get("version", "")
+        folder = settings.editorial_dir
+        try:
+            if action == "undo":
+                await asyncio.to_thread(undo, folder, date, version)
+            else:
+                change = Change(action, url, fields.get("title", ""), fields.get("summary", ""), fields.get("intro", ""))
+                await asyncio.to_thread(steer, folder, date, change, version, state.shown_urls(),
+                                        state.offered_urls())
+        except StaleVersion:
+            await asyncio.to_thread(state.rebuild)
+            return await preview_page(409, STALE_MESSAGE, url)
+        except EditorialError as exc:
+            return await preview_page(400, str(exc), url)
+        await asyncio.to_thread(state.rebuild)
+        return RedirectResponse("/#chosen", status_code=303)
 
     @app.get("/email.html", response_class=HTMLResponse)
     async def email_html() -> HTMLResponse:
@@ -142,13 +185,15 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
 
 
 # Polls /version and reloads when the issue was rebuilt; also used when the
-# preview page itself cannot be rendered.
+# preview page itself cannot be rendered. Not while the editor is typing into a form: their words
+# would be lost; their change then meets the newer version and is refused with the fresh page.
 _RELOAD_JS = """
 (function () {
-  var seen = null;
+  var seen = null, typing = false;
+  document.addEventListener('input', function () { typing = true; });
   setInterval(function () {
     fetch('/version').then(function (r) { return r.json(); }).then(function (v) {
-      if (seen === null) { seen = v.version; } else if (v.version !== seen) { location.reload(); }
+      if (seen === null) { seen = v.version; } else if (v.version !== seen && !typing) { location.reload(); }
     }).catch(function () {});
   }, 700);
 })();
