@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from .config import PROJECT_DIR, Settings, load_settings, write_env_file
-from .errors import ConfigError, NewsletterError
+from .errors import ConfigError, NewsletterError, NotApprovedError
 from .store.database import Status, Store
 from .store.feedback import blocked_warning
 from .store.migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
@@ -260,18 +260,48 @@ def _send_test(settings: Settings, store: Store, issue_date: dt.date, addresses:
 
 
 @app.command()
+def approve(
+    date: DateOption = None,
+    by: Annotated[Optional[str], typer.Option("--by", help="Who approves (default: your login name).")] = None,
+) -> None:
+    """Approve the day's issue: freeze it exactly as it is now; with NEWSLETTER_APPROVAL=required, send sends only this."""
+    import getpass
+
+    from . import edition
+
+    settings = _settings()
+    store = Store(settings.database_url)
+    issue_date = _issue_date(settings, date)
+    approval = edition.approve_edition(settings, store, issue_date, by or getpass.getuser())
+    out.print(f"Approved the issue of {issue_date} as {approval.approved_by} (HTML sha256 {approval.html_sha256[:16]}…): "
+              "`newsletter send` sends exactly this. Changing the editorial file withdraws the approval.",
+              markup=False)
+
+
+@app.command()
 def status(date: DateOption = None) -> None:
     """Show an issue's delivery: delivered, pending, retrying, bounced, and the commonest replies."""
     settings = _settings()
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
     issue = store.get_issue(issue_date.isoformat())
+    waiting_for_approval = settings.approval.value == "required" and \
+        store.approvals.of(issue_date.isoformat()) is None
     if issue is None:
+        if waiting_for_approval:
+            err.print(f"No issue for {issue_date} yet: it is waiting for an editor's approval (the preview's button, "
+                      f"or `newsletter approve --date {issue_date}`).")
+            raise typer.Exit(NotApprovedError.exit_code)
         err.print(f"No issue for {issue_date} yet: `newsletter send --date {issue_date}` builds and sends it.")
         raise typer.Exit(1)
     counts = store.log.delivery_counts(issue.id)
     pending = counts.get("sending", 0) + (0 if issue.log_folded_at else store.log.never_claimed(issue.id))
     out.print(f"Issue {issue.issue_date}: {issue.subject}", markup=False)
+    approval = store.approvals.of(issue.issue_date)
+    if approval is not None:
+        out.print(f"approved by {approval.approved_by} at {approval.approved_at:%Y-%m-%d %H:%M} UTC", markup=False)
+    elif waiting_for_approval:
+        out.print("waiting for an editor's approval (NEWSLETTER_APPROVAL=required): nothing is sent until then")
     if issue.log_folded_at:
         out.print(f"(delivery log folded into totals on {issue.log_folded_at:%Y-%m-%d}: final, never sent again)")
     out.print(f"delivered {counts.get('sent', 0)}, pending {pending}, retrying {counts.get('failed', 0)}, "

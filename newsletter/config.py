@@ -50,6 +50,13 @@ class Tracking(str, Enum):
     individual = "individual"
 
 
+class Approval(str, Enum):
+    """Whether an editor must approve the day's issue before `newsletter send` sends it."""
+
+    none = "none"
+    required = "required"
+
+
 class EventLoop(str, Enum):
     """The event loop a send runs on: uvloop (written in C) when installed, or Python's own."""
 
@@ -81,6 +88,8 @@ class Settings(BaseSettings):
     max_stories: int = Field(default=6, ge=1, le=MAX_STORIES_LIMIT)
     timezone: str = "Europe/Paris"
     edition_time: dt.time = dt.time(7, 0)
+    approval: Approval = Approval.none
+    approval_deadline: dt.time | None = None  # with approval required: send the unapproved issue after this time
     window_hours: int = Field(default=24, ge=1, le=168)
     feed_timeout: float = Field(default=15.0, gt=0)
     feed_max_bytes: int = Field(default=5_000_000, gt=0)
@@ -221,6 +230,11 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @field_validator("approval_deadline", mode="before")
+    @classmethod
+    def _no_deadline_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("timezone")
     @classmethod

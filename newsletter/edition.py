@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine
@@ -16,16 +17,19 @@ from typing import TypeVar
 
 import aiosmtplib
 
+from .config import Approval as ApprovalSetting
 from .config import EventLoop, Settings
-from .errors import ConfigError, NewsletterError, NoStoriesError
+from .errors import ConfigError, NewsletterError, NoStoriesError, NotApprovedError
 from .issue.editorial import Editorial, apply_editorial, load_editorial
 from .issue.feeds import FeedBatch, read_feeds
 from .issue.render import Issue, RenderedIssue, Renderer, issue_from_selection
 from .issue.selection import Selection, SentStory, select_stories
+from .issue.steering import current_version
 from .mail.confirmations import ConfirmationMailer, ConfirmationReport
 from .mail.delivery import DeliveryReport, ProgressCallback, Sender
 from .mail.message import MessageTemplate, Recipient, ascii_address
 from .mail.smtp import SmtpConnection, reply_of
+from .store.approvals import Approval
 from .store.database import Status, Store, StoredIssue
 
 log = logging.getLogger(__name__)
@@ -178,6 +182,7 @@ def send_edition(settings: Settings, store: Store, date: dt.date,
     Confirmations left over from signups while SMTP was down go out first.
     """
     retry_confirmations(settings, store)
+    check_approval(settings, store, date)
     issue, built_now = freeze_edition(settings, store, date)
     if issue.log_folded_at is not None:
         # Without its per-reader rows nobody can tell who already has it.
@@ -189,6 +194,64 @@ def send_edition(settings: Settings, store: Store, date: dt.date,
     sender = Sender(store, template, issue.id, settings, on_progress)
     report = run_on_event_loop(_stop_cleanly_on_sigterm(sender.run()), settings)
     return SendResult(issue, built_now, report, already_done, active)
+
+
+def approve_edition(settings: Settings, store: Store, date: dt.date, approved_by: str,
+                    seen: RenderedIssue | None = None) -> Approval:
+    """Freeze the day's issue exactly as the editor saw it (`seen`; else as it builds now) and record who approved it.
+
+    What `send` sends is then this frozen issue, byte for byte; changing the editorial file
+    withdraws the approval (see `approval_problem`, and the preview's steering).
+    """
+    version = current_version(settings.editorial_dir, date)
+    stored = store.get_issue(date.isoformat())
+    if stored is None:
+        rendered = seen or render_draft(settings, draft_edition(settings, store, date))
+        rendered.check_size()
+        stored = store.save_issue(date.isoformat(), rendered.subject, rendered.preheader, rendered.html,
+                                  rendered.text, rendered.stories)
+    digest = hashlib.sha256(stored.html.encode("utf-8")).hexdigest()
+    approval = store.approvals.record(date.isoformat(), digest, version, approved_by)
+    log.info("issue %s approved by %s (HTML sha256 %s…)", date, approved_by, digest[:12])
+    return approval
+
+
+def withdraw_approval(store: Store, date: dt.date) -> bool:
+    """The issue changed after approval: the approval goes, and the issue is unfrozen if nobody has it yet."""
+    withdrawn = store.approvals.withdraw(date.isoformat())
+    if withdrawn:
+        log.info("approval of %s withdrawn: the issue changed", date)
+    return withdrawn
+
+
+def approval_problem(settings: Settings, store: Store, date: dt.date) -> str:
+    """Why the day's issue may not be sent yet under NEWSLETTER_APPROVAL=required; "" when it may."""
+    approval = store.approvals.of(date.isoformat())
+    if approval is None:
+        return f"the issue of {date} is not approved yet: approve it in `newsletter preview` or with " \
+               f"`newsletter approve --date {date}`"
+    if approval.editorial_version != current_version(settings.editorial_dir, date):
+        withdraw_approval(store, date)
+        return f"the editorial file of {date} changed after {approval.approved_by} approved the issue: approve it again"
+    frozen = store.get_issue(date.isoformat())
+    if frozen is None or hashlib.sha256(frozen.html.encode("utf-8")).hexdigest() != approval.html_sha256:
+        return f"the frozen issue of {date} is not the one {approval.approved_by} approved: approve it again"
+    return ""
+
+
+def check_approval(settings: Settings, store: Store, date: dt.date, now: dt.datetime | None = None) -> None:
+    """Raise NotApprovedError unless the issue may go: approved, approval not required, or past the deadline."""
+    if settings.approval is not ApprovalSetting.required:
+        return
+    problem = approval_problem(settings, store, date)
+    if not problem:
+        return
+    deadline = settings.approval_deadline
+    now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(settings.zone)
+    if deadline is not None and now >= dt.datetime.combine(date, deadline, tzinfo=settings.zone):
+        log.warning("%s; sending anyway: it is past NEWSLETTER_APPROVAL_DEADLINE=%s", problem, deadline.strftime("%H:%M"))
+        return
+    raise NotApprovedError(problem)
 
 
 @dataclass

@@ -32,6 +32,12 @@ class NoStoriesError(NewsletterError):
     exit_code = 3
 
 
+class NotApprovedError(NewsletterError):
+    """NEWSLETTER_APPROVAL=required and no editor has approved the day's issue (as it now is): nothing sent."""
+
+    exit_code = 4
+
+
 class TemplateError(NewsletterError):
     """A template in templates/ could not be rendered."""
 

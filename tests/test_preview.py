@@ -301,3 +301,28 @@ def test_the_steering_page_works_from_the_keyboard_and_axe_finds_no_violations(s
     violations = page.evaluate(f"axe.run({{exclude: ['iframe']}}, {json.dumps(options)})")["violations"]
     found = [(v["id"], [n["target"] for n in v["nodes"]]) for v in violations]
     assert found == [], "\n".join(map(str, found))
+
+
+def test_approving_in_the_page_freezes_what_the_editor_sees_and_a_change_withdraws_it(steering, store):
+    import hashlib
+
+    app, browser, file = steering
+    page = browser.new_page()
+    page.goto(app.url + "/")
+    page.locator("#approval").get_by_label("اسمك").fill("رئيسة التحرير")
+    with page.expect_navigation():
+        page.get_by_role("button", name="وافق على هذه الرسالة للإرسال").click()
+
+    approval = store.approvals.of(SAMPLE_DATE.isoformat())
+    frozen = store.get_issue(SAMPLE_DATE.isoformat())
+    assert approval.approved_by == "رئيسة التحرير"
+    assert approval.html_sha256 == hashlib.sha256(frozen.html.encode("utf-8")).hexdigest()
+    assert frozen.subject == page.locator("#subject").inner_text()
+    assert "NLUNSUBSCRIBETOKENSLOT" in frozen.html, "the issue itself is frozen, not the preview's copy of it"
+    assert "وافق عليها رئيسة التحرير" in page.locator("#approved").inner_text()
+
+    with page.expect_navigation():
+        page.locator("#story-2").get_by_role("button", name="احذفه من الرسالة").click()
+    assert store.approvals.of(SAMPLE_DATE.isoformat()) is None, "a change after approval withdraws it"
+    assert store.get_issue(SAMPLE_DATE.isoformat()) is None, "and unfreezes the issue nobody was sent"
+    assert page.locator("#not-approved").is_visible()

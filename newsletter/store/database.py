@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from ..errors import ConfigError
+from .approvals import ApprovalLog
 from .clicks import ClickLog
 from .deliverylog import DeliveryLog
 from .feedback import FeedbackLog
@@ -104,6 +105,7 @@ class Store:
         self.log = DeliveryLog(self.engine, connect_args)
         self.feedback = FeedbackLog(self.engine)
         self.clicks = ClickLog(self.engine)
+        self.approvals = ApprovalLog(self.engine)
         if check_schema:
             self.run_on_database(prepare_schema)
 

@@ -209,6 +209,19 @@ click_history = Table(
 )
 
 
+# An editor's approval of one day's issue (NEWSLETTER_APPROVAL=required): the issue frozen as they
+# saw it (its HTML's hash), the editorial file's version it was built from, who and when.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("issue_date", String(10), primary_key=True),
+    Column("html_sha256", String(64), nullable=False),
+    Column("editorial_version", String(32), nullable=False),
+    Column("approved_by", String(200), nullable=False),
+    Column("approved_at", DateTime(timezone=True), nullable=False),
+)
+
+
 # Requests per client per fixed window, for the signup rate limit. In the store
 # so that every worker process and every machine counts against one limit;
 # rows of past windows are deleted as new ones start.

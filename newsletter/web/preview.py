@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import getpass
 import logging
 from dataclasses import dataclass, field
 
@@ -133,6 +134,9 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
                 email_text=state.email_text(),
                 yesterday=await asyncio.to_thread(state.yesterdays_readers_by_outlet),
                 file_version=await asyncio.to_thread(current_version, settings.editorial_dir, date),
+                approval=await asyncio.to_thread(state.store.approvals.of, date.isoformat()),
+                approval_required=settings.approval.value == "required",
+                approver=getpass.getuser(),
                 can_undo=await asyncio.to_thread(can_undo, settings.editorial_dir, date),
                 intro=draft.issue.intro if draft else "",
                 steer_error=steer_error,
@@ -155,6 +159,14 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
         action, url, version = fields.get("action", ""), fields.get("url", ""), fields.get("version", "")
         folder = settings.editorial_dir
         try:
+            if action == "approve":
+                if state.error or state.rendered is None:
+                    raise EditorialError("the issue cannot be built: fix what the page shows first")
+                if version != await asyncio.to_thread(current_version, folder, date):
+                    raise StaleVersion(await asyncio.to_thread(current_version, folder, date))
+                by = fields.get("by", "").strip() or getpass.getuser()
+                await asyncio.to_thread(edition.approve_edition, settings, state.store, date, by, state.rendered)
+                return RedirectResponse("/#approval", status_code=303)
             if action == "undo":
                 await asyncio.to_thread(undo, folder, date, version)
             else:
@@ -166,6 +178,7 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
             return await preview_page(409, STALE_MESSAGE, url)
         except EditorialError as exc:
             return await preview_page(400, str(exc), url)
+        await asyncio.to_thread(edition.withdraw_approval, state.store, date)  # the issue changed
         await asyncio.to_thread(state.rebuild)
         return RedirectResponse("/#chosen", status_code=303)
 
