@@ -11,6 +11,7 @@ import gc
 import ipaddress
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -435,8 +436,10 @@ def serve(
 
     from .web.app import UVICORN_OPTIONS, create_app
 
-    settings = load_settings()
+    settings = load_settings().served_on(port)
     settings.require_secret_key(listening_publicly=not _is_loopback(host))
+    # Each of several workers loads the settings anew: they must see the same public address.
+    os.environ["NEWSLETTER_BASE_URL"] = settings.base_url
     # The schema is made (or checked) once here, not raced for by every worker.
     Store(settings.database_url).close()
     proxies = ", ".join(str(p) for p in settings.trusted_proxies) or "none (X-Forwarded-For is ignored)"

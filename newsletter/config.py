@@ -284,6 +284,16 @@ class Settings(BaseSettings):
         """True when the links point at this machine only (development, the demo, the tests)."""
         return _is_local_host(urlsplit(self.base_url).hostname or "")
 
+    def served_on(self, port: int) -> Settings:
+        """These settings for a server on `port`: a local BASE_URL follows the port, so that the pages'
+        own links, forms and styles reach this server; a public one (behind a proxy) is kept."""
+        parts = urlsplit(self.base_url)
+        if not self.base_url_is_local or parts.port == port:
+            return self
+        host = parts.hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return self.model_copy(update={"base_url": parts._replace(netloc=f"{host}:{port}").geturl()})
+
     def require_secret_key(self, listening_publicly: bool = False) -> None:
         """Refuse to sign public links with a missing, example or short key.
 

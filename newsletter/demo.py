@@ -16,6 +16,7 @@ import sys
 
 from .config import PROJECT_DIR
 from .mail.outbox import start_outbox
+from .sample_pictures import with_sample_pictures
 
 DEMO_DATE = "2017-05-09"  # the day of the bundled sample feeds
 DEMO_DB = PROJECT_DIR / "subscribers" / "demo.sqlite3"
@@ -61,7 +62,8 @@ def main() -> int:
         print("demo failed: no message reached the outbox", file=sys.stderr)
         return 1
     first = email.message_from_bytes(received[0].read_bytes(), policy=email.policy.default)
-    html = first.get_body(("html",)).get_content()
+    # The sample feeds' pictures live on made-up hosts: the local copy shows sample pictures instead.
+    html = with_sample_pictures(first.get_body(("html",)).get_content(), lambda picture: picture.as_uri())
     (OUTBOX / "first-message.html").write_text(html, encoding="utf-8")
     print(f"\n{len(received)} messages in {OUTBOX}/ (one .eml per subscriber).")
     print(f"Subject: {first['Subject']}")

@@ -326,3 +326,25 @@ def test_approving_in_the_page_freezes_what_the_editor_sees_and_a_change_withdra
     assert store.approvals.of(SAMPLE_DATE.isoformat()) is None, "a change after approval withdraws it"
     assert store.get_issue(SAMPLE_DATE.isoformat()) is None, "and unfreezes the issue nobody was sent"
     assert page.locator("#not-approved").is_visible()
+
+
+def test_the_sample_issue_shows_sample_pictures_not_broken_images(preview):
+    client, _ = preview
+    email = client.get("/email.html").text
+    assert ".example/media/" not in email and ".example/uploads/" not in email
+    assert "/sample-pictures/sample-" in email
+    picture = client.get("/sample-pictures/sample-1.png")
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    assert picture.content.startswith(b"\x89PNG")
+    assert client.get("/sample-pictures/../../config.py").status_code == 404
+
+
+def test_make_demos_first_message_shows_the_sample_pictures(tmp_path):
+    from newsletter.sample_pictures import PICTURES_DIR, with_sample_pictures
+
+    html = '<img src="https://sawt-alalam.example/uploads/2017/05/macron.jpg" alt="ماكرون">' \
+           '<img src="https://cdn.real-outlet.com/a.jpg" alt="">'
+    local = with_sample_pictures(html, lambda picture: picture.as_uri())
+    assert f'src="{PICTURES_DIR.as_uri()}/sample-' in local, "a made-up host's picture: a sample picture"
+    assert 'src="https://cdn.real-outlet.com/a.jpg"' in local, "a real outlet's picture is never touched"
+    assert local == with_sample_pictures(html, lambda picture: picture.as_uri()), "the same one every time"

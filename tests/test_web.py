@@ -276,3 +276,30 @@ def test_forget_erases_but_keeps_an_unsubscribed_reader_unsubscribed(env, store,
     imported = run_cli("subscribers", "import", str(old_list), env=env)
     assert "1 previously unsubscribed" in imported.stdout
     assert store.get_subscriber("gone@example.com") is None
+
+
+@pytest.mark.sqlite_only
+def test_serve_on_another_port_makes_pages_whose_links_and_form_reach_it(env):
+    import subprocess
+    import sys
+
+    from .conftest import PROJECT
+
+    port = free_port()
+    local = {**env, "NEWSLETTER_BASE_URL": "http://127.0.0.1:8000"}  # a local address on another port
+    server = subprocess.Popen([sys.executable, "-m", "newsletter", "serve", "--port", str(port)], env=local,
+                              cwd=PROJECT / "tests", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert f'action="http://127.0.0.1:{port}/subscribe"' in page
+    assert f'href="http://127.0.0.1:{port}/static/site.css"' in page and ":8000" not in page

@@ -27,6 +27,7 @@ from ..issue.editorial import EditorialError
 from ..issue.feeds import FeedBatch, read_feeds_async
 from ..issue.render import GMAIL_CLIP_BYTES, UNSUBSCRIBE_SLOT, Renderer, RenderedIssue
 from ..issue.steering import Change, StaleVersion, can_undo, current_version, steer, undo
+from ..sample_pictures import pictures, with_sample_pictures
 from ..stats import outlet_clicks
 from ..store.database import Store
 
@@ -68,6 +69,7 @@ class PreviewState:
         if self.rendered is None:
             return ""
         html = self.rendered.with_outlet_links(self.rendered.html, escape=True)  # editors check the outlets' links
+        html = with_sample_pictures(html, lambda picture: f"/sample-pictures/{picture.name}")
         return html.replace(UNSUBSCRIBE_SLOT, "preview")
 
     def email_text(self) -> str:
@@ -189,6 +191,13 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
     @app.get("/email.txt", response_class=PlainTextResponse)
     async def email_text() -> str:
         return state.email_text()
+
+    @app.get("/sample-pictures/{name}")
+    async def sample_picture(name: str) -> Response:
+        found = next((p for p in pictures() if p.name == name), None)
+        if found is None:
+            return Response(status_code=404)
+        return Response(found.read_bytes(), media_type="image/png", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/version")
     async def version() -> JSONResponse:
