@@ -348,3 +348,23 @@ def test_make_demos_first_message_shows_the_sample_pictures(tmp_path):
     assert f'src="{PICTURES_DIR.as_uri()}/sample-' in local, "a made-up host's picture: a sample picture"
     assert 'src="https://cdn.real-outlet.com/a.jpg"' in local, "a real outlet's picture is never touched"
     assert local == with_sample_pictures(html, lambda picture: picture.as_uri()), "the same one every time"
+
+
+def test_bad_changes_posted_to_the_page_are_4xx_with_nothing_written(preview):
+    client, local = preview
+    page = client.get("/").text
+    version = page.split('name="version" value="')[1].split('"')[0]
+    url = page.split('id="headline-2"')[0].rsplit('href="', 1)[1].split('"')[0]
+    file = local.editorial_dir / f"{SAMPLE_DATE.isoformat()}.toml"
+    for fields, status in [
+        ({"action": "lead", "url": url, "version": "forged0123456789"}, 409),
+        ({"action": "pin", "url": "https://elsewhere.example/x", "version": version}, 400),
+        ({"action": "edit", "url": url, "title": "ع" * 1_000_000, "version": version}, 400),
+        ({"action": "explode", "url": url, "version": version}, 400),
+        ({"action": "lead", "version": version}, 400),
+        ({}, 409),
+    ]:
+        response = client.post("/steer", data=fields)
+        assert response.status_code == status, (fields.get("action"), response.status_code)
+        assert 'role="alert"' in response.text
+    assert not file.exists(), "nothing was written"

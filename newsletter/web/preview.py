@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException
 from watchfiles import awatch
 
 from .. import edition
@@ -119,6 +120,9 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
 
     async def preview_page(status_code: int = 200, steer_error: str = "", steer_error_url: str = "") -> HTMLResponse:
         rendered, draft = state.rendered, state.draft
+        listed = set(state.shown_urls()) | {d.story.url for d in draft.selection.dropped} if draft else set()
+        if steer_error_url not in listed:
+            steer_error_url = ""  # no such story on the page: the message goes on top
         size = rendered.html_bytes if rendered else 0
         try:
             page = Renderer(settings.templates_dir, settings.base_url).render_page(
@@ -156,7 +160,10 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
     @app.post("/steer")
     async def steer_issue(request: Request) -> Response:
         """One editor's change (a form of the page, no script needed): written to the editorial file."""
-        form = await request.form()
+        try:
+            form = await request.form()
+        except HTTPException as exc:  # a field over Starlette's 1 MB: no headline is that long
+            return await preview_page(400, f"the change could not be read ({exc.detail}); nothing was written")
         fields = {key: value for key, value in form.items() if isinstance(value, str)}
         action, url, version = fields.get("action", ""), fields.get("url", ""), fields.get("version", "")
         folder = settings.editorial_dir
