@@ -251,6 +251,22 @@ def test_an_editor_steers_the_issue_by_clicking_and_the_file_follows(steering):
     assert "pin" not in tomllib.loads(file.read_text(encoding="utf-8"))
     assert page.locator("#story-2 > a").inner_text() == "<b>عنوان</b> يكتبه المحرر", "one change undone, not two"
 
+    # Back to the outlet's own headline; the story moves up; the افتتاحية is written.
+    with page.expect_navigation():
+        page.locator("#story-2").get_by_text("عدّل العنوان والملخص").click()
+        page.locator("#story-2").get_by_role("button", name="استعد العنوان والملخص الأصليين").click()
+    assert page.locator("#story-2 > a").inner_text() == before[0]
+    assert "override" not in tomllib.loads(file.read_text(encoding="utf-8"))
+    with page.expect_navigation():
+        page.locator("#story-2").get_by_role("button", name="↑ أعلى").click()
+    assert _chosen_titles(page)[:2] == [before[0], before[2]]
+    page.get_by_label("الافتتاحية").fill("صباح الخير: ثلاثة أخبار تستحق وقتك اليوم.")
+    with page.expect_navigation():
+        page.get_by_role("button", name="احفظ الافتتاحية").click()
+    assert tomllib.loads(file.read_text(encoding="utf-8"))["intro"] == "صباح الخير: ثلاثة أخبار تستحق وقتك اليوم."
+    assert "صباح الخير: ثلاثة أخبار تستحق وقتك اليوم." in httpx.get(app.url + "/email.html").text
+    assert file.read_text(encoding="utf-8").startswith("# The night desk's notes"), "still the editor's file"
+
 
 def test_two_editors_at_once_never_overwrite_each_other(steering):
     app, browser, file = steering

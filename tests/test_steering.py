@@ -106,3 +106,11 @@ def test_an_editorial_folder_that_cannot_be_written_is_one_clear_line(folder):
     with pytest.raises(EditorialError, match="cannot write the editorial folder"):
         steer(folder, DAY, Change("drop", B), NO_FILE, SHOWN, OFFERED)
     assert load_editorial(folder, DAY) is None, "nothing written"
+
+
+def test_pinning_more_stories_than_the_issue_holds_is_refused_as_the_file_would_be(folder):
+    version = steer(folder, DAY, Change("pin", A), NO_FILE, SHOWN, OFFERED, max_stories=2)
+    version = steer(folder, DAY, Change("pin", B), version, SHOWN, OFFERED, max_stories=2)
+    with pytest.raises(EditorialError, match="3 stories pinned, more than NEWSLETTER_MAX_STORIES=2"):
+        steer(folder, DAY, Change("pin", C), version, SHOWN, OFFERED, max_stories=2)
+    assert load_editorial(folder, DAY).pin == [A, B]

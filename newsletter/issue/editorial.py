@@ -126,6 +126,13 @@ def parse_editorial(path: Path, text: str) -> Editorial:
     return editorial
 
 
+def check_pin_count(editorial: Editorial, max_stories: int) -> None:
+    """An issue holds at most NEWSLETTER_MAX_STORIES stories: more pins than that cannot all be in it."""
+    if len(editorial.pin) > max_stories:
+        raise editorial.error(f"{len(editorial.pin)} stories pinned, more than NEWSLETTER_MAX_STORIES={max_stories}: "
+                              "unpin some, or raise the setting", near=editorial.pin[max_stories])
+
+
 def _event_with(events: list[Event], url: str) -> Event | None:
     """The event holding the report at `url`; that report is the one the issue shows."""
     event = next((e for e in events if any(r.url == url for r in e.reports)), None)
@@ -141,6 +148,7 @@ def apply_editorial(selection: Selection, offered: list[Story], editorial: Edito
     for url in editorial.referenced_urls():
         if url not in by_url:
             raise editorial.error(f"unknown story URL {url}: no feed offers it today", near=url)
+    check_pin_count(editorial, max_stories)
     events = list(selection.events)
     dropped = list(selection.dropped)
 
@@ -159,7 +167,7 @@ def apply_editorial(selection: Selection, offered: list[Story], editorial: Edito
     while len(events) > max_stories:
         victim = next((e for e in reversed(events) if not e.editor_note), None)
         if victim is None:
-            break  # the editor pinned more than the limit: their call
+            break  # only pins left (at most the limit: check_pin_count)
         events.remove(victim)
         dropped.extend(Dropped(r, f"over the limit of {max_stories} stories (after pins)") for r in victim.reports)
 

@@ -21,7 +21,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from ..errors import NewsletterError
-from .editorial import EditorialError, editorial_path, parse_editorial
+from .editorial import EditorialError, check_pin_count, editorial_path, parse_editorial
 
 NO_FILE = "none"  # the version of a day without an editorial file
 MAX_TITLE = 300
@@ -57,11 +57,11 @@ def current_version(folder: Path, date: dt.date) -> str:
 
 
 def steer(folder: Path, date: dt.date, change: Change, version: str, shown: list[str],
-          offered: set[str]) -> str:
+          offered: set[str], max_stories: int = 12) -> str:
     """Apply one change made on `version` of the day's file; the new version.
 
     `shown` is the issue's stories as the page showed them (lead first), `offered` every story
-    URL the feeds offer today. Raises StaleVersion, or EditorialError with the file's own message
+    URL the feeds offer today, `max_stories` NEWSLETTER_MAX_STORIES. Raises StaleVersion, or EditorialError with the file's own message
     when the change would make a file that `render` and `send` reject; nothing is written then.
     """
     path = editorial_path(folder, date)
@@ -77,7 +77,8 @@ def steer(folder: Path, date: dt.date, change: Change, version: str, shown: list
     editorial = parse_editorial(path, new_text)
     for url in editorial.referenced_urls():
         if url not in offered:
-            raise EditorialError(f"{path}: unknown story URL {url}: no feed offers it today")
+            raise editorial.error(f"unknown story URL {url}: no feed offers it today", near=url)
+    check_pin_count(editorial, max_stories)
     _keep_history(path, text)
     _write_atomically(path, new_text)
     return version_of(new_text)

@@ -181,7 +181,7 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
             else:
                 change = Change(action, url, fields.get("title", ""), fields.get("summary", ""), fields.get("intro", ""))
                 await asyncio.to_thread(steer, folder, date, change, version, state.shown_urls(),
-                                        state.offered_urls())
+                                        state.offered_urls(), settings.max_stories)
         except StaleVersion:
             await asyncio.to_thread(state.rebuild)
             return await preview_page(409, STALE_MESSAGE, url)
