@@ -449,3 +449,23 @@ def test_past_its_bound_the_buffer_drops_clicks_and_says_how_many(caplog):
     assert len(buffer.pending) == 5 and buffer.dropped == 3
     assert "3 click(s) dropped so far" in caplog.text
     assert "could not write 5 click(s), will retry" in caplog.text
+
+
+@pytest.mark.parametrize("agent, machine", [
+    (READER_AGENT, False),
+    ("Mozilla/5.0 (Linux; Android 10; CUBOT X30) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36", False),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148", False),
+    ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", True),
+    ("TelegramBot (like TwitterBot)", True),
+    ("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", True),
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 HeadlessChrome/120.0 Safari/537.36", True),
+    ("python-requests/2.32", True),
+    ("", True),
+])
+def test_which_agents_are_machines(agent, machine):
+    from newsletter.web.clicks import MachineRules
+
+    rules = MachineRules()
+    assert rules.is_machine("GET", [(b"user-agent", agent.encode())]) is machine
+    assert rules.is_machine("GET", [(b"user-agent", agent.encode())]) is machine, "the remembered verdict"
+    assert rules.is_machine("HEAD", [(b"user-agent", agent.encode())]) is True

@@ -20,7 +20,6 @@ from typing import BinaryIO, TextIO
 
 EX_TEMPFAIL = 75  # the MTA keeps the report and pipes it again later
 MAX_QUEUED_BYTES = 5 * 1024 * 1024  # as report_sources.MAX_REPORT_BYTES: larger is no delivery report
-_sequence = 0
 
 
 def queue_report(stdin: BinaryIO, spool: Path, say: TextIO) -> int:
@@ -44,11 +43,10 @@ def queue_report(stdin: BinaryIO, spool: Path, say: TextIO) -> int:
 
 def _write_new(spool: Path, raw: bytes) -> Path:
     """Deliver `raw` into the Maildir `spool` the Maildir way: written in tmp/, synced, renamed into new/."""
-    global _sequence
     for sub in ("tmp", "new", "cur"):
         (spool / sub).mkdir(parents=True, exist_ok=True)
-    _sequence += 1
-    name = f"{time.time_ns()}.P{os.getpid()}Q{_sequence}R{os.urandom(4).hex()}.{socket.gethostname().replace('/', '_')}"
+    # Maildir's unique name: time, process and randomness, host (one report per process).
+    name = f"{time.time_ns()}.P{os.getpid()}R{os.urandom(6).hex()}.{socket.gethostname().replace('/', '_')}"
     temporary = spool / "tmp" / name
     with open(temporary, "xb") as handle:
         handle.write(raw)

@@ -22,7 +22,6 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
@@ -44,7 +43,7 @@ CACHED_ISSUES = 64
 # Agents that follow or fetch links on a reader's behalf: mail security scanners, link previews,
 # command-line clients. Matched anywhere in User-Agent, case-insensitive; an empty one counts too.
 MACHINE_AGENTS = re.compile(
-    r"bot\b|crawler|spider|preview|scan|safelinks|defender|proofpoint|mimecast|barracuda|ironport|"
+    r"bot/|bot-|bot \(|\bbot\b|crawler|spider|preview|scan|safelinks|defender|proofpoint|mimecast|barracuda|ironport|"
     r"fortiguard|sophos|trendmicro|symantec|messagelabs|forcepoint|cisco|slack|whatsapp|telegram|discord|"
     r"facebookexternalhit|linkedin|skype|ms-office|microsoft office|outlook-ios|google-safety|"
     r"headlesschrome|phantomjs|python-|curl/|wget/|go-http-client|okhttp|java/|libwww|httpclient",
@@ -53,31 +52,34 @@ PREFETCH_HEADERS = frozenset({b"sec-purpose", b"purpose", b"x-purpose", b"x-moz"
 PREFETCH_WORDS = re.compile(rb"prefetch|prerender|preview", re.IGNORECASE)
 
 
-def is_machine_request(method: str, headers: list[tuple[bytes, bytes]]) -> bool:
-    """A request no reader made by clicking: HEAD, a prefetch, or a scanner's or previewer's agent."""
-    if method == "HEAD":
-        return True
-    agent = b""
-    for name, value in headers:
-        if name in PREFETCH_HEADERS and PREFETCH_WORDS.search(value):
+class MachineRules:
+    """Tells a reader's click from a machine's, remembering each User-Agent's verdict (a burst
+    repeats a handful of agents, and the regular expression is the costliest step of a redirect)."""
+
+    def __init__(self, remembered: int = 4096) -> None:
+        self.remembered = remembered
+        self._agents: dict[bytes, bool] = {}
+
+    def is_machine(self, method: str, headers: list[tuple[bytes, bytes]]) -> bool:
+        """A request no reader made by clicking: HEAD, a prefetch, or a scanner's or previewer's agent."""
+        if method == "HEAD":
             return True
-        if name == b"user-agent":
-            agent = value
-    return _machine_agent(agent)
+        agent = b""
+        for name, value in headers:
+            if name in PREFETCH_HEADERS and PREFETCH_WORDS.search(value):
+                return True
+            if name == b"user-agent":
+                agent = value
+        return self._machine_agent(agent)
 
-
-def _machine_agent(agent: bytes) -> bool:
-    """Whether a User-Agent is a machine's; remembered, since a burst repeats a handful of agents."""
-    verdict = _agents.get(agent)
-    if verdict is None:
-        if len(_agents) >= 4096:
-            _agents.clear()
-        text = agent.decode("latin-1")
-        verdict = _agents[agent] = not text.strip() or bool(MACHINE_AGENTS.search(text))
-    return verdict
-
-
-_agents: dict[bytes, bool] = {}
+    def _machine_agent(self, agent: bytes) -> bool:
+        verdict = self._agents.get(agent)
+        if verdict is None:
+            if len(self._agents) >= self.remembered:
+                self._agents.clear()
+            text = agent.decode("latin-1")
+            verdict = self._agents[agent] = not text.strip() or bool(MACHINE_AGENTS.search(text))
+        return verdict
 
 
 @dataclass
@@ -218,6 +220,7 @@ class ClickRedirects:
         self.tokens = Tokens(settings.secret_key)
         self.links = IssueLinks(store)
         self.counting = settings.tracking is not Tracking.off
+        self.rules = MachineRules()
         self.buffer = ClickBuffer(store, settings.tracking_salt_days, settings.tracking is Tracking.individual)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -242,7 +245,7 @@ class ClickRedirects:
         if location is None:
             return self._page(404, click.issue_tag)
         if self.counting and click.subscriber_id != 0:  # 0: a test send
-            self.buffer.add(issue.issue_id, click.place, click.subscriber_id, is_machine_request(method, headers))
+            self.buffer.add(issue.issue_id, click.place, click.subscriber_id, self.rules.is_machine(method, headers))
         return 302, [(b"location", location), (b"cache-control", b"no-store"), (b"content-length", b"0")], b""
 
     def _page(self, status: int, issue_tag: str | None) -> tuple[int, list, bytes]:
