@@ -231,7 +231,6 @@ def approval_problem(settings: Settings, store: Store, date: dt.date) -> str:
         return f"the issue of {date} is not approved yet: approve it in `newsletter preview` or with " \
                f"`newsletter approve --date {date}`"
     if approval.editorial_version != current_version(settings.editorial_dir, date):
-        withdraw_approval(store, date)
         return f"the editorial file of {date} changed after {approval.approved_by} approved the issue: approve it again"
     frozen = store.get_issue(date.isoformat())
     if frozen is None or hashlib.sha256(frozen.html.encode("utf-8")).hexdigest() != approval.html_sha256:
@@ -246,6 +245,8 @@ def check_approval(settings: Settings, store: Store, date: dt.date, now: dt.date
     problem = approval_problem(settings, store, date)
     if not problem:
         return
+    if store.approvals.of(date.isoformat()) is not None:  # approved, then changed: the approval goes
+        withdraw_approval(store, date)
     deadline = settings.approval_deadline
     now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(settings.zone)
     if deadline is not None and now >= dt.datetime.combine(date, deadline, tzinfo=settings.zone):
