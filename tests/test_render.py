@@ -442,3 +442,21 @@ def test_original_templates_render_after_a_broken_copy(tmp_path):
         render_stories(story(1), templates_dir=templates)
 
     assert render_stories(story(1)).subject.endswith(story(1).title)
+
+
+ARABIC_MARKS = "".join(chr(c) for c in range(0x064B, 0x0660)) + "\u0670"  # tanwin … sukun, shadda, superscript alef
+
+
+def test_every_arabic_mark_stays_a_character_in_every_attribute_and_part():
+    headline = "المعارضة تصعّد " + "ب".join(ARABIC_MARKS) + " الكتابة \\u{41} كما هي"
+    summary = "ملخّص: " + "ت".join(ARABIC_MARKS)
+    rendered = renderer().render(Issue(SAMPLE_DATE, [
+        story(1, title=headline, summary=summary, image="https://news.example/a.jpg"),
+        story(2, title=headline, summary=summary, image="https://news.example/b.jpg")]))
+
+    for part in (rendered.html, rendered.text, rendered.subject, rendered.preheader):
+        assert "\\u{6" not in part and "\\u{5" not in part, "no mark written as escape text"
+    tree = parse_html(rendered)
+    assert [img.get("alt") for img in tree.iter("img")] == [headline, headline], "marks kept in alt"
+    assert headline in rendered.text and headline in tree.text_content()
+    assert "\\u{41}" in rendered.text, "a backslash a feed wrote is not a mark: left alone"

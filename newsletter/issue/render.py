@@ -10,6 +10,7 @@ import datetime as dt
 import html as html_escaping
 import re
 import tomllib
+import unicodedata
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -223,9 +224,32 @@ def compile_mjml(source: str) -> str:
     from mjml import mjml2html
 
     try:
-        return mjml2html(source, disable_comments=True)
+        return restore_marks(mjml2html(source, disable_comments=True))
     except Exception as exc:  # mjml-python raises its own untyped errors
         raise TemplateError(f"MJML could not be compiled: {exc}") from None
+
+
+# mjml-python (1.4.2) writes attribute values with Rust's escape_debug: every combining mark as
+# escape text (an alt of «تصعّد» comes out «تصع\u{651}د», which readers whose client blocks images
+# see, and screen readers read out), a backslash doubled, a tab as \t. Text nodes are untouched.
+# The escapes are undone inside attribute values only (in MJML's output those are always "…").
+_ATTRIBUTE_VALUE = re.compile(r'="([^"]*\\[^"]*)"')
+_RUST_ESCAPE = re.compile(r"""\\(?:u\{([0-9a-fA-F]{1,6})\}|([\\'"tnr0]))""")
+# Control characters have no place in an attribute: a tab or line break becomes a space, the rest go.
+_SIMPLE_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "t": " ", "n": " ", "r": " ", "0": ""}
+
+
+def restore_marks(html: str) -> str:
+    """`html` with mjml-python's escape text in attribute values turned back into the characters."""
+    def unescape(match: re.Match) -> str:
+        if match.group(1):
+            code = int(match.group(1), 16)
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                return match.group(0)
+            return "" if unicodedata.category(chr(code)) == "Cc" else chr(code)
+        return _SIMPLE_ESCAPES[match.group(2)]
+
+    return _ATTRIBUTE_VALUE.sub(lambda m: '="' + _RUST_ESCAPE.sub(unescape, m.group(1)) + '"', html)
 
 
 # MJML's own reset (`table, td { border-collapse … }`, `img { … }`) belongs in <head>, where clients
