@@ -27,6 +27,14 @@ BASE_URL = "https://news.example"
 SAMPLE_DATE = dt.date(2017, 5, 9)
 SAMPLE_WINDOW_END = dt.datetime(2017, 5, 9, 5, 0, tzinfo=dt.timezone.utc)
 
+RLM = "\u200f"
+
+
+def flat(text: str) -> str:
+    """A plain-text part as one line of words, without its direction marks."""
+    return " ".join(text.replace(RLM, "").split())
+
+
 HOSTILE_HEADLINE = 'بيان "عاجل" من الوزارة & <script>alert(1)</script> ردود <b>غاضبة</b> it\'s'
 
 
@@ -303,8 +311,8 @@ def test_hostile_headline_is_escaped_text_in_html_and_verbatim_in_plain_text():
     assert HOSTILE_HEADLINE in headline_texts
     assert [img.get("alt") for img in tree.iter("img")] == [HOSTILE_HEADLINE]
     assert f"الملخص: {HOSTILE_HEADLINE}" in tree.text_content()
-    assert f"1. {HOSTILE_HEADLINE}\n" in rendered.text
-    assert f"2. {HOSTILE_HEADLINE}\n" in rendered.text
+    assert f"{RLM}1. {HOSTILE_HEADLINE}{RLM}\n" in rendered.text
+    assert f"{RLM}2. {HOSTILE_HEADLINE}{RLM}\n" in rendered.text
     assert HOSTILE_HEADLINE in rendered.subject
 
 
@@ -383,11 +391,11 @@ def test_plain_text_lists_every_title_and_url_in_order(sample_issue, sample_rend
 
     positions = []
     for item in sample_issue.stories:
-        assert item.title in text
-        assert f"اقرأ المزيد: {item.url}" in text
-        positions += [text.index(item.title), text.index(item.url)]
+        assert item.title in flat(text), "wrapped between words, never inside one"
+        assert f"{RLM}اقرأ المزيد:{RLM}\n{item.url}\n" in text, "the link on a line of its own, unbroken"
+        positions += [flat(text).index(item.title), flat(text).index(item.url)]
     assert positions == sorted(positions)
-    numbered = re.findall(r"^(\d+)\. ", text, flags=re.MULTILINE)
+    numbered = re.findall(r"^\u200f(\d+)\. ", text, flags=re.MULTILINE)
     assert numbered == [str(n) for n in range(1, len(sample_issue.stories) + 1)]
 
 
@@ -458,5 +466,18 @@ def test_every_arabic_mark_stays_a_character_in_every_attribute_and_part():
         assert "\\u{6" not in part and "\\u{5" not in part, "no mark written as escape text"
     tree = parse_html(rendered)
     assert [img.get("alt") for img in tree.iter("img")] == [headline, headline], "marks kept in alt"
-    assert headline in rendered.text and headline in tree.text_content()
+    assert headline in flat(rendered.text) and headline in tree.text_content()
     assert "\\u{41}" in rendered.text, "a backslash a feed wrote is not a mark: left alone"
+
+
+def test_plain_text_lines_carry_right_to_left_marks_and_links_stay_clean(sample_rendered):
+    text = sample_rendered.with_outlet_links(sample_rendered.text, escape=False)
+    for line in text.splitlines():
+        arabic = re.search(r"[\u0600-\u06ff]", line)
+        if line.startswith("http"):
+            assert RLM not in line and " " not in line, "a link alone on its line, nothing glued to it"
+        elif arabic:
+            assert line.startswith(RLM) and line.endswith(RLM), line
+        else:
+            assert RLM not in line, line
+        assert len(line) <= 80 or line.startswith("http") or " " not in line.strip(RLM)[76:], "wrapped for reading"

@@ -181,7 +181,7 @@ class Renderer:
         context["preheader"] = " ".join(self._render("preheader.txt.j2", context).split())
         mjml = self._render("issue.mjml.j2", context)
         html = inline_css(compile_mjml(mjml)).rstrip() + "\n"
-        text = self._render("issue.txt.j2", context).strip() + "\n"
+        text = for_right_to_left(self._render("issue.txt.j2", context).strip()) + "\n"
         return RenderedIssue(issue.date, context["subject"], context["preheader"], html, text, issue.manifest())
 
 
@@ -191,12 +191,33 @@ class Renderer:
         subject = " ".join(self._render("confirm_subject.txt.j2", context).split())
         context["subject"] = subject
         html = inline_css(compile_mjml(self._render("confirm.mjml.j2", context))).rstrip() + "\n"
-        text = self._render("confirm.txt.j2", context).strip() + "\n"
+        text = for_right_to_left(self._render("confirm.txt.j2", context).strip()) + "\n"
         return subject, html, text
 
     def render_page(self, name: str, **context: object) -> str:
         """A web page from templates/pages/ (signup, confirm, unsubscribe, archive)."""
         return self._render(f"pages/{name}.html.j2", {"base_url": self.base_url, "email": "", "error": "", **context})
+
+
+RLM = "\u200f"  # RIGHT-TO-LEFT MARK
+_ARABIC_LETTER = re.compile(r"[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufeff]")
+_ENDS_WITH_LINK = re.compile(r"(https?://\S+|NLLINK\d\dSLOT|NLUNSUBSCRIBETOKENSLOT)\s*$")
+
+
+def for_right_to_left(text: str) -> str:
+    """A plain-text part laid out for Arabic readers in clients that show plain text left to right.
+
+    Most plain-text viewers (Thunderbird's among them) start every line left to right: the final
+    full stop lands at the start of an Arabic line, «1.» at the far side. A right-to-left mark at
+    the start of each Arabic line, and at its end unless a link ends it (the mark would become part
+    of the link), puts numbers and punctuation where an Arabic reader expects them.
+    """
+    lines = []
+    for line in text.split("\n"):
+        if _ARABIC_LETTER.search(line):
+            line = RLM + line + ("" if _ENDS_WITH_LINK.search(line) else RLM)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def link_slot(place: int) -> str:
