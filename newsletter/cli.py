@@ -286,8 +286,8 @@ def status(date: DateOption = None) -> None:
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
     issue = store.get_issue(issue_date.isoformat())
-    waiting_for_approval = settings.approval.value == "required" and \
-        store.approvals.of(issue_date.isoformat()) is None
+    approval = store.approvals.of(issue_date.isoformat())
+    waiting_for_approval = settings.approval.value == "required" and approval is None
     if issue is None:
         if waiting_for_approval:
             err.print(f"No issue for {issue_date} yet: it is waiting for an editor's approval (the preview's button, "
@@ -298,7 +298,6 @@ def status(date: DateOption = None) -> None:
     counts = store.log.delivery_counts(issue.id)
     pending = counts.get("sending", 0) + (0 if issue.log_folded_at else store.log.never_claimed(issue.id))
     out.print(f"Issue {issue.issue_date}: {issue.subject}", markup=False)
-    approval = store.approvals.of(issue.issue_date)
     if approval is not None:
         out.print(f"approved by {approval.approved_by} at {approval.approved_at:%Y-%m-%d %H:%M} UTC", markup=False)
     elif waiting_for_approval:
@@ -338,14 +337,15 @@ def stats(
     """Issues side by side: delivered, bounce, complaint and unsubscribe rates, unique click rate, top story; then clicks per outlet."""  # noqa: E501
     import csv
 
-    from .stats import issue_stats, outlet_clicks
+    from .stats import issue_stats, issues_between, outlet_clicks
 
     settings = _settings()
     store = Store(settings.database_url)
     to_date = _date_option(last, "--to") if last else _issue_date(settings, None)
     from_date = _date_option(first, "--from") if first else to_date - dt.timedelta(days=30)
-    issues = list(issue_stats(store, from_date, to_date))
-    outlets = outlet_clicks(store, from_date, to_date)
+    frozen = issues_between(store, from_date, to_date)  # each issue read once, for both tables
+    issues = list(issue_stats(store, frozen))
+    outlets = outlet_clicks(store, frozen)
     if as_csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(["date", "subject", "delivered", "bounce_rate", "complaint_rate", "unsubscribe_rate",

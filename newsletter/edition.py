@@ -224,9 +224,8 @@ def withdraw_approval(store: Store, date: dt.date) -> bool:
     return withdrawn
 
 
-def approval_problem(settings: Settings, store: Store, date: dt.date) -> str:
-    """Why the day's issue may not be sent yet under NEWSLETTER_APPROVAL=required; "" when it may."""
-    approval = store.approvals.of(date.isoformat())
+def approval_problem(settings: Settings, store: Store, date: dt.date, approval: Approval | None) -> str:
+    """Why the day's issue may not be sent yet under NEWSLETTER_APPROVAL=required, given its approval; "" when it may."""
     if approval is None:
         return f"the issue of {date} is not approved yet: approve it in `newsletter preview` or with " \
                f"`newsletter approve --date {date}`"
@@ -242,10 +241,11 @@ def check_approval(settings: Settings, store: Store, date: dt.date, now: dt.date
     """Raise NotApprovedError unless the issue may go: approved, approval not required, or past the deadline."""
     if settings.approval is not ApprovalSetting.required:
         return
-    problem = approval_problem(settings, store, date)
+    approval = store.approvals.of(date.isoformat())
+    problem = approval_problem(settings, store, date, approval)
     if not problem:
         return
-    if store.approvals.of(date.isoformat()) is not None:  # approved, then changed: the approval goes
+    if approval is not None:  # approved, then changed: the approval goes
         withdraw_approval(store, date)
     deadline = settings.approval_deadline
     now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(settings.zone)

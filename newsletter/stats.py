@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .store.clicks import ANY_STORY
-from .store.database import Store
+from .store.database import Store, StoredIssue
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,18 @@ class OutletClicks:
     clicks: int
 
 
-def issue_stats(store: Store, first: dt.date, last: dt.date) -> Iterator[IssueStats]:
-    """Each issue dated from `first` to `last`, oldest first."""
+def issues_between(store: Store, first: dt.date, last: dt.date) -> list[StoredIssue]:
+    """Every frozen issue dated from `first` to `last`, oldest first."""
     dates = sorted(day for day, _ in store.list_issue_dates() if first.isoformat() <= day <= last.isoformat())
-    following = {day: (dates[n + 1] if n + 1 < len(dates) else None) for n, day in enumerate(dates)}
-    for day in dates:
-        issue = store.get_issue(day)
-        if issue is None:
-            continue
+    return [issue for issue in map(store.get_issue, dates) if issue is not None]
+
+
+def issue_stats(store: Store, issues: list[StoredIssue]) -> Iterator[IssueStats]:
+    """Each issue's figures (`issues` oldest first, as issues_between gives them)."""
+    following = {issue.issue_date: (issues[n + 1].issue_date if n + 1 < len(issues) else None)
+                 for n, issue in enumerate(issues)}
+    for issue in issues:
+        day = issue.issue_date
         delivered = store.log.delivery_counts(issue.id).get("sent", 0)
         feedback = store.feedback.counts_by_issue(day)
         clicks = store.clicks.by_story(issue.id)
@@ -59,15 +63,10 @@ def issue_stats(store: Store, first: dt.date, last: dt.date) -> Iterator[IssueSt
                          clicks[top_place].unique_readers if top_place else 0)
 
 
-def outlet_clicks(store: Store, first: dt.date, last: dt.date) -> list[OutletClicks]:
-    """Per outlet, over the issues dated from `first` to `last`: readers who clicked its stories; most read first."""
+def outlet_clicks(store: Store, issues: list[StoredIssue]) -> list[OutletClicks]:
+    """Per outlet, over `issues`: readers who clicked its stories; most read first."""
     stories, readers, clicks = Counter(), Counter(), Counter()
-    for day, _ in store.list_issue_dates():
-        if not first.isoformat() <= day <= last.isoformat():
-            continue
-        issue = store.get_issue(day)
-        if issue is None:
-            continue
+    for issue in issues:
         counted = store.clicks.by_story(issue.id)
         for place, story in enumerate(issue.stories, start=1):
             outlet = str(story.get("source", "")) or "?"

@@ -70,7 +70,7 @@ class RenderedIssue:
     text: str
     stories: list[dict]
 
-    @property
+    @cached_property  # size_label and check_size each ask; the slots are found once
     def html_bytes(self) -> int:
         """The HTML's size as a reader receives it: each story link filled with the longer of its forms."""
         size = len(self.html.encode("utf-8"))

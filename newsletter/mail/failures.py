@@ -177,11 +177,11 @@ def _text(message: Message) -> str:
     for part in parts:
         payload = part.get_payload(decode=True)
         if isinstance(payload, bytes):
-            return decode_text(payload, part.get_content_charset())[:50_000]
+            return _decode_text(payload, part.get_content_charset())[:50_000]
     return ""
 
 
-def decode_text(payload: bytes, charset: str | None) -> str:
+def _decode_text(payload: bytes, charset: str | None) -> str:
     """Bytes as text in the charset they claim; an unknown or wrong charset falls back without raising."""
     try:
         return payload.decode(charset or "utf-8", "replace")

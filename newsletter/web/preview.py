@@ -29,7 +29,7 @@ from ..issue.feeds import FeedBatch, read_feeds_async
 from ..issue.render import GMAIL_CLIP_BYTES, UNSUBSCRIBE_SLOT, Renderer, RenderedIssue
 from ..issue.steering import Change, StaleVersion, can_undo, current_version, steer, undo
 from ..sample_pictures import pictures, with_sample_pictures
-from ..stats import outlet_clicks
+from ..stats import issues_between, outlet_clicks
 from ..store.database import Store
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ class PreviewState:
     def yesterdays_readers_by_outlet(self) -> dict[str, int]:
         """Per outlet, the readers who clicked its stories in the issue before this one (beside each story)."""
         day = self.date - dt.timedelta(days=1)
-        return {o.outlet: o.unique_readers for o in outlet_clicks(self.store, day, day)}
+        yesterday = issues_between(self.store, day, day)
+        return {o.outlet: o.unique_readers for o in outlet_clicks(self.store, yesterday)}
 
 
 def _watched(settings: Settings) -> list[str]:
@@ -171,8 +172,9 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
             if action == "approve":
                 if state.error or state.rendered is None:
                     raise EditorialError("the issue cannot be built: fix what the page shows first")
-                if version != await asyncio.to_thread(current_version, folder, date):
-                    raise StaleVersion(await asyncio.to_thread(current_version, folder, date))
+                current = await asyncio.to_thread(current_version, folder, date)
+                if version != current:
+                    raise StaleVersion(current)
                 by = fields.get("by", "").strip() or getpass.getuser()
                 await asyncio.to_thread(edition.approve_edition, settings, state.store, date, by, state.rendered)
                 return RedirectResponse("/#approval", status_code=303)
