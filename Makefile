@@ -19,16 +19,26 @@ $(STAMP): pyproject.toml constraints.txt
 # throw-away cluster of their own with initdb and pg_ctl; no service is enabled or used),
 # faketime (a sender whose host clock is wrong) and dovecot-imapd (an IMAP mailbox of bounces,
 # started by the tests in the foreground with a config of their own); spamassassin and tidy score
-# and validate the rendered email, npm (with nodejs) installs the email tools below.
+# and validate the rendered email, npm (with nodejs) installs the email tools below. Thunderbird runs under
+# xvfb (screenshots with imagemagick's import, windows sized with xdotool) and Roundcube (PHP's own web
+# server, SQLite) shows the issue as a webmail does: tests/test_thunderbird.py, tests/test_webmail.py.
 SYSTEM_PACKAGES := $(if $(wildcard /usr/sbin/smtp-sink),,postfix) $(if $(wildcard /usr/bin/chromium),,chromium) \
 	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) $(if $(wildcard /usr/bin/faketime),,faketime) \
 	$(if $(wildcard /usr/sbin/dovecot),,dovecot-imapd) $(if $(wildcard /usr/bin/spamassassin),,spamassassin) \
-	$(if $(wildcard /usr/bin/tidy),,tidy) $(if $(wildcard /usr/bin/npm),,npm)
+	$(if $(wildcard /usr/bin/tidy),,tidy) $(if $(wildcard /usr/bin/npm),,npm) \
+	$(if $(wildcard /usr/bin/thunderbird),,thunderbird) $(if $(wildcard /usr/bin/Xvfb),,xvfb) \
+	$(if $(wildcard /usr/bin/xdotool),,xdotool) $(if $(wildcard /usr/bin/import-im6.q16),,imagemagick x11-utils)
+# Without its recommends: Roundcube recommends apache2, which the tests do not use.
+WEBMAIL_PACKAGES := $(if $(wildcard /usr/share/roundcube/index.php),,roundcube-core roundcube-sqlite3 php8.2-cli php8.2-cgi php8.2-sqlite3)
 
 system-deps:
-	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then \
-	  echo "installing $(strip $(SYSTEM_PACKAGES))"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	@if [ -n "$(strip $(SYSTEM_PACKAGES) $(WEBMAIL_PACKAGES))" ]; then \
+	  echo "installing $(strip $(SYSTEM_PACKAGES) $(WEBMAIL_PACKAGES))"; \
+	  apt-get update -qq; \
+	  if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null || exit 1; fi; \
+	  if [ -n "$(strip $(WEBMAIL_PACKAGES))" ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(WEBMAIL_PACKAGES) >/dev/null || exit 1; fi; \
 	fi
 
 demo: $(STAMP)
