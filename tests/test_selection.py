@@ -509,3 +509,30 @@ def test_synthetic_window_and_sections():
     reasons = dropped_reasons(selection)
     assert "window" in reasons[stale.url] and "window" in reasons[future.url]
     assert "international" in reasons[local.url] and "محليات" in reasons[local.url]
+
+
+# Two votes of the Security Council on one morning, told in one template; each report lists how
+# members voted, and Russia abstained in both: a country in common that the votes are not about.
+UN_MYANMAR_VOTE = [
+    ("مجلس الأمن يتبنى مشروع قرار يطالب بوقف العنف في ميانمار",
+     "تبنى مجلس الأمن الدولي مشروع قرار يطالب بوقف العنف في ميانمار، بموافقة 13 عضوا بينهم فرنسا وبريطانيا "
+     "وامتناع روسيا والصين عن التصويت."),
+    ("مجلس الأمن يصوت على مشروع قرار بشأن ميانمار بأغلبية 13 صوتا",
+     "صوت مجلس الأمن على مشروع قرار بريطاني بشأن العنف في ميانمار، وامتنعت روسيا والصين عن التصويت."),
+]
+UN_LIBYA_VOTE = [
+    ("مجلس الأمن يتبنى مشروع قرار يمدد مهمة البعثة الأممية في ليبيا",
+     "تبنى مجلس الأمن الدولي مشروع قرار يمدد مهمة البعثة الأممية في ليبيا عاما، بموافقة 14 عضوا بينهم الولايات المتحدة "
+     "وامتناع روسيا عن التصويت."),
+    ("مجلس الأمن يصوت على مشروع قرار بشأن ليبيا بأغلبية 14 صوتا",
+     "صوت مجلس الأمن على مشروع قرار أمريكي يمدد مهمة البعثة في ليبيا، وامتنعت روسيا عن التصويت."),
+]
+
+
+def test_votes_on_two_countries_stay_apart_though_their_reports_name_a_voter_in_common():
+    reports = [report(*r, source=f"وكالة {i}") for i, r in enumerate(UN_MYANMAR_VOTE + UN_LIBYA_VOTE)]
+
+    events = cluster_events(reports)
+
+    assert set(map(frozenset, groups(events))) == {frozenset(t for t, _ in UN_MYANMAR_VOTE),
+                                                   frozenset(t for t, _ in UN_LIBYA_VOTE)}

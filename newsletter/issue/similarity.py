@@ -3,8 +3,14 @@
 Outlets write one event in different words, and distinct events in the same
 template words ("مجلس الأمن يصوت على مشروع قرار…"). So a report is described
 by its weighted stemmed words, by the character n-grams of its rarer words
-(spellings and transliterations stems miss: ترامب/ترمب), and by the countries
-it names, which tell template twins apart when their words cannot (`places.tsv`).
+(spellings and transliterations stems miss: ترامب/ترمب), by the countries it
+names, which tell template twins apart when their words cannot (`places.tsv`),
+and by the measures its headline gives (a magnitude, a rate): two headlines in
+one template with other figures are likely two events.
+
+What a report is *about* is in its headline and first sentence; the rest of the
+summary names other countries in passing (the members who voted, the neighbours
+who sent help), and a country named in passing must not make two events one.
 """
 
 from __future__ import annotations
@@ -32,6 +38,14 @@ _TASHKEEL = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
 _NOT_WORD = re.compile(r"[^\w]+|_")
 # Decimal and thousands separators inside a number ("٧٫١", "7,1", "1,200") join its digits.
 _NUMBER_SEPARATOR = re.compile(r"(?<=\d)[.,\u066b\u066c](?=\d)")
+# The end of the first sentence: a full stop (not a decimal point), a question or exclamation mark, a line.
+_SENTENCE_END = re.compile(r"(?<!\d)[.!?\u061f\u06d4](?!\d)|\n")
+# A measure: a number with a decimal part (a magnitude, a rate; three digits after a comma are
+# thousands) or a percentage, in text whose letters and digits are folded (المئة is الميه).
+# Counts (of dead, of votes) are left out: outlets of one event
+# give different counts as a toll rises, but the same magnitude or rate.
+_DECIMAL_POINT = re.compile("[.,\u066b]")
+_MEASURE = re.compile(r"\d+[.,\u066b]\d{1,2}(?!\d)|\d+(?=\s*(?:%|\u066a|(?:في |ب)الم(?:ي|اي)ه))")
 _LETTER_FORMS = str.maketrans(
     {
         "أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ؤ": "و", "ئ": "ي", "ى": "ي", "ة": "ه",
@@ -188,28 +202,66 @@ class Text:
 
     words: Counter[str]  # "=" + stem of each word; the title counts twice
     content: tuple[str, ...]  # the words, unstemmed: their n-grams catch spellings stems miss
-    places: frozenset[str]
-    title_places: frozenset[str]
+    places: frozenset[str]  # every country named
+    subject: frozenset[str]  # the countries the report is about: the title's, else its first sentence's
+    lead_places: frozenset[str]  # the countries named in the title or the first sentence
+    title_measures: frozenset[str]
+
+
+def first_sentence(text: str) -> str:
+    return _SENTENCE_END.split(text, maxsplit=1)[0]
+
+
+def measures_in(text: str) -> frozenset[str]:
+    """Decimal numbers and percentages, "6.0" and "6" alike (text with digits folded, punctuation kept)."""
+    found = set()
+    for number in _MEASURE.findall(text):
+        whole, _, fraction = _DECIMAL_POINT.sub(".", number).partition(".")
+        found.add(f"{int(whole)}.{fraction}".rstrip("0").rstrip("."))
+    return frozenset(found)
+
+
+def _folded(text: str) -> str:
+    """Text with its letters and digits folded, punctuation kept (the sentence ends and percent signs)."""
+    return _TASHKEEL.sub("", text).translate(_LETTER_FORMS)
 
 
 def describe(title: str, summary: str) -> Text:
     title_words = normalise_arabic(title).split()
     summary_words = normalise_arabic(summary).split()
+    opening = first_sentence(_folded(summary))
     content = [w for w in title_words + title_words + summary_words if w not in _STOPWORDS and len(w) > 1]
     places = gazetteer()
     title_places = places.places_in(title_words)
+    opening_places = places.places_in(normalise_arabic(opening).split())
     return Text(
         Counter(map(_word_term, content)),
         tuple(content),
         title_places | places.places_in(summary_words),
-        title_places,
+        title_places or opening_places,
+        title_places | opening_places,
+        measures_in(_folded(title)),
     )
 
 
 def places_conflict(a: Text, b: Text) -> bool:
-    """Both titles name places, and the two reports have no place in common: different events."""
-    return bool(a.title_places and b.title_places and a.title_places.isdisjoint(b.title_places)
-                and a.places.isdisjoint(b.places))
+    """Each report is about countries the other does not name in its title or first sentence: different events.
+
+    A country the other report names only further down (a member who voted, a
+    neighbour who sent help) does not make them one: two Security Council votes
+    on two countries both list the members who abstained.
+    """
+    return bool(a.subject and b.subject and a.subject.isdisjoint(b.lead_places)
+                and b.subject.isdisjoint(a.lead_places))
+
+
+def measures_differ(a: Text, b: Text) -> bool:
+    """Both headlines give measures (a magnitude, a rate), none the same: two quakes, two rate decisions.
+
+    Headlines only: a report's summary gives other measures of one event (an
+    aftershock's magnitude, a growth forecast next to the rate decided).
+    """
+    return bool(a.title_measures and b.title_measures and a.title_measures.isdisjoint(b.title_measures))
 
 
 def _unit_tfidf(bags: Sequence[Counter[str]], length: float = 1.0) -> list[dict[str, float]]:
@@ -241,11 +293,13 @@ class Space:
     """Texts compared with one another: words and n-grams weighted by how rare they are among them all.
 
     Similarity is the mean of the word and the n-gram cosines, plus PLACE_BONUS
-    when the two name a place in common, and 0 when their places conflict.
-    Measured on benchmarks/corpus (`make eval`).
+    when the two name a place in common, less MEASURE_PENALTY when their
+    measures differ, and 0 when their places conflict. Measured on
+    benchmarks/corpus (`make eval`).
     """
 
     PLACE_BONUS = 0.1
+    MEASURE_PENALTY = 0.1
 
     def __init__(self, texts: Sequence[Text]) -> None:
         self.texts = list(texts)
@@ -268,6 +322,8 @@ class Space:
         if places_conflict(a, b):
             return 0.0
         bonus = self.PLACE_BONUS if not a.places.isdisjoint(b.places) else 0.0
+        if measures_differ(a, b):
+            bonus -= self.MEASURE_PENALTY
         return _keyed_dot(self.vectors[i], self.keys[i], self.vectors[j], self.keys[j]) + bonus
 
     def similar_pairs(self, among: int, floor: float) -> dict[tuple[int, int], float]:
