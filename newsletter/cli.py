@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .mail.delivery import DeliveryReport
 
 EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: some subscribers are left for the next run
+EXIT_BUG = 70  # EX_SOFTWARE: an exception nobody expected; the traceback is in the log
 COMPLAINT_RATE_WARNING = 0.001  # Gmail's and Yahoo's bulk-sender guideline (2024): under 0.1 %
 
 app = typer.Typer(
@@ -115,14 +116,25 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log mor
 
 
 @app.command()
-def select(date: DateOption = None) -> None:
+def select(
+    date: DateOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every event with all its reports, and what was "
+                                                          "left out and why, as JSON.")] = False,
+) -> None:
     """Show which stories the issue would carry, why, and what was left out."""
     from . import edition
+    from .issue.selection import selection_json
 
     settings = _settings()
     store = Store(settings.database_url)
     draft = edition.draft_edition(settings, store, _issue_date(settings, date))
     selection = draft.selection
+    if as_json:
+        feeds = {"items": len(draft.feeds.stories), "failed": [{"feed": f.source, "reason": f.reason}
+                                                                for f in draft.feeds.failures]}
+        print(json.dumps({"date": draft.date.isoformat(), "feeds": feeds, **selection_json(selection)},
+                         ensure_ascii=False, indent=1))
+        raise typer.Exit(0 if selection.events else 3)
     out.print(f"Window: {selection.window_start:%Y-%m-%d %H:%M} → {selection.window_end:%Y-%m-%d %H:%M} UTC; "
               f"{len(draft.feeds.stories)} item(s) from {len(settings.feeds) - len(draft.feeds.failures)} feed(s)")
     for failure in draft.feeds.failures:
@@ -698,3 +710,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        # A bug, not a user's mistake: the traceback goes to the log for whoever fixes it, and a
+        # send has already handed back its claims, so a rerun (once fixed) sends only to who is missing.
+        log.critical("bug: %s", exc, exc_info=exc)
+        err.print(f"error: a bug stopped the command ({type(exc).__name__}: {exc}); the traceback is in the log "
+                  "above; report it", markup=False)
+        sys.exit(EXIT_BUG)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 from dataclasses import replace
 from zoneinfo import ZoneInfo
 
@@ -18,10 +19,10 @@ from newsletter.config import SAMPLE_FEEDS_DIR, Settings
 from newsletter.issue.feeds import Story, read_feeds
 from newsletter.issue.render import issue_from_selection
 from newsletter.issue.selection import (
-    Selection, SentStory, cluster_events, normalise_arabic, select_stories,
+    Selection, SentStory, cluster_events, normalise_arabic, select_stories, selection_json,
 )
 
-from .conftest import SAMPLE_DATE
+from .conftest import SAMPLE_DATE, run_cli
 
 UTC = dt.timezone.utc
 SAMPLE_WINDOW_END = dt.datetime(2017, 5, 9, 5, 0, tzinfo=UTC)
@@ -536,3 +537,37 @@ def test_votes_on_two_countries_stay_apart_though_their_reports_name_a_voter_in_
 
     assert set(map(frozenset, groups(events))) == {frozenset(t for t, _ in UN_MYANMAR_VOTE),
                                                    frozenset(t for t, _ in UN_LIBYA_VOTE)}
+
+
+
+# --- what the desk and other tools read --------------------------------------
+
+
+def test_selection_json_has_every_report_of_every_event_and_every_report_left_out(sample_stories):
+    selection = select_sample(sample_stories)
+
+    data = selection_json(selection)
+
+    [copenhagen] = [e for e in data["events"] if e["reports"][0]["title"] == COPENHAGEN_CENTRAL]
+    assert {r["url"] for r in copenhagen["reports"]} == COPENHAGEN
+    assert copenhagen["rank"] == 1 and copenhagen["score"] == selection.events[0].score
+    assert "4 outlet(s)" in copenhagen["reasons"] and len(copenhagen["outlets"]) == 4
+    assert [r["shown"] for r in copenhagen["reports"]] == [True, False, False, False]
+    assert all(r["outlet"] and r["published"].startswith("2017-05-") for r in copenhagen["reports"])
+    chosen = [r["url"] for e in data["events"] for r in e["reports"]]
+    left_out = {r["url"]: r["reason"] for r in data["left_out"]}
+    assert len(chosen) + len(data["left_out"]) == len(sample_stories), "every item read is accounted for"
+    assert sorted([*chosen, *left_out]) == sorted(s.url for s in sample_stories)
+    assert all(left_out[url] == "not international (section: %s)" % section for url, section in NOT_INTERNATIONAL.items())
+    assert data["window"]["end"] == "2017-05-09T05:00:00+00:00"
+
+
+def test_select_json_prints_the_selection_for_other_tools(env):
+    result = run_cli("select", "--json", "--date", SAMPLE_DATE.isoformat(), env=env)
+
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["date"] == SAMPLE_DATE.isoformat() and data["feeds"]["failed"] == []
+    assert len(data["events"]) == 6 and "كوبنهاغن" in data["events"][0]["reports"][0]["title"]
+    assert sum(len(e["reports"]) for e in data["events"]) + len(data["left_out"]) == data["feeds"]["items"]
+    assert any("over the limit of 6 stories" in r["reason"] for r in data["left_out"])

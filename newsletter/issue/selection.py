@@ -6,8 +6,8 @@ shared template words as single linkage did, and never joins reports that name
 different countries. Events are ranked by how many outlets (not feeds) cover
 them, then by the best position any outlet gave them, then by recency. An event
 an earlier issue told already is left out, unless today's reports bring news:
-then it returns as a follow-up. The thresholds are measured on the labelled
-corpus in benchmarks/corpus (`make eval`).
+then it returns as a follow-up. What is one event (`Tuning`) is chosen by
+cross-validation on the labelled corpora in benchmarks/corpus (`make eval`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from .feeds import Story, link_key, site_of
 from .similarity import Space, describe, normalise_arabic
 
-__all__ = ["Dropped", "Event", "Selection", "SentStory", "cluster_events", "normalise_arabic", "select_stories"]
+__all__ = ["Dropped", "Event", "Selection", "SentStory", "Tuning", "cluster_events", "group_at_thresholds",
+           "normalise_arabic", "select_stories", "selection_json"]
 
 # Two groups of reports are one event when their reports' average similarity reaches this.
 SAME_EVENT_THRESHOLD = 0.18
@@ -32,6 +33,15 @@ FOLLOW_UP_THRESHOLD = 0.41
 # A report this close to that story only repeats it (repeats from 0.47, reports with news up to 0.53,
 # but no follow-up had all its reports above 0.45): an event of repeats alone is left out.
 REPEATS_SENT_THRESHOLD = 0.45
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What makes reports one event: `make eval` chooses these on some corpus files and measures on the others."""
+
+    same_event: float = SAME_EVENT_THRESHOLD
+    # Taken off the similarity of two reports whose headlines give different measures (magnitudes, rates).
+    measure_penalty: float = Space.MEASURE_PENALTY
 
 
 @dataclass(frozen=True)
@@ -191,16 +201,18 @@ def average_linkage(size: int, pairs: dict[tuple[int, int], float], threshold: f
 class _Reports:
     """The day's reports and the stories sent before, described in one space."""
 
-    def __init__(self, stories: Sequence[Story], sent: Sequence[SentStory] = ()) -> None:
+    def __init__(self, stories: Sequence[Story], sent: Sequence[SentStory] = (), tuning: Tuning = Tuning()) -> None:
         self.stories = list(stories)
         self.sent = list(sent)
         texts = [describe(s.title, s.summary) for s in self.stories] + [describe(s.title, s.summary) for s in self.sent]
-        self.space = Space(texts)
+        self.space = Space(texts, tuning.measure_penalty)
+        self._pairs: dict[tuple[int, int], float] | None = None
 
     def groups(self, threshold: float) -> list[list[int]]:
         """The reports (by index) of each event."""
-        pairs = self.space.similar_pairs(len(self.stories), _PAIR_FLOOR)
-        return average_linkage(len(self.stories), pairs, threshold)
+        if self._pairs is None:
+            self._pairs = self.space.similar_pairs(len(self.stories), _PAIR_FLOOR)
+        return average_linkage(len(self.stories), self._pairs, threshold)
 
     def event(self, group: list[int]) -> Event:
         if len(group) == 1:
@@ -230,6 +242,14 @@ def cluster_events(stories: list[Story], threshold: float = SAME_EVENT_THRESHOLD
     return [reports.event(group) for group in reports.groups(threshold)]
 
 
+def group_at_thresholds(stories: Sequence[Story], thresholds: Iterable[float],
+                        measure_penalty: float = Tuning.measure_penalty) -> dict[float, list[list[Story]]]:
+    """The events the reports make at each same-event threshold: the pairs are compared once for all
+    (how `make eval` fits the threshold on a corpus file without rerunning the selection for each)."""
+    reports = _Reports(stories, tuning=Tuning(measure_penalty=measure_penalty))
+    return {t: [[reports.stories[i] for i in group] for group in reports.groups(t)] for t in thresholds}
+
+
 def _unique_articles(stories: Iterable[Story]) -> tuple[dict[str, Story], list[Dropped]]:
     """One report per article (by `link_key`), whatever URL variant each feed gave; the article's own outlet's copy first."""
     by_key: dict[str, Story] = {}
@@ -256,6 +276,7 @@ def select_stories(
     max_stories: int = 6,
     already_sent: frozenset[str] = frozenset(),
     sent: Sequence[SentStory] = (),
+    tuning: Tuning = Tuning(),
 ) -> Selection:
     """Pick at most `max_stories` events, explaining every report left out.
 
@@ -280,9 +301,9 @@ def select_stories(
         else:
             fresh.append(story)
 
-    reports = _Reports(fresh, sent)
+    reports = _Reports(fresh, sent, tuning)
     events = []
-    for group in reports.groups(SAME_EVENT_THRESHOLD):
+    for group in reports.groups(tuning.same_event):
         event = reports.event(group)
         told = reports.told_before(group)
         if told is None:
@@ -302,3 +323,42 @@ def select_stories(
     if chosen:
         chosen[0].lead_candidate = True
     return Selection(chosen, dropped, window_start, window_end)
+
+
+def _report_json(story: Story) -> dict[str, object]:
+    return {
+        "outlet": story.source,
+        "outlet_key": story.outlet_key,
+        "title": story.title,
+        "url": story.url,
+        "published": story.published.isoformat() if story.published else None,
+        "position": story.position,
+    }
+
+
+def _event_json(rank: int, event: Event) -> dict[str, object]:
+    shown = event.story
+    earlier = event.follow_up_of
+    return {
+        "rank": rank,
+        "score": event.score,
+        "reasons": event.reasons(),
+        "outlets": event.sources,
+        "follow_up_of": {"title": earlier.title, "url": earlier.url, "issue_date": earlier.issue_date} if earlier else None,
+        # Every report of the event, the shown one first; those only repeating an earlier issue are marked.
+        "reports": [{**_report_json(r), "shown": r is shown, "repeats_sent": r in event.repeats}
+                    for r in sorted(event.reports, key=lambda r: r is not shown)],
+    }
+
+
+def selection_json(selection: Selection) -> dict[str, object]:
+    """The selection as data, for the desk and other tools (`newsletter select --json`): every chosen
+    event with all its reports, its score and reasons, and every report left out with why."""
+    return {
+        "window": {
+            "start": selection.window_start.isoformat() if selection.window_start else None,
+            "end": selection.window_end.isoformat() if selection.window_end else None,
+        },
+        "events": [_event_json(rank, event) for rank, event in enumerate(selection.events, start=1)],
+        "left_out": [{**_report_json(d.story), "reason": d.reason} for d in selection.dropped],
+    }
