@@ -40,15 +40,34 @@ class RoundcubeServer:
                                    "roundcube-sqlite3 and php-cli")
         self.dir = Path(tempfile.mkdtemp(prefix="newsletter-roundcube-"))
         self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        try:
+            config = self._configure(imap_port)
+            # php -S writes a line a request: to a file, since a pipe nobody reads would fill and stall it.
+            with (self.dir / "php-server.log").open("wb") as output:
+                self.process = subprocess.Popen(
+                    [PHP, "-S", f"127.0.0.1:{self.port}", "-t", str(DOCUMENT_ROOT)],
+                    cwd=self.dir, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                    env={"PATH": "/usr/bin:/bin", "ROUNDCUBE_CONFIG_DIR": str(config),
+                         "PHP_CLI_SERVER_WORKERS": WORKERS})
+            wait_listening(self.port, "roundcube (php -S)", self.log, self.process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _configure(self, imap_port: int) -> Path:
+        """The config folder: Debian's defaults, then ours (this server's database, IMAP, folders, key)."""
         config = self.dir / "config"
         for sub in ("config", "temp", "logs"):
             (self.dir / sub).mkdir()
         for name in ("defaults.inc.php", "mimetypes.php"):
             shutil.copy(DEBIAN_CONFIG / name, config / name)
         database = self.dir / "roundcube.sqlite3"
-        with sqlite3.connect(database) as connection:
+        connection = sqlite3.connect(database)
+        try:
             connection.executescript((ROUNDCUBE / "SQL" / "sqlite.initial.sql").read_text())
-        connection.close()
+        finally:
+            connection.close()
         (config / "config.inc.php").write_text(f"""<?php
 $config = [];
 $config['db_dsnw'] = 'sqlite:///{database}?mode=0600';
@@ -63,21 +82,16 @@ $config['log_dir'] = '{self.dir}/logs/';
 $config['enable_spellcheck'] = false;
 $config['enable_installer'] = false;
 """)
-        # php -S writes a line a request: to a file, since a pipe nobody reads would fill and stall it.
-        self._output = (self.dir / "php-server.log").open("wb")
-        self.process = subprocess.Popen(
-            [PHP, "-S", f"127.0.0.1:{self.port}", "-t", str(DOCUMENT_ROOT)],
-            cwd=self.dir, stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True,
-            env={"PATH": "/usr/bin:/bin", "ROUNDCUBE_CONFIG_DIR": str(config), "PHP_CLI_SERVER_WORKERS": WORKERS})
-        try:
-            wait_listening(self.port, "roundcube (php -S)", self.log, self.process)
-        except RuntimeError:
-            self.stop()
-            raise
+        return config
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    def errors(self) -> str:
+        """What Roundcube logged as errors (PHP warnings, IMAP failures, a message it could not parse)."""
+        path = self.dir / "logs" / "errors.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def log(self) -> str:
         """The end of Roundcube's error log and of PHP's own output (start-up errors, requests)."""
@@ -85,18 +99,18 @@ $config['enable_installer'] = false;
                        for path in (self.dir / "logs" / "errors.log", self.dir / "php-server.log") if path.exists())
 
     def stop(self) -> None:
-        # The workers are forked children that outlive a terminated parent: end the whole group.
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=15)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self._output.close()
+        if self.process is not None:
+            # The workers are forked children that outlive a terminated parent: end the whole group.
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.process.wait(timeout=15)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RoundcubeServer:

@@ -206,8 +206,8 @@ def read_in_webmail(browser, roundcube: RoundcubeServer, user: str) -> dict[int,
         page.goto(roundcube.url)
         page.fill("#rcmloginuser", user)
         page.fill("#rcmloginpwd", PASSWORD)
-        page.click("#rcmloginsubmit")
-        page.locator("#messagelist").wait_for()
+        with page.expect_navigation():
+            page.click("#rcmloginsubmit")
         assert "_task=mail" in page.url, f"Roundcube refused the login: {roundcube.log()}"
         measured = {}
         for width in WIDTHS:
@@ -346,6 +346,10 @@ def test_remote_pictures_are_blocked_and_the_issue_still_reads(views, width):
 @pytest.mark.parametrize("width", WIDTHS)
 def test_axe_core_finds_no_violations_in_the_message(views, width):
     assert axe_problems(views[width]) == []
+
+
+def test_roundcube_reads_the_issue_without_errors(views, webmail):
+    assert webmail.errors() == ""
 
 
 def test_each_check_catches_a_broken_issue(broken_views, expected):
