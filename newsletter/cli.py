@@ -226,7 +226,8 @@ def send(
 
     Safe to run again: only subscribers without a delivery are sent to.
     Exit codes: 0 complete, 75 some left for the next run, 2 bad setting,
-    3 no story to send, 65 the issue is over Gmail's 102 KB clipping limit (nothing sent).
+    3 no story to send, 65 the issue is over Gmail's 102 KB clipping limit (nothing sent),
+    70 a bug stopped it (the traceback is in the log; a rerun sends only to who is missing).
     """
     from . import edition
 

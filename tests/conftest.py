@@ -114,7 +114,8 @@ def smtp_server():
 # Test modules that run against both stores; the rest use SQLite, the embedded default.
 BOTH_STORES = {"test_send", "test_crash", "test_faults", "test_subscribers", "test_web", "test_web_hardening",
                "test_rate_limit", "test_unsubscribe_during_send", "test_migrations", "test_embed", "test_log_retention",
-               "test_bounces", "test_webhooks", "test_clicks", "test_approval"}
+               "test_bounces", "test_webhooks", "test_clicks", "test_approval", "test_send_bugs",
+               "test_pending_expiry", "test_reader_links"}
 
 
 def pytest_configure(config) -> None:

@@ -137,6 +137,8 @@ class RoundBatcher(Generic[Item, Answer]):
     async def run(self) -> None:
         try:
             await self._run_rounds()
+        except Exception as exc:  # a bug outside `work` (in after_round): nobody may be left waiting for ever
+            self._fail(exc)
         finally:
             if self.on_close is not None:
                 await self.on_close()
@@ -154,16 +156,21 @@ class RoundBatcher(Generic[Item, Answer]):
             try:
                 answers = await self.work(batch)
             except Exception as exc:
-                # Fail this round's waiters, those who came during it, and (in submit) all later ones.
-                self._failure = exc
-                for waiter in [*waiters, *self._waiters]:
-                    waiter.set_exception(exc) if not waiter.done() else None
-                self._pending, self._waiters = [], []
+                self._waiters = [*waiters, *self._waiters]
+                self._fail(exc)
                 return
             for waiter, answer in zip(waiters, answers):
                 if not waiter.done():
                     waiter.set_result(answer)
             self.after_round()
+
+    def _fail(self, exc: Exception) -> None:
+        """Fail the waiters of this round, those who came during it, and (in submit) all later ones."""
+        self._failure = exc
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+        self._pending, self._waiters = [], []
 
     async def _gather(self) -> None:
         """Wait up to `window` for more requests, unless everyone who could submit has."""
@@ -248,7 +255,8 @@ class Sender:
         self._workers = 0  # running, each on its own connection
         self._rounds = delivery_rounds(store, issue_id, self.run_id, lambda: self.on_progress(self.report),
                                        lambda: self._workers)
-        self._fatal: NewsletterError | None = None
+        # What stops the run: one of our errors (a setting, the relay, the log), or a bug.
+        self._fatal: Exception | None = None
         self._busy_strikes = 0  # 421s in a row on the last connection
         self._unsettled = 0  # jobs queued, in flight or waiting to retry
         self._settled = asyncio.Event()
@@ -302,6 +310,10 @@ class Sender:
                 await asyncio.to_thread(self.store.log.heartbeat, self.run_id)
             except SQLAlchemyError as exc:  # the next beat may get through; the leases guard the rest
                 log.warning("heartbeat not written: %s", " ".join(str(exc).split())[:300])
+            except Exception as exc:  # a bug: without beats, other runs would take this one's readers over
+                self._fatal = self._fatal or exc
+                self._stop_feeding()
+                return
 
     # Feeding the workers --------------------------------------------------
 
@@ -420,6 +432,11 @@ class Sender:
             self._stop_feeding()
         except SQLAlchemyError as exc:
             self._fatal = DeliveryLogError(exc)
+            self._stop_feeding()
+        except Exception as exc:
+            # A bug: stop the whole run now. A worker that just died would leave the
+            # others, and the feeder waiting for its outcomes, blocked for ever.
+            self._fatal = self._fatal or exc
             self._stop_feeding()
         finally:
             self._workers -= 1
