@@ -26,7 +26,7 @@ def test_render_writes_html_text_and_json_in_story_order(env, tmp_path):
 
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "issue.json").read_text(encoding="utf-8"))
-    assert manifest["subject"].startswith("أبرز الأحداث الدولية")
+    assert manifest["subject"] == "التحالف الدولي يجتمع في كوبنهاغن…", "the lead, cut after a phrase"
     assert manifest["preheader"]
     assert [set(s) for s in manifest["stories"]] == [{"url", "title", "summary", "source"}] * 6
     assert "كوبنهاغن" in manifest["stories"][0]["title"]

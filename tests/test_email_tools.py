@@ -333,7 +333,7 @@ def test_the_email_reads_right_at_each_width_and_scheme(views, width, scheme):
     for link in view["links"]:
         assert link["width"] >= 24 and link["height"] >= 24, f"tap target under 24×24 px: {link}"
     lead, *secondary = view["images"]
-    assert lead == pytest.approx(min(width, 600), abs=1)
+    assert lead == pytest.approx(min(width, 600) - 48, abs=1), "inset 24 px each side, like the text"
     for image in secondary:
         if width == 600:
             assert image == pytest.approx(180, abs=2)  # the 34% column (204 px) less its 24 px padding

@@ -48,7 +48,7 @@ def wait_for_rebuild(client, after: int, timeout: float = 15) -> dict:
 def test_the_page_shows_subject_preheader_size_text_and_the_selection(preview):
     client, _ = preview
     page = client.get("/").text
-    assert 'id="subject">أبرز الأحداث الدولية' in page
+    assert 'id="subject">التحالف الدولي يجتمع في كوبنهاغن…' in page
     assert 'id="preheader"' in page
     assert "KB من 102 KB" in page
     assert 'id="desktop"' in page and 'id="phone"' in page

@@ -21,6 +21,7 @@ from newsletter.errors import EmailTooLargeError, TemplateError
 from newsletter.issue.feeds import read_feeds
 from newsletter.issue.render import Issue, IssueStory, RenderedIssue, Renderer, issue_from_selection
 from newsletter.issue.selection import select_stories
+from newsletter.issue.subject_line import SUBJECT_LIMIT
 
 TEMPLATES = PROJECT_DIR / "templates"
 BASE_URL = "https://news.example"
@@ -141,10 +142,10 @@ def test_html_is_arabic_right_to_left_and_responsive(sample_rendered):
     assert any("@media" in css and ".lead-headline" in css and "max-width: 479px" in css for css in styles)
 
 
-def test_html_shows_the_preheader_and_the_arabic_date(sample_rendered):
+def test_html_shows_the_preheader_and_the_arabic_date(sample_rendered, sample_issue):
     tree = parse_html(sample_rendered)
 
-    assert sample_rendered.preheader.startswith("الثلاثاء 9 أيار/مايو 2017: ")
+    assert sample_issue.stories[1].title[:30] in sample_rendered.preheader, "the preheader names the next story"
     hidden = [d.text_content().strip() for d in tree.xpath("//div[contains(@style, 'display:none')]")]
     assert sample_rendered.preheader in hidden
     assert "الثلاثاء 9 أيار/مايو 2017" in tree.text_content()
@@ -222,7 +223,8 @@ def test_images_keep_mjml_pixel_widths_and_secondary_images_go_fluid_on_phones(p
     images = list(tree.iter("img"))
 
     # Outlook for Windows sizes an image from its width attribute (pixels), not from CSS
-    assert [img.get("width") for img in images] == ["600", "180", "180"]  # 204 px columns less 24 px padding
+    # the lead: 600 px less 24 px each side; the others: 204 px columns less 24 px padding
+    assert [img.get("width") for img in images] == ["552", "180", "180"]
     for img in images[1:]:
         cell = img.xpath("ancestor::td[1]")[0]
         assert "mj-full-width-mobile" in cell.get("class", ""), "secondary pictures fill the column on phones"
@@ -313,7 +315,8 @@ def test_hostile_headline_is_escaped_text_in_html_and_verbatim_in_plain_text():
     assert f"الملخص: {HOSTILE_HEADLINE}" in tree.text_content()
     assert f"{RLM}1. {HOSTILE_HEADLINE}{RLM}\n" in rendered.text
     assert f"{RLM}2. {HOSTILE_HEADLINE}{RLM}\n" in rendered.text
-    assert HOSTILE_HEADLINE in rendered.subject
+    assert rendered.subject == 'بيان "عاجل" من الوزارة &…', "cut within a phone's line, verbatim"
+    assert rendered.preheader.startswith("…<script>alert(1)</script> ردود <b>غاضبة</b> it's"), "the rest, verbatim"
 
 
 @pytest.mark.parametrize(
@@ -481,3 +484,52 @@ def test_plain_text_lines_carry_right_to_left_marks_and_links_stay_clean(sample_
         else:
             assert RLM not in line, line
         assert len(line) <= 80 or line.startswith("http") or " " not in line.strip(RLM)[76:], "wrapped for reading"
+
+
+# --- the subject on a phone, and what the preheader carries on with ----------
+
+SUBJECT_CASES = {
+    # the cut the issue reported: «…لبحث المرحلة المقبلة من الحرب على…»
+    "purpose clause": ("وزراء دفاع التحالف يجتمعون في كوبنهاغن لبحث المرحلة المقبلة من الحرب على تنظيم الدولة",
+                       "وزراء دفاع التحالف يجتمعون في كوبنهاغن…"),
+    "punctuation": ('ماكرون يعين إدوار فيليب رئيسا للوزراء: "مفاجأة" اليمين والوسط تتفاعل مع القرار',
+                    "ماكرون يعين إدوار فيليب رئيسا للوزراء…"),
+    "never after a preposition": ("بيان عاجل من الوزارة ردود غاضبة على القرار الجديد بشأن الضرائب والرسوم",
+                                  "بيان عاجل من الوزارة ردود غاضبة…"),
+    "short": ("زلزال بقوة 6.9 يضرب اليابان", "زلزال بقوة 6.9 يضرب اليابان"),
+}
+
+
+@pytest.mark.parametrize("case", SUBJECT_CASES)
+def test_the_subject_is_cut_after_a_phrase_within_a_phones_line_and_the_preheader_goes_on(case):
+    headline, subject = SUBJECT_CASES[case]
+    rendered = render_stories(story(1, title=headline), story(2))
+
+    assert rendered.subject == subject
+    assert len(rendered.subject) <= SUBJECT_LIMIT
+    if subject != headline:
+        rest = rendered.preheader.split(" · ")[0]
+        assert rest.startswith("…"), "the preheader continues the subject"
+        words = lambda text: re.sub(r"[:،…]", " ", text).split()  # noqa: E731
+        assert words(subject) + words(rest) == words(headline), "together they tell the whole headline"
+    assert rendered.preheader.endswith(story(2).title), "then the next story"
+
+
+def test_a_subject_never_ends_on_a_word_that_needs_the_next():
+    for opener in ("في", "من", "على", "إلى", "عن", "التي", "أن", "و"):
+        headline = "ا" * 8 + " " + " ".join(["كلمة"] * 6) + f" {opener} " + " ".join(["كلمة"] * 8)
+        subject = render_stories(story(1, title=headline)).subject
+        assert len(subject) <= SUBJECT_LIMIT
+        assert not subject.rstrip("…").endswith(f" {opener}"), subject
+
+
+def test_blocked_pictures_leave_readable_alt_text_away_from_the_cards_edge():
+    rendered = render_stories(story(1, image="https://news.example/a.jpg"), story(2, image="https://news.example/b.jpg"))
+    tree = parse_html(rendered)
+
+    for img in tree.iter("img"):
+        style = dict(part.split(":", 1) for part in img.get("style").replace(" ", "").split(";") if part)
+        assert int(style["font-size"].rstrip("px")) >= 15, "alt text at a readable size"
+        assert float(style["line-height"]) >= 1.5, "and line spacing"
+        padding = img.xpath("ancestor::td[contains(@class, 'picture')]")[0].get("style")
+        assert re.search(r"padding:\s*\d+px\s+24px", padding), f"inset from the card's edge: {padding}"

@@ -51,7 +51,7 @@ def test_each_active_subscriber_gets_one_complete_arabic_message(settings, store
         assert message.get_content_type() == "multipart/alternative"
         text, html = message.get_body(("plain",)), message.get_body(("html",))
         assert text.get_content_charset() == "utf-8" and html.get_content_charset() == "utf-8"
-        assert message["Subject"].startswith("أبرز الأحداث الدولية")
+        assert message["Subject"] == "التحالف الدولي يجتمع في كوبنهاغن…", "the lead, cut after a phrase"
         assert message["From"].addresses[0].display_name == "الرسالة الإخبارية"
         assert message["From"].addresses[0].addr_spec == "morning@news.example"
         assert message["To"].addresses[0].addr_spec == received.rcpt_to

@@ -20,6 +20,7 @@ import jinja2
 from ..errors import EmailTooLargeError, TemplateError
 from .editorial import Editorial
 from .selection import Selection
+from .subject_line import SUBJECT_LIMIT, cut_at_phrase
 
 # Gmail shows "[Message clipped]" and hides the rest (footer and unsubscribe link included) above
 # about 102 KB of HTML; `send` refuses such an issue and `preview` shows its size in red.
@@ -136,6 +137,10 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
         )
+        # The subject is the lead headline cut at a phrase within what a phone's inbox shows; the
+        # preheader begins with what the cut left out (subject_line.py).
+        self.env.filters["phrase_head"] = lambda text, limit=SUBJECT_LIMIT: cut_at_phrase(text, limit)[0]
+        self.env.filters["phrase_rest"] = lambda text, limit=SUBJECT_LIMIT: cut_at_phrase(text, limit)[1]
 
     @cached_property
     def _locale(self) -> dict:
