@@ -1,8 +1,10 @@
 """The sent issue read in a real webmail: Debian's Roundcube, its HTML sanitiser, in Chromium.
 
 A real send goes to the in-process SMTP server; the message it received is delivered to a test
-Dovecot and opened in Roundcube (elastic skin, English interface, so right-to-left must come from
-the email itself) by clicking it in the inbox, at a phone's 375 px and a desktop's 1000 px.
+Dovecot and opened in Roundcube (elastic skin) by clicking it in the inbox, at a phone's 375 px
+and a desktop's 1000 px, with Roundcube in English and in Arabic, as most of our readers would
+have it (Arabic labels only: Roundcube 1.6's elastic skin has no right-to-left layout, so in both
+the right-to-left must come from the email itself).
 Roundcube blocks remote pictures by default: that is the blocked-images case too. Each check
 is also run on a broken copy of the issue, which it must catch. Screenshots go to
 test-artifacts/webmail/.
@@ -35,7 +37,10 @@ from .test_email_tools import ARTIFACTS, AXE_OPTIONS, NODE_MODULES, require
 
 SHOTS = ARTIFACTS / "webmail"
 WIDTHS = (375, 1000)
-READER, BROKEN_READER, PASSWORD = "layla@example.com", "broken@example.com", "webmail-test-password"
+# Roundcube takes each reader's interface language from the browser at the first login.
+READERS = {"en": ("layla@example.com", "en-US"), "ar": ("omar@example.com", "ar")}
+BROKEN_READER, PASSWORD = "broken@example.com", "webmail-test-password"
+VIEWS = [(ui, width) for ui in READERS for width in WIDTHS]
 READ_MORE, UNSUBSCRIBE = "اقرأ المزيد", "إلغاء الاشتراك"
 
 
@@ -97,7 +102,7 @@ def sent(tmp_path_factory) -> EmailMessage:
                             editorial_dir=str(folder / "editorial"))
         store = Store(settings.database_url)
         try:
-            store.add_subscriber(READER, "ليلى حداد")
+            store.add_subscriber(READERS["en"][0], "ليلى حداد")
             assert send_edition(settings, store, SAMPLE_DATE).report.sent == 1
         finally:
             store.close()
@@ -132,9 +137,10 @@ def broken_copy(message: EmailMessage) -> EmailMessage:
 
 @pytest.fixture(scope="module")
 def webmail(sent):
-    dovecot = DovecotServer(users={READER: PASSWORD, BROKEN_READER: PASSWORD})
+    dovecot = DovecotServer(users={**{user: PASSWORD for user, _ in READERS.values()}, BROKEN_READER: PASSWORD})
     try:
-        dovecot.deliver(READER, bytes(sent))
+        for user, _ in READERS.values():
+            dovecot.deliver(user, bytes(sent))
         dovecot.deliver(BROKEN_READER, bytes(broken_copy(sent)))
         with RoundcubeServer(dovecot.port) as roundcube:
             yield roundcube
@@ -196,11 +202,12 @@ def open_message(page: Page, roundcube: RoundcubeServer) -> None:
     page.frame_locator("#messagecontframe").locator(".message-htmlpart").wait_for()
 
 
-def read_in_webmail(browser, roundcube: RoundcubeServer, user: str) -> dict[int, dict]:
-    """{width: what the message frame measured, axe-core's findings included} for one reader's message."""
+def read_in_webmail(browser, roundcube: RoundcubeServer, user: str, locale: str, name: str) -> dict[int, dict]:
+    """{width: what the message frame measured, axe-core's findings included} for one reader's message;
+    screenshots named after `name`."""
     axe = require(NODE_MODULES / "axe-core" / "axe.min.js", "run `make email-tools`")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": WIDTHS[0], "height": 900})
+    context = browser.new_context(viewport={"width": WIDTHS[0], "height": 900}, locale=locale)
     try:
         page = context.new_page()
         page.goto(roundcube.url)
@@ -214,12 +221,12 @@ def read_in_webmail(browser, roundcube: RoundcubeServer, user: str) -> dict[int,
             page.set_viewport_size({"width": width, "height": 900})
             open_message(page, roundcube)
             frame = page.frame(name="messagecontframe")
-            name = user.split("@")[0]
             page.screenshot(path=str(SHOTS / f"{name}-{width}.png"))  # the first screen the reader sees
             frame.add_script_tag(path=axe)
             # Only the email: Roundcube's own toolbar, headers and notices are not ours to fix.
             axe_result = frame.evaluate(f"axe.run({{include: ['.message-htmlpart']}}, {json.dumps(AXE_OPTIONS)})")
-            measured[width] = {"axe": axe_result, **frame.locator(".message-htmlpart").evaluate(MEASURE_JS)}
+            measured[width] = {"axe": axe_result, "ui_language": page.evaluate("document.documentElement.lang"),
+                               **frame.locator(".message-htmlpart").evaluate(MEASURE_JS)}
             # The whole message in one picture: a window tall enough that the frame need not scroll
             # (an element screenshot leaves what is scrolled out of the frame blank).
             frame_top = page.locator("#messagecontframe").evaluate("f => f.getBoundingClientRect().top")
@@ -232,13 +239,15 @@ def read_in_webmail(browser, roundcube: RoundcubeServer, user: str) -> dict[int,
 
 
 @pytest.fixture(scope="module")
-def views(browser, webmail) -> dict[int, dict]:
-    return read_in_webmail(browser, webmail, READER)
+def views(browser, webmail) -> dict[tuple[str, int], dict]:
+    """{(interface language, width): what was measured}."""
+    return {(ui, width): view for ui, (user, locale) in READERS.items()
+            for width, view in read_in_webmail(browser, webmail, user, locale, ui).items()}
 
 
 @pytest.fixture(scope="module")
 def broken_views(browser, webmail) -> dict[int, dict]:
-    return read_in_webmail(browser, webmail, BROKEN_READER)
+    return read_in_webmail(browser, webmail, BROKEN_READER, "en-US", "broken")
 
 
 # --- the checks: each returns what is wrong, so the broken copy can show it catches it ------
@@ -299,6 +308,8 @@ def axe_problems(view: dict) -> list[tuple[str, list]]:
 
 # --- the issue as a reader sees it in Roundcube ----------------------------------------------
 
+each_view = pytest.mark.parametrize("view", VIEWS, ids=lambda v: f"{v[0]}-{v[1]}")
+
 
 @pytest.fixture(scope="module")
 def expected(sent) -> Expected:
@@ -309,43 +320,44 @@ def expected(sent) -> Expected:
     return found
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-def test_the_issue_reads_right_to_left(views, width):
-    assert direction_problems(views[width]) == []
-    assert (SHOTS / f"layla-{width}-whole.png").stat().st_size > 0
+@each_view
+def test_the_issue_reads_right_to_left(views, view):
+    assert views[view]["ui_language"] == view[0], "Roundcube's own language"
+    assert direction_problems(views[view]) == []
+    assert (SHOTS / f"{view[0]}-{view[1]}-whole.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-def test_the_text_stays_readable(views, width):
-    assert size_problems(views[width]) == []
+@each_view
+def test_the_text_stays_readable(views, view):
+    assert size_problems(views[view]) == []
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-def test_story_headings_survive_the_sanitiser(views, expected, width):
-    assert heading_problems(views[width], expected) == []
+@each_view
+def test_story_headings_survive_the_sanitiser(views, expected, view):
+    assert heading_problems(views[view], expected) == []
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-def test_read_more_buttons_and_the_unsubscribe_link_keep_their_addresses(views, expected, width):
-    assert link_problems(views[width], expected) == []
+@each_view
+def test_read_more_buttons_and_the_unsubscribe_link_keep_their_addresses(views, expected, view):
+    assert link_problems(views[view], expected) == []
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-def test_nothing_is_wider_than_the_message_frame(views, width):
-    assert overflow_problems(views[width]) == []
+@each_view
+def test_nothing_is_wider_than_the_message_frame(views, view):
+    assert overflow_problems(views[view]) == []
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-def test_remote_pictures_are_blocked_and_the_issue_still_reads(views, width):
+@each_view
+def test_remote_pictures_are_blocked_and_the_issue_still_reads(views, view):
     # Roundcube's default: pictures replaced by a placeholder until the reader allows them.
-    pictures = views[width]["pictures"]
+    pictures = views[view]["pictures"]
     assert len(pictures) == 4 and [src for src in pictures if src.startswith("http")] == []
-    assert [t for t in views[width]["texts"] if t["arabic"]], "the stories are text, not pictures"
+    assert [t for t in views[view]["texts"] if t["arabic"]], "the stories are text, not pictures"
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-def test_axe_core_finds_no_violations_in_the_message(views, width):
-    assert axe_problems(views[width]) == []
+@each_view
+def test_axe_core_finds_no_violations_in_the_message(views, view):
+    assert axe_problems(views[view]) == []
 
 
 def test_roundcube_reads_the_issue_without_errors(views, webmail):
