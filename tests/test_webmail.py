@@ -113,8 +113,9 @@ def sent(tmp_path_factory) -> EmailMessage:
 
 
 def broken_copy(message: EmailMessage) -> EmailMessage:
-    """The issue with what the checks guard taken out: right-to-left and lang, bold headings, a story link,
-    the unsubscribe link, pictures' alt text, readable type sizes, and a fixed width wider than a phone."""
+    """The issue with what the checks guard taken out: right-to-left and lang, bold headings, a story
+    link, the button's colour, the unsubscribe link, pictures' alt text, readable type sizes, and a
+    fixed width wider than a phone."""
     html = message.get_body(("html",)).get_content()
     html = html.replace('dir="rtl"', "").replace('lang="ar"', "")
     html = re.sub(r"direction:\s*rtl", "direction:ltr", html)
@@ -126,6 +127,7 @@ def broken_copy(message: EmailMessage) -> EmailMessage:
     first_link = expected_from(message).story_links[0]
     html = html.replace(f'href="{first_link}" target="_blank" style="display:inline-block;background',
                         'href="https://elsewhere.example/" target="_blank" style="display:inline-block;background', 1)
+    html = html.replace("background:#b3001b", "background:transparent")  # the button's colour
     html = html.replace('<div class="nl-contentinfo', '<div style="width:900px">x</div><div class="nl-contentinfo', 1)
     broken = email.message_from_bytes(bytes(message), policy=email.policy.default)
     broken.get_body(("html",)).set_content(html, subtype="html", charset="utf-8", cte="quoted-printable")
@@ -374,5 +376,6 @@ def test_each_check_catches_a_broken_issue(broken_views, expected):
         assert len(heading_problems(view, expected)) == len(expected.titles)
         problems = link_problems(view, expected)
         assert any("read more" in p for p in problems) and any("unsubscribe" in p for p in problems)
+        assert any("button lost its look" in p for p in problems)
         assert "image-alt" in {rule for rule, _ in axe_problems(view)}
     assert overflow_problems(broken_views[375]) != []
