@@ -23,14 +23,16 @@ $(STAMP): pyproject.toml constraints.txt
 # xvfb (screenshots with imagemagick's import, windows sized with xdotool) and Roundcube (PHP's own web
 # server, SQLite) shows the issue as a webmail does: tests/test_thunderbird.py, tests/test_webmail.py.
 # nsd serves made-up DNS zones on loopback for `newsletter doctor`'s SPF, DKIM and DMARC checks;
-# systemd-analyze verifies the units in deploy/ (nothing is started or enabled).
+# systemd-analyze verifies the units in deploy/ (nothing is started or enabled); nginx runs in front of
+# `serve` with deploy/'s config, prometheus scrapes it and promtool checks deploy/'s alert rules.
 SYSTEM_PACKAGES := $(if $(wildcard /usr/sbin/smtp-sink),,postfix) $(if $(wildcard /usr/bin/chromium),,chromium) \
 	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) $(if $(wildcard /usr/bin/faketime),,faketime) \
 	$(if $(wildcard /usr/sbin/dovecot),,dovecot-imapd) $(if $(wildcard /usr/bin/spamassassin),,spamassassin) \
 	$(if $(wildcard /usr/bin/tidy),,tidy) $(if $(wildcard /usr/bin/npm),,npm) \
 	$(if $(wildcard /usr/bin/thunderbird),,thunderbird) $(if $(wildcard /usr/bin/Xvfb),,xvfb) \
 	$(if $(wildcard /usr/bin/xdotool),,xdotool) $(if $(wildcard /usr/bin/import-im6.q16),,imagemagick x11-utils) \
-	$(if $(wildcard /usr/sbin/nsd),,nsd) $(if $(wildcard /usr/bin/systemd-analyze),,systemd)
+	$(if $(wildcard /usr/sbin/nsd),,nsd) $(if $(wildcard /usr/bin/systemd-analyze),,systemd) \
+	$(if $(wildcard /usr/sbin/nginx),,nginx-light) $(if $(wildcard /usr/bin/promtool),,prometheus)
 # Without its recommends: Roundcube recommends apache2, which the tests do not use.
 WEBMAIL_PACKAGES := $(if $(wildcard /usr/share/roundcube/index.php),,roundcube-core roundcube-sqlite3 php8.2-cli php8.2-cgi php8.2-sqlite3)
 
