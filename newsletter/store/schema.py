@@ -222,6 +222,56 @@ approvals = Table(
 )
 
 
+# The desk's editors (`newsletter editors add`). No password until they set one from their one-time
+# link; only its Argon2id hash is kept. Removing an editor deletes the row, and with it their sessions.
+editors = Table(
+    "editors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    sqlite_autoincrement=True,  # a new editor never inherits a removed one's id
+)
+
+# Signed-in editors: the id is the SHA-256 of the random token in their cookie, so the table alone
+# (a backup, an export) signs nobody in. Times are the database's clock (seconds since 1970), the
+# one every worker and machine agrees on, for the idle and absolute expiries.
+editor_sessions = Table(
+    "editor_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("editor_id", Integer, ForeignKey("editors.id", ondelete="CASCADE"), nullable=False),
+    Column("created_epoch", Float, nullable=False),
+    Column("last_seen_epoch", Float, nullable=False),
+    Index("editor_sessions_by_editor", "editor_id"),
+)
+
+# One-time links to set a password: the SHA-256 of the link's token, deleted when used.
+password_links = Table(
+    "password_links",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("editor_id", Integer, ForeignKey("editors.id", ondelete="CASCADE"), nullable=False),
+    Column("expires_epoch", Float, nullable=False),
+    Index("password_links_by_editor", "editor_id"),
+)
+
+# Who did what when on the desk and to its accounts. The actor is an editor's address, or
+# "cli:<user>" for the command line; it outlives the editor.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(320), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("audit_log_by_time", "at"),
+    sqlite_autoincrement=True,
+)
+
+
 # Requests per client per fixed window, for the signup rate limit. In the store
 # so that every worker process and every machine counts against one limit;
 # rows of past windows are deleted as new ones start.
