@@ -70,3 +70,51 @@ def test_the_form_is_usable_with_the_keyboard_alone(browser, site, store):
     with page.expect_navigation():
         page.keyboard.press("Enter")
     assert store.get_subscriber("keys@example.com") is not None
+
+
+def test_the_emailed_link_shows_a_button_the_reader_clicks_to_confirm(browser, site, store, smtp_server):
+    """The confirmation link opened as a reader opens it: a page (scanners stop there), then a click."""
+    import json
+    import re
+
+    from .test_email_tools import NODE_MODULES, require
+
+    signup = browser.new_page()
+    signup.goto(site.url + "/")
+    signup.get_by_label("بريدك الإلكتروني").fill("clicks@example.com")
+    with signup.expect_navigation():
+        signup.get_by_role("button", name="اشترك").click()
+    wait_for_mail(smtp_server.handler, 1)
+    text = smtp_server.handler.messages[0].parsed().get_body(("plain",)).get_content()
+    link = re.search(re.escape(site.url) + r"/confirm/\S+", text).group(0)
+
+    # bypass_csp: the page's policy (rightly) refuses the script axe-core is injected as.
+    page = browser.new_page(viewport={"width": 375, "height": 740}, locale="ar", bypass_csp=True)
+    page.goto(link)
+    assert page.evaluate("getComputedStyle(document.body).direction") == "rtl"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scrolling"
+    page.add_script_tag(path=require(NODE_MODULES / "axe-core" / "axe.min.js", "run `make email-tools`"))
+    violations = page.evaluate(f"axe.run(document, {json.dumps({'resultTypes': ['violations']})})")["violations"]
+    assert [(v["id"], [n["target"] for n in v["nodes"]]) for v in violations] == []
+    page.screenshot(path=str(SCREENSHOTS / "confirm-375.png"), full_page=True)
+    assert store.get_subscriber("clicks@example.com").status == Status.pending.value, "showing the page confirms nothing"
+
+    with page.expect_navigation():
+        page.get_by_role("button", name="أكّد اشتراكي").click()
+    assert "تم تأكيد اشتراكك" in page.get_by_role("heading", level=2).inner_text()
+    assert store.get_subscriber("clicks@example.com").status == Status.active.value
+
+
+def test_the_confirm_button_is_reached_and_pressed_with_the_keyboard(browser, site, store, settings):
+    from newsletter.tokens import Tokens
+
+    store.add_subscriber("keys@example.com", "", Status.pending)
+    token = Tokens(settings.secret_key).confirm_token(store.get_subscriber("keys@example.com").id)
+    page = browser.new_page(viewport={"width": 375, "height": 740})
+    page.goto(f"{site.url}/confirm/{token}")
+    page.keyboard.press("Tab")  # the masthead link
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "أكّد اشتراكي"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert store.get_subscriber("keys@example.com").status == Status.active.value

@@ -71,9 +71,12 @@ def test_signup_confirm_send_and_one_click_unsubscribe(client, env, store, smtp_
     confirmation = smtp_server.handler.messages[0]
     assert confirmation.rcpt_to == "layla@example.com"
     assert confirmation.parsed()["Subject"] == "أكّد اشتراكك في الرسالة الإخبارية"
-    confirmed = client.get(local(confirm_link(confirmation)))
+    shown = client.get(local(confirm_link(confirmation)))
+    assert shown.status_code == 200 and "أكّد اشتراكي" in shown.text, "the link shows a button"
+    assert store.get_subscriber("layla@example.com").status == Status.pending.value
+    confirmed = client.post(local(confirm_link(confirmation)))
     assert confirmed.status_code == 200 and "تم تأكيد اشتراكك" in confirmed.text
-    assert client.get(local(confirm_link(confirmation))).status_code == 200, "clicking twice is fine"
+    assert client.post(local(confirm_link(confirmation))).status_code == 200, "pressing twice is fine"
     assert store.get_subscriber("layla@example.com").status == Status.active.value
 
     assert run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env).returncode == 0
@@ -177,9 +180,9 @@ def test_a_chunked_oversized_body_is_refused_too(client, store):
 def test_forged_and_expired_tokens_get_a_clear_arabic_page(client, store, web_settings):
     subscriber_id = store.add_subscriber("p@example.com", "", Status.pending) and store.get_subscriber("p@example.com").id
     good = Tokens(web_settings.secret_key).confirm_token(subscriber_id)
-    forged = client.get(f"/confirm/{good[:-2]}xx")
-    assert forged.status_code == 400 and "رابط التأكيد غير صالح" in forged.text
-    assert 'action="https://news.example/subscribe"' in forged.text, "a way to ask for a new link"
+    for forged in (client.get(f"/confirm/{good[:-2]}xx"), client.post(f"/confirm/{good[:-2]}xx")):
+        assert forged.status_code == 400 and "رابط التأكيد غير صالح" in forged.text
+        assert 'action="https://news.example/subscribe"' in forged.text, "a way to ask for a new link"
     expired = Tokens(web_settings.secret_key, confirm_max_age_seconds=-1).check_confirm(good)
     assert expired.expired and expired.subscriber_id == subscriber_id
     bad_unsubscribe = client.post("/unsubscribe/MQ.forged", content="List-Unsubscribe=One-Click")
@@ -188,13 +191,14 @@ def test_forged_and_expired_tokens_get_a_clear_arabic_page(client, store, web_se
     assert store.get_subscriber("p@example.com").status == Status.pending.value
 
 
-def test_head_on_a_confirmation_link_confirms_nothing(client, store, web_settings):
-    # Link checkers and mail scanners probe links with HEAD; only the reader's click confirms.
+def test_head_and_get_on_a_confirmation_link_confirm_nothing(client, store, web_settings):
+    # Link checkers and mail scanners open links with HEAD and GET; only the reader's button confirms.
     store.add_subscriber("probe@example.com", "", Status.pending)
     token = Tokens(web_settings.secret_key).confirm_token(store.get_subscriber("probe@example.com").id)
     assert client.head(f"/confirm/{token}").status_code == 200
-    assert store.get_subscriber("probe@example.com").status == Status.pending.value
     assert client.get(f"/confirm/{token}").status_code == 200
+    assert store.get_subscriber("probe@example.com").status == Status.pending.value
+    assert client.post(f"/confirm/{token}").status_code == 200
     assert store.get_subscriber("probe@example.com").status == Status.active.value
 
 
@@ -204,9 +208,10 @@ def test_an_expired_confirmation_link_offers_a_new_one(settings, store):
     time.sleep(1.1)
     strict = settings.model_copy(update={"confirm_max_age_days": 0.5 / 86400})
     with live_site(strict) as server, httpx.Client(base_url=server.url) as client:
+        pressed = client.post(f"/confirm/{token}")
         answer = client.get(f"/confirm/{token}")
-    assert answer.status_code == 400
-    assert "انتهت صلاحية رابط التأكيد" in answer.text
+    assert answer.status_code == pressed.status_code == 400
+    assert "انتهت صلاحية رابط التأكيد" in answer.text and "انتهت صلاحية رابط التأكيد" in pressed.text
     assert 'value="late@example.com"' in answer.text
     assert store.get_subscriber("late@example.com").status == Status.pending.value
 

@@ -20,8 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings, load_settings
 from ..issue.render import Renderer
@@ -32,7 +32,7 @@ from .clicks import ClickRedirects
 from .pages import GET, Pages
 from .ratelimit import SignupLimiter
 from .readers import reader_routes
-from .security import SecurityHeaders
+from .security import SecurityHeaders, SignupCors, redact_access_log
 from .webhooks import Fetch, fetch_over_https, webhook_routes
 
 log = logging.getLogger(__name__)
@@ -44,17 +44,54 @@ BUSY_RETRY_SECONDS = 5
 UVICORN_OPTIONS = {"proxy_headers": False, "server_header": False}
 
 
+class TooLarge:
+    """A body over the limit is answered in Arabic (or JSON to a JSON client), not Starlette's "Content Too Large".
+
+    Starlette answers a declared Content-Length over the limit itself,
+    outside every handler: the answer is replaced on its way out.
+    """
+
+    def __init__(self, app: ASGIApp, pages: Pages) -> None:
+        self.app = app
+        self.pages = pages
+
+    def answer(self, scope: Scope) -> Response:
+        if Headers(scope=scope).get("content-type", "").startswith("application/json"):
+            return JSONResponse({"error": "the body is too large"}, status_code=413)
+        return self.pages.notice("الطلب كبير جدًا", "ما أرسلته أكبر مما تقبله هذه الصفحة. لم يتغيّر شيء.", 413)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replacing = False
+
+        async def send_in_arabic(message: Message) -> None:
+            nonlocal replacing
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                replacing = True
+            if not replacing:
+                await send(message)
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self.answer(scope)(scope, receive, send)
+
+        await self.app(scope, receive, send_in_arabic)
+
+
 class SiteApp(FastAPI):
     """The FastAPI app with SecurityHeaders as its outermost layer, and story links answered in front."""
 
     clicks: ClickRedirects | None = None
+    pages: Pages | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
-        pages = super().build_middleware_stack()
-        if self.clicks is None:
-            return SecurityHeaders(pages)
-        self.clicks.app = pages
-        return SecurityHeaders(self.clicks)
+        app = super().build_middleware_stack()
+        if self.pages is not None:
+            app = TooLarge(app, self.pages)
+        if self.clicks is not None:
+            self.clicks.app = app
+            app = self.clicks
+        return SecurityHeaders(app)
 
 
 def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fetch_over_https) -> FastAPI:
@@ -84,10 +121,11 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
     app.state.click_buffer = clicks.buffer
 
     # The optional script of the signup box posts JSON from the allowed sites.
-    app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["POST"],
-                       allow_headers=["Content-Type"], max_age=3600)
+    app.add_middleware(SignupCors, allow_origins=settings.allowed_origins)
+    redact_access_log()
 
     pages = Pages(renderer)
+    app.pages = pages
     notice = pages.notice
 
     @app.exception_handler(404)

@@ -20,7 +20,7 @@ from ..config import Settings
 from ..errors import SubscriberError
 from ..issue.render import UNSUBSCRIBE_SLOT, with_outlet_links
 from ..mail.confirmations import ConfirmationMailer
-from ..store.database import Store
+from ..store.database import Status, Store
 from ..store.subscribers import normalise_email
 from ..tokens import Tokens
 from .pages import GET, Pages
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 ARCHIVE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
                "base-uri 'none'; frame-ancestors 'self'")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# A link from an email: GET and HEAD show its page, the reader's POST acts (Allow lists all three).
+READER_LINK = [*GET, "POST"]
 INVALID_EMAIL = "هذا العنوان لا يبدو بريدًا إلكترونيًا صحيحًا. تحقق منه وأعد المحاولة."
 
 
@@ -151,38 +153,42 @@ def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
     async def embed_js() -> Response:
         return asset("embed.js", "text/javascript; charset=utf-8")
 
-    @router.api_route("/confirm/{token}", methods=GET)
+    # A GET (or HEAD) on a link from an email only shows a page: mail scanners (Safe Links, Proofpoint,
+    # Mimecast) open every link of a message. The reader's press of the page's button, a POST, acts.
+    @router.api_route("/confirm/{token}", methods=READER_LINK)
     async def confirm(token: str, request: Request) -> Response:
-        if request.method == "HEAD":  # link checkers and mail scanners probe with HEAD: confirm nothing
-            return HTMLResponse("")
         check = tokens.check_confirm(token)
         if check.subscriber_id is None or check.expired:
             known = await run_in_threadpool(store.subscriber_by_id, check.subscriber_id) \
                 if check.subscriber_id else None
             return page("confirm_invalid", 400, expired=check.expired, email=known.email if known else "")
-        subscriber = await run_in_threadpool(store.confirm, check.subscriber_id)
-        if subscriber is None:
+        if request.method == "POST":
+            await _drain(request)
+            subscriber = await run_in_threadpool(store.confirm, check.subscriber_id)
+            if subscriber is not None:
+                await run_in_threadpool(store.lift_suppression, tokens.email_hash(subscriber.email))
+        else:
+            subscriber = await run_in_threadpool(store.subscriber_by_id, check.subscriber_id)
+        if subscriber is None or subscriber.status not in (Status.pending.value, Status.active.value):
             return page("confirm_invalid", 400, expired=False, email="")
-        await run_in_threadpool(store.lift_suppression, tokens.email_hash(subscriber.email))
-        return page("confirmed")
+        if subscriber.status == Status.active.value:
+            return page("confirmed")
+        return page("confirm", action=f"{settings.base_url}/confirm/{token}", email=subscriber.email)
 
     @router.api_route("/unsubscribe", methods=GET)
     async def unsubscribe_help() -> HTMLResponse:
         return notice("إلغاء الاشتراك", "استخدم رابط «إلغاء الاشتراك» في أسفل أي رسالة وصلتك منا.", 200)
 
-    @router.api_route("/unsubscribe/{token}", methods=GET)
-    async def unsubscribe_page(token: str) -> Response:
-        if tokens.subscriber_from_unsubscribe(token) is None:
-            return notice("رابط غير صالح", "رابط إلغاء الاشتراك هذا غير صالح. استخدم الرابط كما وصلك في الرسالة.", 400)
-        return page("unsubscribe", action=f"{settings.base_url}/unsubscribe/{token}")
-
-    @router.post("/unsubscribe/{token}")
-    async def unsubscribe(token: str) -> Response:
-        # RFC 8058: the mail client POSTs List-Unsubscribe=One-Click; our own
-        # button posts the same. No cookie, no confirmation step.
+    @router.api_route("/unsubscribe/{token}", methods=READER_LINK)
+    async def unsubscribe(token: str, request: Request) -> Response:
         subscriber_id = tokens.subscriber_from_unsubscribe(token)
         if subscriber_id is None:
             return notice("رابط غير صالح", "رابط إلغاء الاشتراك هذا غير صالح. استخدم الرابط كما وصلك في الرسالة.", 400)
+        if request.method != "POST":
+            return page("unsubscribe", action=f"{settings.base_url}/unsubscribe/{token}")
+        # RFC 8058: the mail client POSTs List-Unsubscribe=One-Click; our own
+        # button posts the same. No cookie, no confirmation step.
+        await _drain(request)
         await run_in_threadpool(store.unsubscribe, subscriber_id)
         return page("unsubscribed")
 
@@ -211,6 +217,12 @@ def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
         return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
 
     return router
+
+
+async def _drain(request: Request) -> None:
+    """Read the (ignored) body of a button's POST, so that one over NEWSLETTER_MAX_REQUEST_BYTES is refused
+    with a 413 before anything changes."""
+    await request.body()
 
 
 def _from_trusted_page(request: Request, trusted_origins: frozenset[str]) -> bool:

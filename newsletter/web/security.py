@@ -1,7 +1,12 @@
-"""The headers every response carries, whoever produced it: a 500, a 413 and a 405 included."""
+"""What keeps readers' links and pages safe, whoever answers: the headers every response carries (a 500,
+a 413 and a 405 included), no caching of pages reached by a reader's token, tokens kept out of the
+access log, and CORS for the signup alone."""
 
 from __future__ import annotations
 
+import logging
+
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SECURITY_HEADERS = {
@@ -14,13 +19,69 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
+# Paths whose last part is a token standing for one reader: confirm, unsubscribe, story links.
+# Whoever holds one acts as that reader, so no cache keeps their pages and no log keeps the token.
+READER_TOKEN_PATHS = ("/confirm/", "/unsubscribe/", "/c/")
+REDACTED = "<token>"
+NO_STORE = (b"cache-control", b"no-store")
+
+
+def redact_token(path: str) -> str:
+    """A request's path (and query) as the access log may keep it: /confirm/<token>."""
+    for prefix in READER_TOKEN_PATHS:
+        if path.startswith(prefix):
+            return prefix + REDACTED
+    return path
+
+
+class TokenRedaction(logging.Filter):
+    """Takes readers' tokens out of uvicorn's access log lines.
+
+    Uvicorn logs `'%s - "%s %s HTTP/%s" %d'` with the path and query as the
+    third argument; a token there would let whoever reads the log act as
+    the reader (confirm or unsubscribe them).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_token(args[2]), *args[3:])
+        return True
+
+
+def redact_access_log() -> None:
+    """Install TokenRedaction on uvicorn's access logger, once per process."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, TokenRedaction) for f in access.filters):
+        access.addFilter(TokenRedaction())
+
+
+class SignupCors:
+    """CORS for POST /subscribe alone: the signup box's script on the allowed sites posts there.
+
+    No other page answers another site's script: a reader's token page, read
+    cross-origin, would hand that site the token.
+    """
+
+    def __init__(self, app: ASGIApp, allow_origins: list[str]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(app, allow_origins=allow_origins, allow_methods=["POST"],
+                                   allow_headers=["Content-Type"], max_age=3600)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/subscribe":
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
 
 class SecurityHeaders:
     """Adds the security headers to every response, whoever produced it.
 
     It wraps the whole app, outside Starlette's error middleware, so a 500,
     a 413 from the body limit and a 405 from the router carry them too. A
-    route may set its own value (the archive's CSP): it is kept.
+    route may set its own value (the archive's CSP): it is kept. Pages reached
+    by a reader's token are never stored by a browser or a proxy.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -33,10 +94,16 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        no_store = scope["path"].startswith(READER_TOKEN_PATHS)
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 extra = [(name, value) for name, value in self.headers if name not in present]
+                if no_store:
+                    message = {**message, "headers": [(n, v) for n, v in message.get("headers", [])
+                                                      if n.lower() != NO_STORE[0]]}
+                    extra.append(NO_STORE)
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
