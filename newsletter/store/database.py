@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from ..errors import ConfigError
 from .approvals import ApprovalLog
@@ -331,21 +331,18 @@ class Store:
         """Freeze an issue so every run for that date sends the same thing.
 
         When two runs race to freeze the same date, the first one wins and
-        both go on with its issue.
+        both go on with its issue. The loser's insert does nothing rather than fail: a failed
+        insert is an ERROR line in PostgreSQL's log, a false alarm for whoever watches it.
         """
-        try:
-            with self.engine.begin() as conn:
-                issue_id = conn.execute(
-                    issues.insert().values(
-                        issue_date=issue_date, subject=subject, preheader=preheader, html=html, text=text,
-                        stories=json.dumps(stories, ensure_ascii=False), created_at=utcnow(),
-                    )
-                ).inserted_primary_key[0]
-                urls = {s["url"] for s in stories}
-                if urls:
-                    conn.execute(issue_stories.insert(), [{"issue_id": issue_id, "url": u} for u in urls])
-        except IntegrityError:
-            pass
+        freeze = insert_ignoring_duplicates(self.engine, issues).values(
+            issue_date=issue_date, subject=subject, preheader=preheader, html=html, text=text,
+            stories=json.dumps(stories, ensure_ascii=False), created_at=utcnow(),
+        ).returning(issues.c.id)
+        with self.engine.begin() as conn:
+            issue_id = conn.execute(freeze).scalar()
+            urls = {s["url"] for s in stories}
+            if issue_id is not None and urls:
+                conn.execute(issue_stories.insert(), [{"issue_id": issue_id, "url": u} for u in urls])
         stored = self.get_issue(issue_date)
         assert stored is not None
         return stored
