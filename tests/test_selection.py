@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from benchmarks import selection_eval
 from newsletter.config import SAMPLE_FEEDS_DIR, Settings
 from newsletter.issue.feeds import Story, read_feeds
 from newsletter.issue.render import issue_from_selection
@@ -423,16 +422,6 @@ def test_copies_of_one_article_and_feeds_of_one_outlet_count_once():
     reasons = dropped_reasons(selection)
     assert reasons[syndicated.url] == "same article already read from الأفق", "the outlet's own copy is kept"
     assert reasons[amp_copy.url] == "same article already read from الأفق"
-
-
-def test_the_labelled_corpus_meets_the_targets():
-    """`make eval`'s measure, on the corpus in benchmarks/corpus (see the README's Selection section)."""
-    scores = selection_eval.evaluate(selection_eval.load_days())
-
-    assert scores.ratio("precision") >= 0.98 and scores.ratio("recall") >= 0.90, scores.mistakes
-    assert scores.ratio("lead") >= 0.95 and not scores.days_missing_main, scores.mistakes
-    assert scores.outlets_right == scores.outlets_total
-    assert all(right for (kind, right) in scores.follow_ups.elements()), scores.mistakes
 
 
 def test_identical_wire_copy_from_two_outlets_is_one_event():

@@ -24,7 +24,7 @@ __all__ = ["Dropped", "Event", "Selection", "SentStory", "Tuning", "cluster_even
            "normalise_arabic", "select_stories", "selection_json"]
 
 # Two groups of reports are one event when their reports' average similarity reaches this.
-SAME_EVENT_THRESHOLD = 0.18
+SAME_EVENT_THRESHOLD = 0.175
 # Pairs below this are left out (as 0) of the averages: they are most pairs, and nearly 0.
 _PAIR_FLOOR = 0.05
 # An event continues a story an earlier issue carried when one of its reports is this close to it
@@ -42,6 +42,8 @@ class Tuning:
     same_event: float = SAME_EVENT_THRESHOLD
     # Taken off the similarity of two reports whose headlines give different measures (magnitudes, rates).
     measure_penalty: float = Space.MEASURE_PENALTY
+    # The similarity (below 0) of two reports about different countries: it counts against joining their groups.
+    conflict_penalty: float = Space.CONFLICT_PENALTY
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ class _Reports:
         self.stories = list(stories)
         self.sent = list(sent)
         texts = [describe(s.title, s.summary) for s in self.stories] + [describe(s.title, s.summary) for s in self.sent]
-        self.space = Space(texts, tuning.measure_penalty)
+        self.space = Space(texts, tuning.measure_penalty, tuning.conflict_penalty)
         self._pairs: dict[tuple[int, int], float] | None = None
 
     def groups(self, threshold: float) -> list[list[int]]:
@@ -243,10 +245,10 @@ def cluster_events(stories: list[Story], threshold: float = SAME_EVENT_THRESHOLD
 
 
 def group_at_thresholds(stories: Sequence[Story], thresholds: Iterable[float],
-                        measure_penalty: float = Tuning.measure_penalty) -> dict[float, list[list[Story]]]:
-    """The events the reports make at each same-event threshold: the pairs are compared once for all
-    (how `make eval` fits the threshold on a corpus file without rerunning the selection for each)."""
-    reports = _Reports(stories, tuning=Tuning(measure_penalty=measure_penalty))
+                        tuning: Tuning = Tuning()) -> dict[float, list[list[Story]]]:
+    """The events the reports make at each same-event threshold (the tuning's own is not used): the pairs
+    are compared once for all, so `make eval` fits the threshold without rerunning the selection for each."""
+    reports = _Reports(stories, tuning=tuning)
     return {t: [[reports.stories[i] for i in group] for group in reports.groups(t)] for t in thresholds}
 
 

@@ -208,8 +208,10 @@ class Text:
     title_measures: frozenset[str]
 
 
-def first_sentence(text: str) -> str:
-    return _SENTENCE_END.split(text, maxsplit=1)[0]
+def split_opening(text: str) -> tuple[str, str]:
+    """The first sentence, and the rest."""
+    end = _SENTENCE_END.search(text)
+    return (text[:end.start()], text[end.end():]) if end else (text, "")
 
 
 def measures_in(text: str) -> frozenset[str]:
@@ -228,16 +230,17 @@ def _folded(text: str) -> str:
 
 def describe(title: str, summary: str) -> Text:
     title_words = normalise_arabic(title).split()
-    summary_words = normalise_arabic(summary).split()
-    opening = first_sentence(_folded(summary))
-    content = [w for w in title_words + title_words + summary_words if w not in _STOPWORDS and len(w) > 1]
+    opening, rest = split_opening(summary)
+    opening_words = normalise_arabic(opening).split()
+    rest_words = normalise_arabic(rest).split()
+    content = [w for w in title_words + title_words + opening_words + rest_words if w not in _STOPWORDS and len(w) > 1]
     places = gazetteer()
     title_places = places.places_in(title_words)
-    opening_places = places.places_in(normalise_arabic(opening).split())
+    opening_places = places.places_in(opening_words)
     return Text(
         Counter(map(_word_term, content)),
         tuple(content),
-        title_places | places.places_in(summary_words),
+        title_places | opening_places | places.places_in(rest_words),
         title_places or opening_places,
         title_places | opening_places,
         measures_in(_folded(title)),
@@ -294,15 +297,21 @@ class Space:
 
     Similarity is the mean of the word and the n-gram cosines, plus PLACE_BONUS
     when the two name a place in common, less MEASURE_PENALTY when their
-    measures differ, and 0 when their places conflict. Measured on
-    benchmarks/corpus (`make eval`).
+    measures differ. When their places conflict it is -CONFLICT_PENALTY: not
+    only are the two not one event, they count against joining their groups,
+    as one report about the Gulf banks' cut keeps the Fed's reports apart from
+    another Gulf report close to both. Weights chosen by `make eval`.
     """
 
     PLACE_BONUS = 0.1
-    MEASURE_PENALTY = 0.1
+    MEASURE_PENALTY = 0.05
+    CONFLICT_PENALTY = 0.0
 
-    def __init__(self, texts: Sequence[Text]) -> None:
+    def __init__(self, texts: Sequence[Text], measure_penalty: float = MEASURE_PENALTY,
+                 conflict_penalty: float = CONFLICT_PENALTY) -> None:
         self.texts = list(texts)
+        self.measure_penalty = measure_penalty
+        self.conflict_penalty = conflict_penalty
         # Words and n-grams in one vector, each half of length 1/√2: one dot product is then the mean
         # of the two cosines.
         half = math.sqrt(0.5)
@@ -320,14 +329,15 @@ class Space:
     def similarity(self, i: int, j: int) -> float:
         a, b = self.texts[i], self.texts[j]
         if places_conflict(a, b):
-            return 0.0
+            return -self.conflict_penalty
         bonus = self.PLACE_BONUS if not a.places.isdisjoint(b.places) else 0.0
         if measures_differ(a, b):
-            bonus -= self.MEASURE_PENALTY
+            bonus -= self.measure_penalty
         return _keyed_dot(self.vectors[i], self.keys[i], self.vectors[j], self.keys[j]) + bonus
 
     def similar_pairs(self, among: int, floor: float) -> dict[tuple[int, int], float]:
-        """Similarity of the pairs among the first `among` texts (i < j) that reach `floor`.
+        """Similarity of the pairs among the first `among` texts (i < j) that reach `floor`, and of those
+        whose places conflict (below 0: they count against joining their groups).
 
         Comparing all pairs is quadratic (4.5 million for a 3,000-item morning).
         Reports of one event share rarer words (names, places, the event's own
@@ -355,7 +365,7 @@ class Space:
         pairs = {}
         for i, j in candidates:
             similarity = self.similarity(i, j)
-            if similarity >= floor:
+            if similarity >= floor or similarity < 0:
                 pairs[i, j] = similarity
         return pairs
 
