@@ -32,9 +32,10 @@ SAMPLE_DATE = dt.date(2017, 5, 9)  # the day of the bundled sample feeds
 class LiveApp:
     """An ASGI app under uvicorn in a background thread, on a loopback port, over real HTTP."""
 
-    def __init__(self, app, port: int | None = None) -> None:
+    def __init__(self, app, port: int | None = None, **options) -> None:
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **UVICORN_OPTIONS)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                **{**UVICORN_OPTIONS, **options})
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -115,7 +116,7 @@ def smtp_server():
 BOTH_STORES = {"test_send", "test_crash", "test_faults", "test_subscribers", "test_web", "test_web_hardening",
                "test_rate_limit", "test_unsubscribe_during_send", "test_migrations", "test_embed", "test_log_retention",
                "test_bounces", "test_webhooks", "test_clicks", "test_approval", "test_send_bugs",
-               "test_pending_expiry", "test_reader_links"}
+               "test_pending_expiry", "test_reader_links", "test_doctor"}
 
 
 def pytest_configure(config) -> None:

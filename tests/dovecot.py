@@ -22,10 +22,13 @@ DOVECOT = "/usr/sbin/dovecot"
 
 
 class DovecotServer:
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(self, users: dict[str, str], sasl: bool = False) -> None:
+        """`sasl`: also answer Postfix's SASL questions (smtpd_sasl_path = inet:127.0.0.1:`auth_port`),
+        and failed logins at once, without the growing penalty."""
         self.dir = Path(tempfile.mkdtemp(prefix="newsletter-dovecot-"))
         self.dir.chmod(0o755)
         self.port = free_port()
+        self.auth_port = free_port() if sasl else 0
         self.users = users
         nobody = pwd.getpwnam("nobody")
         self._uid, self._gid = nobody.pw_uid, nobody.pw_gid
@@ -58,7 +61,19 @@ service imap-login {{
     port = 0
   }}
 }}
-""")
+""" + (f"""# Failed logins are what the tests try: answered at once, and not held against the next ones.
+auth_failure_delay = 0
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service auth {{
+  inet_listener {{
+    port = {self.auth_port}
+  }}
+}}
+""" if sasl else ""))
         self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.dir / "dovecot.conf")],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:

@@ -45,8 +45,12 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 class PostfixRelay:
     def __init__(self, next_hop_port: int, virtual_domain: str, mailboxes: dict[str, str], mail_root: Path,
-                 uid: int, gid: int) -> None:
-        """`mailboxes` maps an address of `virtual_domain` to its Maildir under `mail_root` ("bounces/Maildir/")."""
+                 uid: int, gid: int, tls: tuple[Path, Path] | None = None, sasl_path: str = "") -> None:
+        """`mailboxes` maps an address of `virtual_domain` to its Maildir under `mail_root` ("bounces/Maildir/").
+
+        `tls` (certificate, key) offers STARTTLS; `sasl_path` (Dovecot's auth service, "inet:127.0.0.1:PORT")
+        offers AUTH after STARTTLS and relays only for who logged in.
+        """
         self.dir = Path(tempfile.mkdtemp(prefix="newsletter-postfix-"))
         self.dir.chmod(0o755)  # its daemons run as postfix
         self.port = free_port()
@@ -81,8 +85,18 @@ alias_database =
 smtputf8_enable = no
 smtp_tls_security_level = none
 delay_warning_time = 0
-""")
-        (conf / "master.cf").write_text(SERVICES.format(listen=f"127.0.0.1:{self.port}"))
+""" + (f"""smtpd_tls_cert_file = {tls[0]}
+smtpd_tls_key_file = {tls[1]}
+smtpd_tls_security_level = may
+""" if tls else "") + (f"""smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {sasl_path}
+smtpd_tls_auth_only = yes
+smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
+mynetworks =
+""" if sasl_path else ""))
+        (conf / "master.cf").write_text(SERVICES.format(listen=f"127.0.0.1:{self.port}")
+                                        + ("tlsmgr unix - - n 1000? 1 tlsmgr\n" if tls else ""))
         self.conf = conf
         self._postfix("start")
         try:

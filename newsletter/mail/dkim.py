@@ -46,15 +46,21 @@ class DkimKey:
             return self.private_key.sign(hashlib.sha256(data).digest())  # RFC 8463: PureEdDSA over the hash
         return self.private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
-    def dns_record(self, domain: str) -> str:
-        """The TXT record receivers look up: name and value."""
+    @property
+    def public_tags(self) -> tuple[str, str]:
+        """k= and p= of the DNS record: the key type and the public key, base64."""
         public = self.private_key.public_key()
         if isinstance(public, ed25519.Ed25519PublicKey):
             kind, raw = "ed25519", public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         else:
             kind, raw = "rsa", public.public_bytes(serialization.Encoding.DER,
                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
-        return f'{self.selector}._domainkey.{domain}. IN TXT "v=DKIM1; k={kind}; p={base64.b64encode(raw).decode()}"'
+        return kind, base64.b64encode(raw).decode()
+
+    def dns_record(self, domain: str) -> str:
+        """The TXT record receivers look up: name and value."""
+        kind, public = self.public_tags
+        return f'{self.selector}._domainkey.{domain}. IN TXT "v=DKIM1; k={kind}; p={public}"'
 
 
 def load_key(path: Path, selector: str, setting: str) -> DkimKey:

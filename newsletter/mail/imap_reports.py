@@ -46,12 +46,7 @@ class ImapReports:
 
     def _connect(self) -> IMAPClient:
         s = self.settings
-        context = ssl.create_default_context(cafile=str(s.imap_ca_file) if s.imap_ca_file else None)
-        client = IMAPClient(s.imap_host, port=s.imap_port, ssl=s.imap_tls is SmtpTls.tls,
-                            ssl_context=context, timeout=s.imap_timeout)
-        if s.imap_tls is SmtpTls.starttls:
-            client.starttls(context)
-        client.login(s.imap_username, s.imap_password)
+        client = log_in(s)
         client.select_folder(s.imap_folder)
         for folder in (s.imap_done_folder, s.imap_kept_folder):
             if not client.folder_exists(folder):
@@ -107,6 +102,17 @@ class ImapReports:
 
     def _name(self, uid: int) -> str:
         return f"{self.where} uid {uid}"
+
+
+def log_in(s: Settings, timeout: float | None = None) -> IMAPClient:
+    """A session on the bounce mailbox's server, logged in (LoginError, OSError, IMAPClientError otherwise)."""
+    context = ssl.create_default_context(cafile=str(s.imap_ca_file) if s.imap_ca_file else None)
+    client = IMAPClient(s.imap_host, port=s.imap_port, ssl=s.imap_tls is SmtpTls.tls,
+                        ssl_context=context, timeout=timeout or s.imap_timeout)
+    if s.imap_tls is SmtpTls.starttls:
+        client.starttls(context)
+    client.login(s.imap_username, s.imap_password)
+    return client
 
 
 def _reason(exc: BaseException) -> str:
