@@ -550,27 +550,6 @@ def dkim() -> None:
 
 
 @app.command()
-def doctor(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON, for scripts.")] = False,
-) -> None:
-    """Check the install and the world around it before a send: settings, store, feeds, relay, SPF, DKIM, DMARC, mailbox, site.
-
-    One line a check, ✓ or ✗ with what to do; nothing is sent or changed. Exit 1 when any check fails.
-    """  # noqa: E501 (one paragraph: the help text wraps it to the terminal)
-    from .doctor import report_json, run_doctor
-
-    checks = []
-    for check in run_doctor():
-        checks.append(check)
-        if not as_json:
-            out.print(check.line(), markup=False)
-    if as_json:
-        print(json.dumps(report_json(checks), ensure_ascii=False, indent=1))
-    if any(check.ok is False for check in checks):
-        raise typer.Exit(1)
-
-
-@app.command()
 def init(
     path: Annotated[Path, typer.Option("--path", help="Where to write the settings file.")] = Path(".env"),
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
@@ -627,14 +606,19 @@ def db_status() -> None:
 
 @db_app.command("compact")
 def db_compact() -> None:
-    """Fold old issues' per-reader delivery rows into per-issue totals (NEWSLETTER_LOG_RETENTION_DAYS), and expired click salts into counts (NEWSLETTER_TRACKING_SALT_DAYS)."""  # noqa: E501
+    """Fold old issues' per-reader delivery rows into per-issue totals (NEWSLETTER_LOG_RETENTION_DAYS), and expired click salts into counts (NEWSLETTER_TRACKING_SALT_DAYS); forget addresses never confirmed (NEWSLETTER_PENDING_DAYS)."""  # noqa: E501
     from . import edition
 
     settings = _settings()
-    report = edition.compact_delivery_log(settings, Store(settings.database_url))
+    store = Store(settings.database_url)
+    report = edition.compact_delivery_log(settings, store)
     out.print(f"Folded {report.issues} issue(s) dated before {report.before} into totals "
               f"({report.rows} delivery row(s) removed), and the expired click salts of {report.click_salts} "
               f"issue(s) into counts; {report.click_history} individual click(s) of that age deleted.")
+    forgotten = store.forget_unconfirmed(dt.timedelta(days=settings.pending_days),
+                                         Tokens(settings.secret_key).email_hash)
+    out.print(f"Forgot {forgotten} address(es) never confirmed within {settings.pending_days:g} day(s) "
+              "(NEWSLETTER_PENDING_DAYS).")
 
 
 def _revision_of(engine) -> str | None:

@@ -147,9 +147,6 @@ class Settings(BaseSettings):
     dkim_rsa_key_file: Path | None = None
     dkim_ed25519_selector: str = ""
     dkim_ed25519_key_file: Path | None = None
-    # The DNS server `newsletter doctor` asks about SPF, DKIM and DMARC, as address[:port]
-    # ("127.0.0.1:5353", "[::1]:53"). Empty: this machine's resolvers (/etc/resolv.conf).
-    doctor_nameserver: str = ""
     # Relays that report by webhook to `newsletter serve`: Amazon SES through SNS (the topics whose
     # messages are believed, once their signature checks) and Postmark (HTTP Basic password).
     ses_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -163,6 +160,9 @@ class Settings(BaseSettings):
     tracking_salt_days: int = Field(default=2, ge=1, le=30)
     secret_key: str = ""
     confirm_max_age_days: float = Field(default=7, gt=0)
+    # Readers who never confirm are forgotten this many days after they last asked (signup or a new
+    # confirmation email), by `db compact` and by `serve` in the background.
+    pending_days: float = Field(default=7, gt=0)
 
     signup_rate_limit: int = Field(default=5, ge=1)  # signups per IP per window
     # Sites whose pages carry the signup box (the snippet at /embed), as origins:
@@ -232,14 +232,6 @@ class Settings(BaseSettings):
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
-        return value
-
-    @field_validator("doctor_nameserver")
-    @classmethod
-    def _nameserver(cls, value: str) -> str:
-        value = value.strip()
-        if value:
-            nameserver_address(value)
         return value
 
     @field_validator("approval_deadline", mode="before")
@@ -350,17 +342,6 @@ class Settings(BaseSettings):
     @property
     def effective_list_id(self) -> str:
         return self.list_id or f"morning.{self.sender_domain}"
-
-
-def nameserver_address(value: str) -> tuple[str, int]:
-    """("127.0.0.1", 5353) from "127.0.0.1:5353"; an IPv6 address in brackets when it has a port."""
-    parts = urlsplit(f"dns://{value}")
-    try:
-        host, port = parts.hostname or "", parts.port or 53
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address with an optional port, like 127.0.0.1:5353") from None
-    return host, port
 
 
 def _is_local_host(host: str) -> bool:

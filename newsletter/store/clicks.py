@@ -159,6 +159,10 @@ class ClickLog:
         """Erase a reader's click history (in the caller's transaction: `subscribers forget`)."""
         conn.execute(click_history.delete().where(click_history.c.subscriber_id == subscriber_id))
 
+    def forget_many(self, conn: Connection, subscriber_ids: list[int]) -> None:
+        """Erase these readers' click history (in the caller's transaction: unconfirmed readers expiring)."""
+        conn.execute(click_history.delete().where(click_history.c.subscriber_id.in_(subscriber_ids)))
+
 
 def _reader_hash(salt: str, issue_id: int, subscriber_id: int) -> str:
     return hmac.new(bytes.fromhex(salt), f"{issue_id}:{subscriber_id}".encode("ascii"), hashlib.sha256).hexdigest()

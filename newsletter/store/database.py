@@ -41,6 +41,14 @@ from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue a
 )
 
 
+def _before(engine: Engine, column, age: dt.timedelta):
+    """`column` is more than `age` in the past by the database's clock, never this host's."""
+    if engine.dialect.name == "postgresql":
+        return column < func.now() - age
+    # julianday reads the stored text whatever its form (a "T", a UTC offset, fractions of a second).
+    return func.julianday(column) < func.julianday("now", f"-{age.total_seconds():.3f} seconds")
+
+
 def _sqlite_pragmas(busy_timeout_seconds: float):
     def on_connect(dbapi_connection, _record) -> None:
         # WAL lets readers (the web app, `status`) work while a send writes;
@@ -248,6 +256,40 @@ class Store:
             self.clicks.forget(conn, row.id)
             conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
         return True
+
+    def forget_unconfirmed(self, age: dt.timedelta, email_hash: Callable[[str], str],
+                           batch_size: int = 1000) -> int:
+        """Erase readers still pending `age` after they last asked (NEWSLETTER_PENDING_DAYS); how many went.
+
+        "Last asked": the signup, or the latest confirmation email sent, whose
+        link must keep working as long as it is valid. Ages are measured on the
+        database's clock, as leases are: every machine of a shared store agrees.
+        A reader who had unsubscribed before the address was signed up again
+        stays unsubscribed, as `forget` keeps them: by a keyed hash.
+        """
+        expired = (subscribers.c.status == Status.pending.value) & _before(self.engine, subscribers.c.updated_at, age) \
+            & (subscribers.c.confirmation_sent_at.is_(None)
+               | _before(self.engine, subscribers.c.confirmation_sent_at, age))
+        batch = select(subscribers.c.id).where(expired).order_by(subscribers.c.id).limit(batch_size)
+        forgotten = 0
+        while True:
+            with self.engine.begin() as conn:
+                # The condition is checked again as rows are deleted: a reader who confirms meanwhile stays.
+                gone = conn.execute(subscribers.delete().where(subscribers.c.id.in_(batch.scalar_subquery()),
+                                                               expired)
+                                    .returning(subscribers.c.id, subscribers.c.email,
+                                               subscribers.c.unsubscribed_at)).all()
+                ids = [row.id for row in gone]
+                if ids:  # the foreign keys cascade; a store made before them has none
+                    conn.execute(deliveries.delete().where(deliveries.c.subscriber_id.in_(ids)))
+                    self.clicks.forget_many(conn, ids)
+                if once_unsubscribed := [row.email for row in gone if row.unsubscribed_at is not None]:
+                    conn.execute(insert_ignoring_duplicates(self.engine, suppressions),
+                                 [{"email_hash": email_hash(email), "created_at": utcnow()}
+                                  for email in once_unsubscribed])
+            forgotten += len(ids)
+            if len(ids) < batch_size:
+                return forgotten
 
     def refresh_statistics(self) -> None:
         """After a bulk import on PostgreSQL, ANALYZE the list so that the next send is planned on it

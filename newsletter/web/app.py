@@ -31,7 +31,7 @@ from ..tokens import Tokens
 from .clicks import ClickRedirects
 from .pages import GET, Pages
 from .ratelimit import SignupLimiter
-from .readers import reader_routes
+from .readers import forget_unconfirmed_readers, reader_routes
 from .security import SecurityHeaders, SignupCors, redact_access_log
 from .webhooks import Fetch, fetch_over_https, webhook_routes
 
@@ -108,12 +108,14 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Clicks are written in batches while the app runs; a graceful stop (SIGTERM) writes the rest.
         writer = asyncio.create_task(clicks.buffer.run())
+        expiry = asyncio.create_task(forget_unconfirmed_readers(store, settings, tokens))
         try:
             yield
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            for task in (writer, expiry):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = SiteApp(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None,
                   max_body_size=settings.max_request_bytes, lifespan=lifespan)

@@ -7,6 +7,7 @@ templates/pages/.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 ARCHIVE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
                "base-uri 'none'; frame-ancestors 'self'")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# How often `serve` forgets addresses never confirmed (NEWSLETTER_PENDING_DAYS).
+PENDING_SWEEP_SECONDS = 3600
 # A link from an email: GET and HEAD show its page, the reader's POST acts (Allow lists all three).
 READER_LINK = [*GET, "POST"]
 INVALID_EMAIL = "هذا العنوان لا يبدو بريدًا إلكترونيًا صحيحًا. تحقق منه وأعد المحاولة."
@@ -217,6 +221,26 @@ def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
         return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
 
     return router
+
+
+async def forget_unconfirmed_readers(store: Store, settings: Settings, tokens: Tokens) -> None:
+    """Forget, at start and then hourly, addresses never confirmed within NEWSLETTER_PENDING_DAYS.
+
+    Every worker process does it: the deletes are idempotent, and cheap when
+    there is nothing to forget. A store that cannot be reached is tried again
+    at the next hour.
+    """
+    age = dt.timedelta(days=settings.pending_days)
+    while True:
+        try:
+            forgotten = await run_in_threadpool(store.forget_unconfirmed, age, tokens.email_hash)
+        except SQLAlchemyError as exc:
+            log.warning("unconfirmed readers not forgotten this time: %s", " ".join(str(exc).split())[:300])
+        else:
+            if forgotten:
+                log.info("forgot %d address(es) never confirmed within %g day(s) (NEWSLETTER_PENDING_DAYS)",
+                         forgotten, settings.pending_days)
+        await asyncio.sleep(PENDING_SWEEP_SECONDS)
 
 
 async def _drain(request: Request) -> None:
