@@ -550,6 +550,27 @@ def dkim() -> None:
 
 
 @app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON, for scripts.")] = False,
+) -> None:
+    """Check the install and the world around it before a send: settings, store, feeds, relay, SPF, DKIM, DMARC, mailbox, site.
+
+    One line a check, ✓ or ✗ with what to do; nothing is sent or changed. Exit 1 when any check fails.
+    """  # noqa: E501 (one paragraph: the help text wraps it to the terminal)
+    from .doctor import report_json, run_doctor
+
+    checks = []
+    for check in run_doctor():
+        checks.append(check)
+        if not as_json:
+            out.print(check.line(), markup=False)
+    if as_json:
+        print(json.dumps(report_json(checks), ensure_ascii=False, indent=1))
+    if any(check.ok is False for check in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
 def init(
     path: Annotated[Path, typer.Option("--path", help="Where to write the settings file.")] = Path(".env"),
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,

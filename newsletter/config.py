@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     dkim_rsa_key_file: Path | None = None
     dkim_ed25519_selector: str = ""
     dkim_ed25519_key_file: Path | None = None
+    # The DNS server `newsletter doctor` asks about SPF, DKIM and DMARC, as address[:port]
+    # ("127.0.0.1:5353", "[::1]:53"). Empty: this machine's resolvers (/etc/resolv.conf).
+    doctor_nameserver: str = ""
     # Relays that report by webhook to `newsletter serve`: Amazon SES through SNS (the topics whose
     # messages are believed, once their signature checks) and Postmark (HTTP Basic password).
     ses_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -232,6 +235,14 @@ class Settings(BaseSettings):
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("doctor_nameserver")
+    @classmethod
+    def _nameserver(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            nameserver_address(value)
         return value
 
     @field_validator("approval_deadline", mode="before")
@@ -342,6 +353,17 @@ class Settings(BaseSettings):
     @property
     def effective_list_id(self) -> str:
         return self.list_id or f"morning.{self.sender_domain}"
+
+
+def nameserver_address(value: str) -> tuple[str, int]:
+    """("127.0.0.1", 5353) from "127.0.0.1:5353"; an IPv6 address in brackets when it has a port."""
+    parts = urlsplit(f"dns://{value}")
+    try:
+        host, port = parts.hostname or "", parts.port or 53
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address with an optional port, like 127.0.0.1:5353") from None
+    return host, port
 
 
 def _is_local_host(host: str) -> bool:
