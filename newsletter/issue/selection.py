@@ -217,11 +217,14 @@ class _Reports:
         return average_linkage(len(self.stories), self._pairs, threshold)
 
     def event(self, group: list[int]) -> Event:
+        return Event([self.stories[i] for i in group], central=self.central(group))
+
+    def central(self, group: list[int]) -> list[Story]:
+        """The group's reports in order of closeness to its centre."""
         if len(group) == 1:
-            return Event([self.stories[group[0]]], central=[self.stories[group[0]]])
+            return [self.stories[group[0]]]
         closeness = self.space.closeness_to_centre(group)
-        by_closeness = sorted(group, key=lambda i: (-closeness[i], self.stories[i].position))
-        return Event([self.stories[i] for i in group], central=[self.stories[i] for i in by_closeness])
+        return [self.stories[i] for i in sorted(group, key=lambda i: (-closeness[i], self.stories[i].position))]
 
     def told_before(self, group: list[int]) -> tuple[SentStory, list[Story]] | None:
         """The earlier story these reports continue, and which of them only repeat it."""
@@ -305,8 +308,11 @@ def select_stories(
 
     reports = _Reports(fresh, sent, tuning)
     events = []
+    groups: dict[int, list[int]] = {}  # id(event) -> its reports' indexes
     for group in reports.groups(tuning.same_event):
-        event = reports.event(group)
+        # Which report is central is found for the chosen events only: on a big morning, most are not.
+        event = Event([reports.stories[i] for i in group])
+        groups[id(event)] = group
         told = reports.told_before(group)
         if told is None:
             events.append(event)
@@ -322,6 +328,8 @@ def select_stories(
     for rank, event in enumerate(events[max_stories:], start=max_stories + 1):
         dropped.extend(Dropped(r, f"over the limit of {max_stories} stories (ranked {rank})") for r in event.reports)
     chosen = events[:max_stories]
+    for event in chosen:
+        event.central = reports.central(groups[id(event)])
     if chosen:
         chosen[0].lead_candidate = True
     return Selection(chosen, dropped, window_start, window_end)

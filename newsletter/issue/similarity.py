@@ -44,6 +44,7 @@ _SENTENCE_END = re.compile(r"(?<!\d)[.!?\u061f\u06d4](?!\d)|\n")
 # thousands) or a percentage, in text whose letters and digits are folded (المئة is الميه).
 # Counts (of dead, of votes) are left out: outlets of one event
 # give different counts as a toll rises, but the same magnitude or rate.
+_DIGIT = re.compile(r"\d")
 _DECIMAL_POINT = re.compile("[.,\u066b]")
 _MEASURE = re.compile(r"\d+[.,\u066b]\d{1,2}(?!\d)|\d+(?=\s*(?:%|\u066a|(?:في |ب)الم(?:ي|اي)ه))")
 _LETTER_FORMS = str.maketrans(
@@ -243,7 +244,7 @@ def describe(title: str, summary: str) -> Text:
         title_places | opening_places | places.places_in(rest_words),
         title_places or opening_places,
         title_places | opening_places,
-        measures_in(_folded(title)),
+        measures_in(_folded(title)) if _DIGIT.search(title) else frozenset(),
     )
 
 
