@@ -95,8 +95,11 @@ smtpd_tls_auth_only = yes
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 mynetworks =
 """ if sasl_path else ""))
-        (conf / "master.cf").write_text(SERVICES.format(listen=f"127.0.0.1:{self.port}")
-                                        + ("tlsmgr unix - - n 1000? 1 tlsmgr\n" if tls else ""))
+        # With `tls`, also implicit TLS (as on port 465) on `tls_port`.
+        self.tls_port = free_port() if tls else 0
+        (conf / "master.cf").write_text(SERVICES.format(listen=f"127.0.0.1:{self.port}") + (
+            f"127.0.0.1:{self.tls_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n"
+            "tlsmgr unix - - n 1000? 1 tlsmgr\n" if tls else ""))
         self.conf = conf
         self._postfix("start")
         try:

@@ -238,7 +238,8 @@ def test_plain_relay(plain_relay, tmp_path):
     checks = check_relay(doctor_settings(tmp_path, smtp_port=plain_relay.port, smtp_tls="starttls"))
     assert [c.ok for c in checks] == [True, False]
     assert checks[1].detail == f"127.0.0.1:{plain_relay.port} does not offer STARTTLS"
-    assert "NOOP" not in plain_relay.log() and "from=<" not in plain_relay.log()  # no mail started
+    # Postfix logs each session's commands ("ehlo=1 quit=1 commands=2"): no MAIL FROM was ever said.
+    assert "ehlo=" in plain_relay.log() and "mail=" not in plain_relay.log()
 
 
 def test_secure_relay(secure_relay, certificate, tmp_path):
@@ -254,6 +255,18 @@ def test_secure_relay(secure_relay, certificate, tmp_path):
     assert [c.ok for c in untrusted] == [True, False]
     assert "its certificate is not trusted" in untrusted[1].detail
     assert "NEWSLETTER_SMTP_CA_FILE" in untrusted[1].fix
+    assert "auth=1 quit=1" in secure_relay.log() and "mail=" not in secure_relay.log()
+
+
+def test_relay_with_implicit_tls(secure_relay, certificate, tmp_path):
+    implicit = dict(smtp_port=secure_relay.tls_port, smtp_tls="tls", smtp_ca_file=certificate[0],
+                    smtp_username=RELAY_USER, smtp_password=RELAY_PASSWORD)
+    checks = check_relay(doctor_settings(tmp_path, **implicit))
+    assert [c.ok for c in checks] == [True, True, True], [c.line() for c in checks]
+    assert checks[1].detail.startswith("TLS from the first byte with a trusted certificate (TLSv1.")
+    untrusted = check_relay(doctor_settings(tmp_path, **{**implicit, "smtp_ca_file": None}))
+    assert [c.ok for c in untrusted] == [False]
+    assert untrusted[0].detail.startswith(f"127.0.0.1:{secure_relay.tls_port}: its TLS certificate is not trusted")
 
 
 def test_relay_down(tmp_path):
@@ -289,9 +302,12 @@ def test_site_over_https(certificate, tmp_path, monkeypatch):
         assert untrusted.ok is False and "certificate is not trusted" in untrusted.detail
         monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # as an operator's private CA would be
         good = check_site(served)
+        elsewhere = check_site(doctor_settings(tmp_path, base_url=f"https://127.0.0.1:{live.port}/news"))
     store.close()
     assert good.ok is True, good
     assert good.detail == f"https://127.0.0.1:{live.port}/healthz answers 200 over HTTPS"
+    assert elsewhere.ok is False
+    assert elsewhere.detail == f"https://127.0.0.1:{live.port}/news/healthz answers 404 Not Found"
 
 
 # --- the store: schema, clock, disk -------------------------------------------------------
@@ -383,6 +399,7 @@ def test_doctor_broken_world(world_env, plain_relay, store_kind):
     assert all(c["fix"] for c in report["checks"] if c["status"] == "fail")
 
 
+@pytest.mark.sqlite_only
 def test_doctor_bad_settings_stop_at_the_first_line(env):
     result = run_cli("doctor", env={**env, "NEWSLETTER_DOCTOR_NAMESERVER": "dns.example"})
     assert result.returncode == 1
