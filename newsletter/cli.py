@@ -229,7 +229,7 @@ def send(
     3 no story to send, 65 the issue is over Gmail's 102 KB clipping limit (nothing sent),
     70 a bug stopped it (the traceback is in the log; a rerun sends only to who is missing).
     """
-    from . import edition
+    from . import edition, metrics
 
     settings = _settings_for_links()
     store = Store(settings.database_url, stalled_session_seconds=settings.stale_run_seconds)
@@ -241,6 +241,7 @@ def send(
     _collect_less_while_sending()
     with _ProgressReporter(pending_estimate, settings.batch_size) as progress:
         result = edition.send_edition(settings, store, issue_date, on_progress=progress)
+    metrics.record_send(settings, store, result)
     report = result.report
     state = "built and frozen" if result.built_now else "already frozen, resending to whoever is missing it"
     out.print(f"Issue {result.issue.issue_date} ({state}, {edition.as_rendered(result.issue).size_label}): "
@@ -448,6 +449,7 @@ def serve(
     import uvicorn
 
     from .web.app import UVICORN_OPTIONS, create_app
+    from .web.metrics import prepare_workers
 
     settings = load_settings().served_on(port)
     settings.require_secret_key(listening_publicly=not _is_loopback(host))
@@ -462,6 +464,7 @@ def serve(
     if workers == 1:
         uvicorn.run(create_app(settings), **common)
     else:
+        prepare_workers()  # /metrics in any worker adds up all of theirs
         uvicorn.run("newsletter.web.app:app_from_environment", factory=True, workers=workers, **common)
 
 

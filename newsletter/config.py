@@ -28,6 +28,7 @@ ENV_EXAMPLE = PROJECT_DIR / ".env.example"
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MIN_SECRET_KEY_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
 # Keys that were ever shipped as examples: whoever knows them forges every link.
 KNOWN_PLACEHOLDER_KEYS = frozenset({"change-me", "changeme", "secret", "test-secret"})
 
@@ -178,6 +179,10 @@ class Settings(BaseSettings):
     # How long a web request waits for the SQLite write lock (a send holds it
     # in short bursts) before answering 503 with Retry-After.
     web_db_wait_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Prometheus: `serve` answers /metrics only to `Authorization: Bearer <metrics_token>` (empty: /metrics
+    # is off); `send` writes its figures to metrics_file for node_exporter's textfile collector.
+    metrics_token: str = ""
+    metrics_file: Path | None = None
 
     @field_validator("feeds", "sections", "trusted_proxies", "allowed_origins", "ses_topic_arns", mode="before")
     @classmethod
@@ -243,6 +248,24 @@ class Settings(BaseSettings):
         value = value.strip()
         if value:
             nameserver_address(value)
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_metrics_token(cls, value: str) -> str:
+        value = value.strip()
+        if value and len(value) < MIN_METRICS_TOKEN_LENGTH:
+            raise ValueError(f"is {len(value)} characters; at least {MIN_METRICS_TOKEN_LENGTH} are needed "
+                             "(`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        return value
+
+    @field_validator("metrics_file", mode="before")
+    @classmethod
+    def _prom_file(cls, value: object) -> object:
+        if value in ("", None):
+            return None
+        if not str(value).endswith(".prom"):
+            raise ValueError(f"{value} does not end in .prom, and node_exporter's textfile collector reads only those")
         return value
 
     @field_validator("approval_deadline", mode="before")

@@ -29,6 +29,7 @@ from ..mail.confirmations import ConfirmationMailer
 from ..store.database import Status, Store
 from ..tokens import Tokens
 from .clicks import ClickRedirects
+from .metrics import CountResponses, WebMetrics, metrics_routes
 from .pages import GET, Pages
 from .ratelimit import SignupLimiter
 from .readers import forget_unconfirmed_readers, reader_routes
@@ -82,6 +83,7 @@ class SiteApp(FastAPI):
     """The FastAPI app with SecurityHeaders as its outermost layer, and story links answered in front."""
 
     clicks: ClickRedirects | None = None
+    metrics: WebMetrics | None = None
     pages: Pages | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
@@ -91,7 +93,8 @@ class SiteApp(FastAPI):
         if self.clicks is not None:
             self.clicks.app = app
             app = self.clicks
-        return SecurityHeaders(app)
+        app = SecurityHeaders(app)
+        return app if self.metrics is None else CountResponses(app, self.metrics)
 
 
 def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fetch_over_https) -> FastAPI:
@@ -103,6 +106,8 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
     mailer = ConfirmationMailer(settings, store)
     limiter = SignupLimiter(store, settings.signup_rate_limit, settings.signup_rate_window_seconds)
     clicks = ClickRedirects(None, settings, store, renderer)  # put in front of the pages by SiteApp
+    metrics = WebMetrics()
+    metrics.time_statements(store)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -120,6 +125,7 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
     app = SiteApp(title="الرسالة الإخبارية", docs_url=None, redoc_url=None, openapi_url=None,
                   max_body_size=settings.max_request_bytes, lifespan=lifespan)
     app.clicks = clicks
+    app.metrics = metrics
     app.state.click_buffer = clicks.buffer
 
     # The optional script of the signup box posts JSON from the allowed sites.
@@ -145,6 +151,7 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
         # The SQLite write lock outlasted NEWSLETTER_WEB_DB_WAIT_SECONDS (a send
         # or an import is writing), or the database server is unreachable.
         log.warning("store unavailable for %s %s: %s", request.method, request.url.path, exc.orig)
+        metrics.store_unavailable.inc()
         headers = {"Retry-After": str(BUSY_RETRY_SECONDS)}
         if request.headers.get("content-type", "").startswith("application/json"):
             return JSONResponse({"error": "busy, try again shortly"}, status_code=503, headers=headers)
@@ -162,8 +169,10 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
         await run_in_threadpool(store.count_subscribers, Status.active)
         return JSONResponse({"status": "ok"})
 
-    app.include_router(reader_routes(settings, store, pages, tokens, mailer, limiter))
-    app.include_router(webhook_routes(settings, store, fetch))
+    app.include_router(reader_routes(settings, store, pages, tokens, mailer, limiter, metrics))
+    app.include_router(webhook_routes(settings, store, fetch, count=metrics.count_reports))
+    if settings.metrics_token:
+        app.include_router(metrics_routes(settings.metrics_token, metrics))
     return app
 
 

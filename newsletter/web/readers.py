@@ -25,6 +25,7 @@ from ..mail.confirmations import ConfirmationMailer
 from ..store.database import Status, Store
 from ..store.subscribers import normalise_email
 from ..tokens import Tokens
+from .metrics import WebMetrics
 from .pages import GET, Pages
 from .ratelimit import SignupLimiter, client_address
 from .security import SECURITY_HEADERS
@@ -43,7 +44,7 @@ INVALID_EMAIL = "هذا العنوان لا يبدو بريدًا إلكترون
 
 
 def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens, mailer: ConfirmationMailer,
-                  limiter: SignupLimiter) -> APIRouter:
+                  limiter: SignupLimiter, metrics: WebMetrics) -> APIRouter:
     router = APIRouter()
     renderer = pages.renderer
     page, notice = pages.page, pages.notice
@@ -101,6 +102,7 @@ def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
                                 settings.trusted_proxies)
         wait = await run_in_threadpool(limiter.retry_after, client)
         if wait:
+            metrics.rate_limited.inc()
             headers = {"Retry-After": str(wait)}
             if wants_json:
                 return JSONResponse({"error": "too many requests"}, status_code=429, headers=headers)
@@ -125,6 +127,7 @@ def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
             # The web form has no name field: a name from a stranger would go into
             # the To: of a mail sent to any address.
             subscriber = await run_in_threadpool(store.request_subscription, email)
+            metrics.signups.inc()
             if subscriber is not None:
                 background.add_task(mailer.send, subscriber)
         # The same answer whether the address was new, pending or already active.
@@ -170,6 +173,7 @@ def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
             await _drain(request)
             subscriber = await run_in_threadpool(store.confirm, check.subscriber_id)
             if subscriber is not None:
+                metrics.confirmations.inc()
                 await run_in_threadpool(store.lift_suppression, tokens.email_hash(subscriber.email))
         else:
             subscriber = await run_in_threadpool(store.subscriber_by_id, check.subscriber_id)
@@ -193,7 +197,8 @@ def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
         # RFC 8058: the mail client POSTs List-Unsubscribe=One-Click; our own
         # button posts the same. No cookie, no confirmation step.
         await _drain(request)
-        await run_in_threadpool(store.unsubscribe, subscriber_id)
+        if await run_in_threadpool(store.unsubscribe, subscriber_id):
+            metrics.unsubscribes.inc()
         return page("unsubscribed")
 
     @router.api_route("/archive", methods=GET)

@@ -352,7 +352,8 @@ def postmark_report(payload: dict[str, object]) -> Report | None:
 
 
 def webhook_routes(settings: Settings, store: Store, fetch: Fetch = fetch_over_https,
-                   now: Clock = utc_now) -> APIRouter:
+                   now: Clock = utc_now, count: Callable[[list[ReportKind]], None] = lambda kinds: None) -> APIRouter:
+    """The relays' routes; `count` is told the kind of every verified report (for /metrics)."""
     router = APIRouter(max_body_size=WEBHOOK_MAX_BYTES)
     tokens = Tokens(settings.secret_key)
     policy = FeedbackPolicy(settings.soft_bounce_limit, settings.soft_bounce_days)
@@ -360,6 +361,7 @@ def webhook_routes(settings: Settings, store: Store, fetch: Fetch = fetch_over_h
 
     async def record(reports: list[Report]) -> dict:
         handled: list[Handled] = [await run_in_threadpool(apply_report, r, store, policy) for r in reports]
+        count([r.kind for r in reports])  # once recorded: a relay retries what failed
         for item in handled:
             if item.unattributed:
                 log.warning("webhook report %s not attributed: %s", item.report.report_id, item.unattributed)
