@@ -60,7 +60,7 @@ def nameserver(keys):
         # All good: the relay (127.0.0.1) is covered through include: and redirect= and a:.
         "news.example": [
             '@ TXT "v=spf1 include:_spf.news.example -all"',
-            '_spf TXT "v=spf1 ip4:192.0.2.0/24 redirect=_spf2.news.example"',
+            '_spf TXT "v=spf1 ip4:192.0.2.0/24 ip4:1.2.3.0/24 redirect=_spf2.news.example"',
             '_spf2 TXT "v=spf1 a:relay.news.example -all"',
             "relay A 127.0.0.1",
             _dkim_record(keys["rsa"], "rsa"),
@@ -177,16 +177,27 @@ def test_spf_evaluation(nameserver, domain, address, result):
 
 
 def test_spf_check_says_what_to_add(nameserver, tmp_path):
-    good = check_spf(doctor_settings(tmp_path), nameserver.resolver())
-    assert good.ok is True, good
+    public = check_spf(doctor_settings(tmp_path, smtp_host="1.2.3.4"), nameserver.resolver())
+    assert public.ok is True and public.detail == "news.example lets the relay 1.2.3.4 send for it", public
     # The envelope domain is the bounce address's: that is the one SPF is checked for.
-    bad = check_spf(doctor_settings(tmp_path, bounce_address="bounces@broken.example"), nameserver.resolver())
+    bad = check_spf(doctor_settings(tmp_path, smtp_host="5.6.7.8", bounce_address="bounces@broken.example"),
+                    nameserver.resolver())
     assert bad.ok is False
-    assert "relay 127.0.0.1 not covered by the SPF of broken.example (softfail" in bad.detail
-    assert bad.fix == "add ip4:127.0.0.1 to the SPF record of broken.example"
-    missing = check_spf(doctor_settings(tmp_path, from_address="morning@nothing.spf.example"), nameserver.resolver())
+    assert bad.detail == "relay 5.6.7.8 not covered by the SPF of broken.example (softfail: ~all in broken.example)"
+    assert bad.fix == "add ip4:5.6.7.8 to the SPF record of broken.example"
+    # A relay on this machine: covered or not, receivers see another address, and the line says so.
+    local = check_spf(doctor_settings(tmp_path), nameserver.resolver())
+    assert local.ok is True and "a private address" in local.detail, local
+    local_bad = check_spf(doctor_settings(tmp_path, bounce_address="bounces@broken.example"), nameserver.resolver())
+    assert local_bad.ok is False and "the relay 127.0.0.1 is on a private address" in local_bad.detail
+    assert local_bad.fix == "add the relay's public address (ip4:…) to the SPF record of broken.example"
+    missing = check_spf(doctor_settings(tmp_path, smtp_host="1.2.3.4", from_address="morning@nothing.spf.example"),
+                        nameserver.resolver())
     assert missing.ok is False and "publishes no SPF record" in missing.detail
-    assert missing.fix == 'publish nothing.spf.example. IN TXT "v=spf1 ip4:127.0.0.1 -all"'
+    assert missing.fix == 'publish nothing.spf.example. IN TXT "v=spf1 ip4:1.2.3.4 -all"'
+    broken = check_spf(doctor_settings(tmp_path, from_address="morning@two.spf.example"), nameserver.resolver())
+    assert broken.ok is False and broken.detail.startswith("the SPF record of two.spf.example is broken: "
+                                                           "two.spf.example publishes 2 SPF records")
 
 
 # --- DKIM and DMARC -------------------------------------------------------------------------
@@ -392,7 +403,7 @@ def test_doctor_broken_world(world_env, plain_relay, store_kind):
     failures = {line[2:].split(":")[0]: line for line in result.stdout.splitlines() if line.startswith("✗ ")}
     assert set(failures) == {"feed " + broken["NEWSLETTER_FEEDS"], "relay TLS", "SPF", "DKIM rsa", "DKIM ed",
                              "DMARC", "bounce mailbox", "site"}, result.stdout
-    assert failures["SPF"].endswith("→ add ip4:127.0.0.1 to the SPF record of broken.example")
+    assert failures["SPF"].endswith("→ add the relay's public address (ip4:…) to the SPF record of broken.example")
     report = json.loads(run_cli("doctor", "--json", env=broken).stdout)
     assert report["ok"] is False
     assert {c["name"] for c in report["checks"] if c["status"] == "fail"} == set(failures)

@@ -52,10 +52,15 @@ def check_spf(settings: Settings, resolver: dns.resolver.Resolver) -> Check:
     except OSError as exc:
         return failed("SPF", f"cannot resolve the relay {settings.smtp_host}: {exc}",
                       "check NEWSLETTER_SMTP_HOST")
+    # Receivers see the address the relay sends from. A public one must be covered, each of them
+    # (IPv4 and IPv6 alike); a private one (a Postfix on this machine) never reaches them: its
+    # public address, which this host cannot see, is what the record must name.
+    public = [a for a in addresses if a.is_global]
+    private = not public
     evaluator = SpfEvaluator(resolver)
-    for address in addresses:
-        verdict = evaluator.check_host(address, domain)
-        term = f"ip{address.version}:{address}"
+    verdicts = [(address, evaluator.check_host(address, domain)) for address in public or addresses]
+    for address, verdict in verdicts:
+        term = f"ip{address.version}:{address}" if not private else "ip4:<the relay's public address>"
         if verdict.result is SpfResult.none:
             return failed("SPF", f"{domain} publishes no SPF record",
                           f'publish {domain}. IN TXT "v=spf1 {term} -all"')
@@ -64,15 +69,21 @@ def check_spf(settings: Settings, resolver: dns.resolver.Resolver) -> Check:
                           f"correct the SPF record of {domain}")
         if verdict.result is SpfResult.temperror:
             return failed("SPF", verdict.why, "check that DNS answers from this machine, then run doctor again")
-        if verdict.result is not SpfResult.passed:
-            return failed("SPF", f"relay {address} not covered by the SPF of {domain} ({verdict.result.value}: "
-                                 f"{verdict.why})", f"add {term} to the SPF record of {domain}")
-    private = any(not a.is_global for a in addresses)
-    note = ("; a private address: the mail leaves from the relay's public address, which needs covering too"
-            if private else "")
     shown = ", ".join(str(a) for a in addresses)
     relay = shown if shown == settings.smtp_host else f"{settings.smtp_host} ({shown})"
-    return passed("SPF", f"{domain} lets the relay {relay} send for it{note}")
+    if private:
+        if any(v.result is SpfResult.passed for _, v in verdicts):
+            return passed("SPF", f"{domain} lets the relay {relay} send for it; a private address: the relay's "
+                                 "public address, the one receivers see, must be covered too")
+        address, verdict = verdicts[0]
+        return failed("SPF", f"the relay {relay} is on a private address, not covered by the SPF of {domain} "
+                             f"({verdict.result.value}: {verdict.why}); receivers see its public address",
+                      f"add the relay's public address (ip4:…) to the SPF record of {domain}")
+    for address, verdict in verdicts:
+        if verdict.result is not SpfResult.passed:
+            return failed("SPF", f"relay {address} not covered by the SPF of {domain} ({verdict.result.value}: "
+                                 f"{verdict.why})", f"add ip{address.version}:{address} to the SPF record of {domain}")
+    return passed("SPF", f"{domain} lets the relay {relay} send for it")
 
 
 def _tags(record: str) -> dict[str, str]:
