@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from .mail.delivery import DeliveryReport
+    from .store.editors import Editors
 
 EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: some subscribers are left for the next run
 EXIT_BUG = 70  # EX_SOFTWARE: an exception nobody expected; the traceback is in the log
@@ -49,6 +50,9 @@ subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_hel
 app.add_typer(subscribers_app, name="subscribers")
 db_app = typer.Typer(help="The store's schema: see where it stands, upgrade it.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+editors_app = typer.Typer(help="The editors who may sign in to the desk (/desk of `newsletter serve`).",
+                          no_args_is_help=True)
+app.add_typer(editors_app, name="editors")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -729,6 +733,52 @@ def subscribers_remove(email: str) -> None:
     else:
         err.print(f"{address} is not on the list.")
         raise typer.Exit(1)
+
+
+def _editors() -> tuple[Settings, Editors]:
+    from .store.editors import Editors
+
+    settings = _settings()
+    return settings, Editors(Store(settings.database_url).engine)
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+@editors_app.command("add")
+def editors_add(email: str) -> None:
+    """Add an editor, and print their one-time link to set a password (valid 24 hours)."""
+    from .store.editors import PASSWORD_LINK_HOURS
+
+    settings, editors = _editors()
+    address = normalise_email(email)
+    token = editors.add(address, _cli_actor(), PASSWORD_LINK_HOURS * 3600)
+    out.print(f"Added {address}. Send them this link to set their password; it works once, "
+              f"for {PASSWORD_LINK_HOURS} hours:\n{settings.base_url}/desk/password/{token}", markup=False)
+
+
+@editors_app.command("list")
+def editors_list() -> None:
+    """The editors: address, whether their password is set, signed-in sessions, since when."""
+    _, editors = _editors()
+    everyone = editors.list()
+    for editor in everyone:
+        state = "password set" if editor.has_password else "no password yet"
+        out.print(f"{editor.email}\t{state}\t{editor.sessions} session(s)\tsince {editor.created_at:%Y-%m-%d}",
+                  markup=False)
+    err.print(f"{len(everyone)} editor(s)" + ("" if everyone else ": `newsletter editors add EMAIL` adds the first"))
+
+
+@editors_app.command("remove")
+def editors_remove(email: str) -> None:
+    """Remove an editor: their sessions end at once, their unused link stops working."""
+    _, editors = _editors()
+    address = normalise_email(email)
+    editors.remove(address, _cli_actor())
+    out.print(f"Removed {address}; their sessions are ended.", markup=False)
 
 
 def main() -> None:

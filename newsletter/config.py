@@ -164,6 +164,13 @@ class Settings(BaseSettings):
     tracking_salt_days: int = Field(default=2, ge=1, le=30)
     secret_key: str = ""
     confirm_max_age_days: float = Field(default=7, gt=0)
+    # The editors' desk (/desk): a session ends after desk_idle_minutes without a request, and
+    # desk_session_hours after sign-in whatever happens. Sign-in attempts allowed per 15 minutes,
+    # per account (known or not) and per client address.
+    desk_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    desk_session_hours: int = Field(default=12, ge=1, le=24 * 7)
+    desk_login_limit: int = Field(default=10, ge=1)
+    desk_login_client_limit: int = Field(default=30, ge=1)
     # Readers who never confirm are forgotten this many days after they last asked (signup or a new
     # confirmation email), by `db compact` and by `serve` in the background.
     pending_days: float = Field(default=7, gt=0)

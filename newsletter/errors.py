@@ -86,3 +86,7 @@ class MailboxError(NewsletterError):
     """The IMAP mailbox of bounces could not be reached or opened; nothing was read or changed."""
 
     exit_code = 75  # EX_TEMPFAIL: a server down or a network cut; cron's next run tries again
+
+
+class EditorError(NewsletterError):
+    """An editor account cannot be added or removed as asked (already there, not there)."""

@@ -29,6 +29,7 @@ from ..mail.confirmations import ConfirmationMailer
 from ..store.database import Status, Store
 from ..tokens import Tokens
 from .clicks import ClickRedirects
+from .desk import install_desk
 from .metrics import CountResponses, WebMetrics, metrics_routes
 from .pages import GET, Pages
 from .ratelimit import SignupLimiter
@@ -171,6 +172,7 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
 
     app.include_router(reader_routes(settings, store, pages, tokens, mailer, limiter, metrics))
     app.include_router(webhook_routes(settings, store, fetch, count=metrics.count_reports))
+    install_desk(app, settings, store, pages)
     if settings.metrics_token:
         app.include_router(metrics_routes(settings.metrics_token, metrics))
     return app

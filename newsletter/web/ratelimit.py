@@ -1,4 +1,4 @@
-"""Who is asking, and how often: the signup rate limit of `newsletter serve`.
+"""Who is asking, and how often: the rate limits of `newsletter serve` (signups, the desk's sign-ins).
 
 The client is the socket peer, unless the peer is one of NEWSLETTER_TRUSTED_PROXIES:
 then X-Forwarded-For is read from the right, skipping trusted proxies, and the
@@ -71,8 +71,10 @@ class SignupLimiter:
     how much of it still overlaps the sliding window.
     """
 
-    def __init__(self, store: Store, limit: int, window_seconds: int) -> None:
+    def __init__(self, store: Store, limit: int, window_seconds: int, name: str = "signup") -> None:
+        """`name` keeps this limit's counts apart from the others' in the shared store."""
         self.store = store
+        self.name = name
         self.limit = limit
         self.window = window_seconds
         # bucket → monotonic time until which it is refused without asking the store;
@@ -82,7 +84,7 @@ class SignupLimiter:
 
     def retry_after(self, client: str) -> int:
         """0 when the request may go ahead (and counts it), else seconds to wait. Blocking: run in a thread."""
-        bucket = "signup:" + bucket_of(client)
+        bucket = f"{self.name}:{bucket_of(client)}"
         with self._lock:
             blocked_for = self._blocked.get(bucket, 0.0) - time.monotonic()
         if blocked_for > 0:

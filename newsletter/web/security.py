@@ -22,13 +22,17 @@ SECURITY_HEADERS = {
 # Paths whose last part is a token standing for one reader: confirm, unsubscribe, story links.
 # Whoever holds one acts as that reader, so no cache keeps their pages and no log keeps the token.
 READER_TOKEN_PATHS = ("/confirm/", "/unsubscribe/", "/c/")
+# An editor's one-time link to set a password is such a token too. Every page of the desk is an
+# editor's own: never stored by a browser or a proxy either.
+SECRET_PATHS = (*READER_TOKEN_PATHS, "/desk/password/")
+NO_STORE_PATHS = (*READER_TOKEN_PATHS, "/desk")
 REDACTED = "<token>"
 NO_STORE = (b"cache-control", b"no-store")
 
 
 def redact_token(path: str) -> str:
     """A request's path (and query) as the access log may keep it: /confirm/<token>."""
-    for prefix in READER_TOKEN_PATHS:
+    for prefix in SECRET_PATHS:
         if path.startswith(prefix):
             return prefix + REDACTED
     return path
@@ -94,7 +98,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        no_store = scope["path"].startswith(READER_TOKEN_PATHS)
+        no_store = scope["path"].startswith(NO_STORE_PATHS)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
