@@ -227,7 +227,7 @@ def test_dmarc(nameserver, keys, tmp_path):
                            "aligned with From: SPF")
     # A subdomain without a record of its own falls under its parent's.
     sub = check_dmarc(doctor_settings(tmp_path, from_address="morning@mail.news.example"), nameserver.resolver())
-    assert sub.ok is True and sub.detail.startswith("p=reject")
+    assert sub.ok is True and sub.detail.startswith("p=reject (of news.example, its parent): receivers refuse")
     # Bounces at another domain, and the app signing for another: nothing aligned.
     unaligned = check_dmarc(doctor_settings(tmp_path, bounce_address="b@broken.example", dkim_domain="broken.example",
                                             dkim_rsa_selector="rsa", dkim_rsa_key_file=keys["rsa"]),

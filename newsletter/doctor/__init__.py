@@ -46,16 +46,21 @@ def _store_checks(settings: Settings) -> list[Check]:
         store.close()
 
 
-def _checks(settings: Settings, resolver: dns.resolver.Resolver) -> list[Callable[[], list[Check]]]:
+def _dns_checks(settings: Settings, resolver: dns.resolver.Resolver | None) -> list[Check]:
+    if resolver is None:
+        return [failed("DNS", "this machine has no DNS server configured (/etc/resolv.conf)",
+                       "set NEWSLETTER_DOCTOR_NAMESERVER to a resolver's address")]
+    return [check_spf(settings, resolver), *check_dkim(settings, resolver), check_dmarc(settings, resolver)]
+
+
+def _checks(settings: Settings, resolver: dns.resolver.Resolver | None) -> list[Callable[[], list[Check]]]:
     """Every check after the settings, in the order they are shown."""
     return [
         lambda: [check_secret_key(settings)],
         lambda: _store_checks(settings),
         lambda: check_feeds(settings),
         lambda: check_relay(settings),
-        lambda: [check_spf(settings, resolver)],
-        lambda: check_dkim(settings, resolver),
-        lambda: [check_dmarc(settings, resolver)],
+        lambda: _dns_checks(settings, resolver),
         lambda: [check_mailbox(settings)],
         lambda: [check_site(settings)],
     ]
@@ -70,7 +75,11 @@ def run_doctor(load: Callable[[], Settings] = load_settings,
         yield failed("settings", str(exc), "correct it in .env (every setting is explained in .env.example)")
         return
     yield passed("settings", "loaded from .env and the environment")
-    resolver = resolver or make_resolver(settings)
+    if resolver is None:
+        try:
+            resolver = make_resolver(settings)
+        except dns.resolver.NoResolverConfiguration:
+            resolver = None
     checks = _checks(settings, resolver)
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
         for found in pool.map(lambda check: check(), checks):

@@ -187,7 +187,8 @@ def check_dmarc(settings: Settings, resolver: dns.resolver.Resolver) -> Check:
     signs = settings.signs_dkim
     dkim_ok = signs and _aligned(dkim_domain, from_domain, tags.get("adkim", "r").lower())
     reports = f", reports to {tags['rua']}" if tags.get("rua") else ", no aggregate reports (rua=)"
-    meaning = f"p={policy}: {DMARC_POLICIES[policy]}{reports}"
+    inherited = f" (of {where}, its parent)" if where != from_domain else ""
+    meaning = f"p={policy}{inherited}: {DMARC_POLICIES[policy]}{reports}"
     if not spf_ok and signs and not dkim_ok:
         return failed("DMARC", f"{meaning}; but neither the bounce domain {envelope_domain(settings)} (SPF) nor "
                                f"the DKIM d={dkim_domain} is aligned with {from_domain}: every issue fails DMARC",

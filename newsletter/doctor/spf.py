@@ -169,5 +169,5 @@ class SpfEvaluator:
                 raise _Stop(SpfResult.permerror, f"more than {MAX_VOID_LOOKUPS} lookups found nothing "
                                                  f"(the last: {kind} {name})") from None
             return []
-        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+        except dns.exception.DNSException as exc:  # a timeout, no server answering, a name DNS cannot hold
             raise _Stop(SpfResult.temperror, f"DNS did not answer for {kind} {name}: {exc}") from None
