@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageChops
 
@@ -33,6 +34,11 @@ class View(enum.Enum):
     original_html = (False, 0, 0)
     simple_html = (False, 3, 1)
     plain_text = (True, 1, 1)
+
+
+# The same views from the window's own menu: View (Alt+V) > Message Body As (B) > H, S or P,
+# the accesskeys of Thunderbird's en-US messenger.dtd (the profile asks for en-US).
+MENU_KEY = {View.original_html: "h", View.simple_html: "s", View.plain_text: "p"}
 
 
 # Quiet start-up: without these a new profile opens the account hub over the main window,
@@ -60,6 +66,7 @@ PREFS: dict[str, object] = {
     "network.proxy.type": 0,
     "mail.biff.show_alert": False,
     "mail.biff.play_sound": False,
+    "intl.locale.requested": "en-US",
     # Screenshots of a still window: no smooth scrolling, no fading overlay scrollbars (a classic
     # one also shows when something is wider than the window), no animations, no blinking caret.
     "general.smoothScroll": False,
@@ -117,6 +124,7 @@ class Thunderbird:
         (self.profile / "chrome" / "userChrome.css").write_text(USER_CHROME, encoding="utf-8")
         self.process: subprocess.Popen | None = None
         self.window: str | None = None
+        self.log: BinaryIO | None = None
         # -displayfd: Xvfb picks a free display number itself and writes it to the pipe once ready.
         read, write = os.pipe()
         self.xvfb = subprocess.Popen(
@@ -160,9 +168,23 @@ class Thunderbird:
             time.sleep(0.25)
         raise RuntimeError(f"no Thunderbird window titled {title!r} after {timeout:.0f} s: {self.log_tail()}")
 
+    def show(self, view: View, timeout: float = 15) -> None:
+        """Switch the open message to `view` as a reader would, from the View menu (it reloads).
+        Each key waits for the menu it opens (a window of its own), or for both to close."""
+        windows = self._visible_windows()
+        for key, popups in (("alt+v", 1), ("b", 2), (MENU_KEY[view], 0)):
+            self.key(key)
+            deadline = time.monotonic() + timeout
+            while self._visible_windows() != windows + popups:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Thunderbird's View menu did not answer {key!r} (showing {view.name})")
+                time.sleep(0.1)
+
+    def _visible_windows(self) -> int:
+        return len(self._x("search", "--onlyvisible", "--classname", ".").split())
+
     def log_tail(self) -> str:
-        path = self.log.name if hasattr(self, "log") else None
-        return Path(path).read_text(errors="replace")[-2000:] if path else ""
+        return Path(self.log.name).read_text(errors="replace")[-2000:] if self.log is not None else ""
 
     def size(self, width: int, height: int, timeout: float = 10) -> tuple[int, int]:
         """Put the message window at the top left, on top, at (width, height) or as near as Thunderbird allows."""
@@ -185,7 +207,9 @@ class Thunderbird:
 
     def pointer_away(self) -> None:
         """The pointer off the window: hovering a link shows its address in the status bar."""
-        self._x("mousemove", "9999", "9999")  # clamped to the screen's corner; no --sync: it would wait for a move when already there
+        # Clamped to the screen's corner (outside the window); no --sync: it waits for a move that
+        # never comes when the pointer is already there.
+        self._x("mousemove", "9999", "9999")
 
     def screenshot(self) -> Image.Image:
         """The window above its status bar (whose «Loading Message…» comes and goes on its own)."""
@@ -200,7 +224,8 @@ class Thunderbird:
         return image.crop((0, 0, image.width, y))
 
     def settled(self, timeout: float = 20, still: float = 0.4) -> Image.Image:
-        """A screenshot once the window has stopped changing for `still` seconds (layout, fonts, reflow)."""
+        """A screenshot once the window has stopped changing for `still` seconds (layout, fonts, reflow),
+        or the last one after `timeout`: the checks then judge what a reader would be looking at."""
         deadline = time.monotonic() + timeout
         last = self.screenshot()
         since = time.monotonic()
@@ -217,6 +242,9 @@ class Thunderbird:
         _kill_group(self.process)
         self.process = None
         self.window = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
     def stop(self) -> None:
         self.close()
