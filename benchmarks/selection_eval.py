@@ -349,15 +349,16 @@ def cross_validate(corpora: dict[str, list[Day]]) -> HeldOut:
 
 
 def crowd_scores(held_out: HeldOut, size: int) -> dict[str, Scores]:
-    """Each corpus's clustering among `size` synthetic items, each file with its held-out tuning."""
-    everyone = [day for corpus in held_out.corpora.values() for day in corpus]
+    """Each corpus's clustering among `size` synthetic items, each file with its held-out tuning (the items
+    are the ones the speed is measured on: made of the first corpus's everyday words)."""
+    crowd_from = next(iter(held_out.corpora.values()))
     scores = {}
     for name, corpus in held_out.corpora.items():
         scores[name] = Scores()
         for held_out_file, tuning in held_out.folds.items():
             tested = [day for day in corpus if day.sequence == held_out_file]
             if tested:
-                evaluate_in_crowd(tested, size, tuning, scores[name], crowd_from=everyone)
+                evaluate_in_crowd(tested, size, tuning, scores[name], crowd_from=crowd_from)
     return scores
 
 
