@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -164,12 +165,14 @@ def _is_international(story: Story, sections: frozenset[str]) -> bool:
     return any(normalise_arabic(c) in sections for c in story.categories)
 
 
-def average_linkage(size: int, pairs: dict[tuple[int, int], float], threshold: float) -> list[list[int]]:
+def average_linkage(size: int, pairs: dict[tuple[int, int], float], threshold: float,
+                    merges: list[tuple[float, int, int]] | None = None) -> list[list[int]]:
     """Groups of items whose members' average pairwise similarity reaches `threshold` (UPGMA).
 
     Pairs missing from `pairs` count as 0. Two groups join only when they are
     close on average, so one shared phrase between two reports cannot chain
-    two events together as it does under single linkage.
+    two events together as it does under single linkage. Each join is added
+    to `merges` if given: (the average, an item of each side).
     """
     members: dict[int, list[int]] = {i: [i] for i in range(size)}
     totals: dict[int, dict[int, float]] = {i: {} for i in range(size)}
@@ -181,10 +184,12 @@ def average_linkage(size: int, pairs: dict[tuple[int, int], float], threshold: f
     heapq.heapify(heap)
     next_id = size
     while heap:
-        _, a, b = heapq.heappop(heap)
+        negative_average, a, b = heapq.heappop(heap)
         if a not in members or b not in members:
             continue  # one side was merged since: its new group has its own entries
         group, next_id = next_id, next_id + 1
+        if merges is not None:
+            merges.append((-negative_average, members[a][0], members[b][0]))
         members[group] = members.pop(a) + members.pop(b)
         links_a, links_b = totals.pop(a), totals.pop(b)
         totals[group] = {}
@@ -210,11 +215,11 @@ class _Reports:
         self.space = Space(texts, tuning.measure_penalty, tuning.conflict_penalty)
         self._pairs: dict[tuple[int, int], float] | None = None
 
-    def groups(self, threshold: float) -> list[list[int]]:
-        """The reports (by index) of each event."""
+    def groups(self, threshold: float, merges: list[tuple[float, int, int]] | None = None) -> list[list[int]]:
+        """The reports (by index) of each event (and the joins that made them, in `merges` if given)."""
         if self._pairs is None:
             self._pairs = self.space.similar_pairs(len(self.stories), _PAIR_FLOOR)
-        return average_linkage(len(self.stories), self._pairs, threshold)
+        return average_linkage(len(self.stories), self._pairs, threshold, merges)
 
     def event(self, group: list[int]) -> Event:
         return Event([self.stories[i] for i in group], central=self.central(group))
@@ -252,7 +257,31 @@ def group_at_thresholds(stories: Sequence[Story], thresholds: Iterable[float],
     """The events the reports make at each same-event threshold (the tuning's own is not used): the pairs
     are compared once for all, so `make eval` fits the threshold without rerunning the selection for each."""
     reports = _Reports(stories, tuning=tuning)
-    return {t: [[reports.stories[i] for i in group] for group in reports.groups(t)] for t in thresholds}
+    merges: list[tuple[float, int, int]] = []
+    reports.groups(min(thresholds), merges)
+    return {t: [[reports.stories[i] for i in group] for group in _joined_above(len(stories), merges, t)]
+            for t in thresholds}
+
+
+def _joined_above(size: int, merges: list[tuple[float, int, int]], threshold: float) -> list[list[int]]:
+    """The groups `average_linkage` makes at `threshold`, from its joins at a lower one: UPGMA joins
+    groups in order of decreasing average, so stopping at `threshold` is keeping the joins above it."""
+    parent = list(range(size))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for average, i, j in merges:
+        if average < threshold:
+            break
+        parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(size):
+        groups[root(i)].append(i)
+    return sorted(groups.values())
 
 
 def _unique_articles(stories: Iterable[Story]) -> tuple[dict[str, Story], list[Dropped]]:
