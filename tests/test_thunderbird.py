@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import re
 import shutil
 from collections import Counter
@@ -70,9 +71,9 @@ def sent_eml(tmp_path_factory) -> Path:
 
 
 def window_title(eml: Path) -> str:
-    """The start of the subject: Thunderbird titles the message window with it."""
+    """A pattern for the message window's title, which is the subject: its first three words."""
     subject = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)["Subject"]
-    return subject.split("—")[0].strip()
+    return re.escape(" ".join(subject.split()[:3]))
 
 
 # --- what Thunderbird shows ----------------------------------------------------
@@ -178,30 +179,41 @@ def ink_lines(image: Image.Image, top: int, bottom: int) -> list[Line]:
     """Lines of ink between rows top and bottom. The background of a row is the commonest grey in
     the 25 rows around it (a bold Arabic baseline can fill most of one row by itself)."""
     gray = image.convert("L")
-    width = gray.width
-    data = gray.tobytes()
-    rows = {y: data[y * width:(y + 1) * width] for y in range(top, bottom)}
-    counts = {y: Counter(row) for y, row in rows.items()}
+    width, data = gray.width, gray.tobytes()
+    rows = [data[y * width:(y + 1) * width] for y in range(top, bottom)]
+    counts = [Counter(row) for row in rows]
+    around = Counter()
+    for row in counts[:12]:
+        around.update(row)
     lines: list[Line] = []
     current: list[int] | None = None
-    for y in range(top, bottom):
-        around = Counter()
-        for near in range(max(top, y - 12), min(bottom, y + 13)):
-            around.update(counts[near])
-        background = around.most_common(1)[0][0]
-        ink = [x for x, v in enumerate(rows[y]) if abs(v - background) > INK]
-        if ink:
+    for i, row in enumerate(rows):
+        if i + 12 < len(rows):
+            around.update(counts[i + 12])
+        if i - 13 >= 0:
+            around.subtract(counts[i - 13])
+        background = max(around, key=around.__getitem__)
+        ink = row.translate(_ink_table(background))
+        pixels = ink.count(1)
+        if pixels:
+            left, right = ink.find(1), ink.rfind(1)
             if current is None:
-                current = [y, y, ink[0], ink[-1], len(ink), background]
+                current = [top + i, top + i, left, right, pixels, background]
             else:
-                current[1], current[2], current[3] = y, min(current[2], ink[0]), max(current[3], ink[-1])
-                current[4] += len(ink)
+                current[1], current[2], current[3] = top + i, min(current[2], left), max(current[3], right)
+                current[4] += pixels
         elif current is not None:
             lines.append(_line(current))
             current = None
     if current is not None:
         lines.append(_line(current))
     return lines
+
+
+@functools.cache
+def _ink_table(background: int) -> bytes:
+    """bytes.translate table: 1 for a grey that is ink on `background`, 0 for one that is not."""
+    return bytes(1 if abs(v - background) > INK else 0 for v in range(256))
 
 
 def _line(found: list[int]) -> Line:
@@ -261,14 +273,12 @@ def test_the_body_text_is_right_aligned(shown, view, width):
 
 def link_share(image: Image.Image, line: Line) -> float:
     """The share of a line's ink in a link's blue (Thunderbird's #0000ee and its anti-aliasing)."""
-    ink = blue = 0
-    for y in range(line.top, line.bottom + 1):
-        for x in range(line.left, line.right + 1):
-            r, g, b = image.getpixel((x, y))
-            if abs((r * 299 + g * 587 + b * 114) // 1000 - line.background) > INK:
-                ink += 1
-                blue += b - max(r, g) > 80
-    return blue / ink if ink else 0.0
+    box = (line.left, line.top, line.right + 1, line.bottom + 1)
+    ink = image.crop(box).convert("L").tobytes().translate(_ink_table(line.background))
+    rgb = image.crop(box).tobytes()
+    inked = [i for i, v in enumerate(ink) if v]
+    blue = sum(1 for i in inked if rgb[3 * i + 2] - max(rgb[3 * i], rgb[3 * i + 1]) > 80)
+    return blue / len(inked) if inked else 0.0
 
 
 def footer_lines(image: Image.Image, body: tuple[int, int], view: View) -> list[Line]:
@@ -325,14 +335,19 @@ def line_end_dots(image: Image.Image, top: int, bottom: int) -> tuple[int, int]:
     most 4 px square with no other ink beside them on one side of their line."""
     gray = image.convert("L")
     width, data = gray.width, gray.tobytes()
-    background = Counter(data[top * width:bottom * width]).most_common(1)[0][0]
-    ink = {(x, y) for y in range(top, bottom) for x in range(width) if abs(data[y * width + x] - background) > INK}
+    table = _ink_table(Counter(data[top * width:bottom * width]).most_common(1)[0][0])
+    ink: set[tuple[int, int]] = set()
     rows: dict[int, list[int]] = {}
-    for x, y in ink:
-        rows.setdefault(y, []).append(x)
+    for y in range(top, bottom):
+        xs = [m.start() for m in re.finditer(b"\x01", data[y * width:(y + 1) * width].translate(table))]
+        if xs:
+            rows[y] = xs
+            ink.update((x, y) for x in xs)
     seen: set[tuple[int, int]] = set()
     left = right = 0
-    for start in ink:
+    # a dot at either end of its line holds the first or last ink of its rows
+    ends = {(xs[0], y) for y, xs in rows.items()} | {(xs[-1], y) for y, xs in rows.items()}
+    for start in ends:
         if start in seen:
             continue
         blob, i = [start], 0

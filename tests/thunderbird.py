@@ -147,7 +147,8 @@ class Thunderbird:
                               timeout=20).stdout.strip()
 
     def open(self, eml: Path, view: View, title: str, timeout: float = 60) -> None:
-        """Start Thunderbird on `eml` in `view` and wait for the message window (found by its title)."""
+        """Start Thunderbird on `eml` in `view` and wait for the message window, found by its
+        title (`title`: a regular expression, as xdotool takes it)."""
         self.close()
         plaintext, html_as, disallow = view.value
         prefs = {**PREFS, "mailnews.display.prefer_plaintext": plaintext, "mailnews.display.html_as": html_as,
