@@ -514,6 +514,7 @@ def bounces(
     """  # noqa: E501 (one paragraph: the help text wraps it to the terminal)
     # Bounce detectors and the IMAP client load only here: every other command starts faster without them.
     from .mail.bounce_reader import read_bounces
+    from .metrics import record_bounces
 
     if spool is not None and "-" in (sources or []):
         from .mail.spool import queue_report
@@ -528,6 +529,7 @@ def bounces(
     store = Store(settings.database_url)
     run = read_bounces(settings, store, sources or [], sys.stdin.buffer, keep_dir, imap,
                        lambda line, problem: (err if problem else out).print(line, markup=False), spool)
+    record_bounces(settings, run.summary.by_kind)
     out.print(run.summary.line(), markup=False)
     for warning in run.summary.warnings():
         err.print(warning, markup=False)

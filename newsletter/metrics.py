@@ -6,20 +6,30 @@ file is replaced whole (a temporary file in the same directory, fsynced, then re
 node_exporter, reading at any moment, sees the previous run's file or this one's, never half of one,
 and a run that dies while writing leaves the previous file as it was.
 
+`newsletter bounces` (from cron, or a mail server's pipe) adds what it read to counters kept in a
+file of its own beside that one (`newsletter-bounces.prom` next to `newsletter.prom`): the same
+`newsletter_bounces_total` and `newsletter_complaints_total` that `serve` counts from relays'
+webhooks, so the alert rules add up both. Each run reads the file's totals and writes them back
+increased, under a lock, since Postfix may pipe several reports at once.
+
 What `newsletter serve` counts while it runs is in web/metrics.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
 
 from .config import Settings
 from .store.database import Store
@@ -118,3 +128,77 @@ def record_send(settings: Settings, store: Store, result: SendResult) -> None:
         write_send_figures(settings.metrics_file, figures)
     except OSError as exc:
         log.error("could not write NEWSLETTER_METRICS_FILE=%s: %s", settings.metrics_file, exc)
+
+
+# What a bounce run counts, by the report kinds of mail/bounces.py; the rest (delay warnings,
+# auto-replies) are not bounces.
+BOUNCE_KINDS = ("hard", "soft", "blocked")
+
+
+def bounces_file(metrics_file: Path) -> Path:
+    """The bounce reader's file, beside the send's: newsletter.prom → newsletter-bounces.prom."""
+    return metrics_file.with_name(f"{metrics_file.stem}-bounces.prom")
+
+
+class _BounceTotals:
+    """Counters with no `_created` sample: the file is rewritten by every run, not created."""
+
+    def __init__(self, totals: dict[str, float], now: float) -> None:
+        self.totals = totals
+        self.now = now
+
+    def collect(self):  # noqa: ANN201 (a prometheus_client collector)
+        bounces = CounterMetricFamily("newsletter_bounces", "Bounces read from mail by `newsletter bounces`, "
+                                      "by kind (hard, soft, blocked: refused by policy).", labels=["kind"])
+        for kind in BOUNCE_KINDS:
+            bounces.add_metric([kind], self.totals.get(kind, 0))
+        yield bounces
+        yield CounterMetricFamily("newsletter_complaints", "Spam complaints read from mail by `newsletter bounces`.",
+                                  value=self.totals.get("complaint", 0))
+        yield GaugeMetricFamily("newsletter_bounces_last_read_timestamp_seconds",
+                                "When `newsletter bounces` last finished reading (Unix time).", value=self.now)
+
+
+def _read_totals(path: Path) -> dict[str, float]:
+    """The totals an earlier run wrote; none when there is no file (a counter starting again is a reset
+    Prometheus understands)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    totals: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "newsletter_bounces_total":
+                    totals[sample.labels.get("kind", "")] = sample.value
+                elif sample.name == "newsletter_complaints_total":
+                    totals["complaint"] = sample.value
+    except ValueError as exc:
+        log.warning("%s could not be read (%s): its counters start again from 0", path, exc)
+        return {}
+    return totals
+
+
+def add_bounces(path: Path, by_kind: dict[str, int]) -> None:
+    """Add one run's reports (ReportKind values → how many) to the counters in `path`."""
+    lock_path = path.with_name(f".{path.name}.lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        totals = _read_totals(path)
+        for kind in (*BOUNCE_KINDS, "complaint"):
+            totals[kind] = totals.get(kind, 0) + by_kind.get(kind, 0)
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(_BounceTotals(totals, time.time()))
+        write_textfile(path, registry)
+
+
+def record_bounces(settings: Settings, by_kind: dict[str, int]) -> None:
+    """After `newsletter bounces`: add what it read to the counters beside NEWSLETTER_METRICS_FILE, when set."""
+    if settings.metrics_file is None:
+        return
+    path = bounces_file(settings.metrics_file)
+    try:
+        add_bounces(path, by_kind)
+    except OSError as exc:
+        log.error("could not write %s (beside NEWSLETTER_METRICS_FILE): %s", path, exc)

@@ -18,7 +18,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
+from newsletter.config import Settings
 from newsletter.mail.outbox import free_port
 from newsletter.tokens import Tokens
 from newsletter.web.app import create_app
@@ -86,9 +88,9 @@ scrape_configs:
         return answer.json()["data"]["result"]
 
     def values(self, expression: str) -> dict[str, float]:
-        """{a label's value or "": the sample's value} of an instant query."""
-        return {next(iter(sorted(r["metric"].items())), ("", ""))[1] if len(r["metric"]) == 1 else "":
-                float(r["value"][1]) for r in self.query(expression)}
+        """{the one label's value of an aggregate (`sum by (kind)`), else "": the value} of an instant query."""
+        return {next(iter(r["metric"].values())) if len(r["metric"]) == 1 else "": float(r["value"][1])
+                for r in self.query(expression)}
 
     def wait_for(self, expression: str, expected: float, timeout: float = 15) -> None:
         """Wait until the query's single value is `expected` (Prometheus scrapes every second)."""
@@ -101,7 +103,8 @@ scrape_configs:
                 return
             time.sleep(0.3)
         targets = httpx.get(f"http://127.0.0.1:{self.port}/api/v1/targets", timeout=5).json()
-        raise AssertionError(f"{expression}: {seen}, expected {expected}; targets: {targets}; log: {self.log.read_text()}")
+        raise AssertionError(f"{expression}: {seen}, expected {expected}; targets: {targets}; "
+                             f"log: {self.log.read_text()}")
 
 
 @pytest.fixture
@@ -113,7 +116,8 @@ def metrics_settings(settings):
 def test_prometheus_scrapes_serve_and_reads_what_readers_and_relays_did(metrics_settings, store, tmp_path):
     settings = metrics_settings
     tokens = Tokens(settings.secret_key)
-    store.save_issue("2026-12-06", "عنوان", "", "<p>x</p>", "x", [{"url": "https://outlet.example/1", "title": "خبر"}])
+    store.save_issue("2026-12-06", "عنوان", "", "<p>x</p>", "x",
+                     [{"url": "https://outlet.example/1", "title": "خبر"}])
     store.add_subscriber("reader@example.com")
     store.add_subscriber("second@example.com")
     reader_id = store.get_subscriber("reader@example.com").id
@@ -183,6 +187,8 @@ def test_metrics_answer_only_the_token(metrics_settings, store):
         allowed = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         assert allowed.status_code == 200 and allowed.headers["content-type"].startswith("text/plain")
         assert "newsletter_signups_total 0.0" in allowed.text
+        checked = subprocess.run([PROMTOOL, "check", "metrics"], input=allowed.content, capture_output=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr  # the format, and the naming lint
     without_token = metrics_settings.model_copy(update={"metrics_token": ""})
     with LiveApp(create_app(without_token)) as site:
         off = httpx.get(f"{site.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
@@ -216,6 +222,14 @@ def test_serve_with_several_workers_adds_up_every_workers_figures(env, tmp_path)
     assert len(each) == 2 and min(each) > 0 and sum(each) == sent, (each, output)
     assert [s['newsletter_http_responses_total{code="4xx"}'] for s in scrapes] == [sent] * 6, output
     assert "Traceback" not in output, output
+
+
+def test_a_short_token_or_a_file_the_collector_would_skip_is_refused_in_one_line(settings):
+    with pytest.raises(ValidationError, match="at least 16 are needed"):
+        Settings(_env_file=None, metrics_token="short")
+    with pytest.raises(ValidationError, match="does not end in .prom, and node_exporter's textfile collector"):
+        Settings(_env_file=None, metrics_file="/var/lib/node_exporter/newsletter.txt")
+    assert Settings(_env_file=None, metrics_file="").metrics_file is None
 
 
 def test_alert_rules_are_valid_and_their_unit_tests_pass():
@@ -254,6 +268,51 @@ def test_send_writes_its_figures_for_node_exporter(env, store, tmp_path, smtp_se
     assert again.returncode == 0, again.stderr
     values = _samples(target.read_text())
     assert (values["newsletter_send_delivered"], values["newsletter_send_issue_delivered"]) == (0, 3)
+
+
+def _dsn(recipients: list[tuple[str, str]]) -> bytes:
+    """A delivery status notification naming (address, status) failures."""
+    blocks = "\n".join(f"Final-Recipient: rfc822; {address}\nAction: failed\nStatus: {status}\n"
+                       f"Diagnostic-Code: smtp; {status[:1]}50 {status} refused\n" for address, status in recipients)
+    return ("From: MAILER-DAEMON@relay.example\nTo: morning@news.example\nMessage-ID: <dsn@relay.example>\n"
+            "Subject: Undelivered Mail Returned to Sender\nMIME-Version: 1.0\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+            "--b\nContent-Type: text/plain\n\nThe mail system: delivery failed\n\n"
+            "--b\nContent-Type: message/delivery-status\n\n"
+            f"Reporting-MTA: dns; relay.example\n\n{blocks}\n--b--\n").encode()
+
+
+def test_bounces_read_from_mail_add_up_in_their_own_textfile(env, store, tmp_path):
+    for address in ("gone@example.com", "full@example.org", "moved@example.net"):
+        store.add_subscriber(address)
+    directory = tmp_path / "textfile_collector"
+    directory.mkdir()
+    bounce_env = {**env, "NEWSLETTER_METRICS_FILE": str(directory / "newsletter.prom")}
+    first, second = tmp_path / "first.eml", tmp_path / "second.eml"
+    first.write_bytes(_dsn([("gone@example.com", "5.1.1"), ("full@example.org", "4.2.2")]))
+    second.write_bytes(_dsn([("moved@example.net", "5.1.1")]))
+    for report in (first, second):
+        result = run_cli("bounces", str(report), env=bounce_env)
+        assert result.returncode == 0, result.stderr
+    target = directory / "newsletter-bounces.prom"
+    checked = subprocess.run([PROMTOOL, "check", "metrics"], input=target.read_bytes(), capture_output=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    values = _samples(target.read_text())
+    assert {kind: values[f'newsletter_bounces_total{{kind="{kind}"}}'] for kind in ("hard", "soft", "blocked")} \
+        == {"hard": 2, "soft": 1, "blocked": 0}, "the second run adds to the first"
+    assert values["newsletter_complaints_total"] == 0
+    assert sorted(p.name for p in directory.glob("*.prom")) == ["newsletter-bounces.prom"], "send has not run"
+
+
+def test_bounce_runs_at_once_lose_no_count(tmp_path):
+    """Postfix pipes reports as they come: runs that overlap each add theirs."""
+    target = tmp_path / "newsletter-bounces.prom"
+    adding = "import sys; from pathlib import Path; from newsletter.metrics import add_bounces; " \
+             "[add_bounces(Path(sys.argv[1]), {'hard': 1, 'complaint': 1}) for _ in range(20)]"
+    runs = [subprocess.Popen([sys.executable, "-c", adding, str(target)], cwd=PROJECT) for _ in range(4)]
+    assert [run.wait(timeout=60) for run in runs] == [0] * 4
+    values = _samples(target.read_text())
+    assert (values['newsletter_bounces_total{kind="hard"}'], values["newsletter_complaints_total"]) == (80, 80)
 
 
 WRITER = """
@@ -322,5 +381,6 @@ def _each_workers_404s(shared: Path, tmp_path: Path) -> list[float]:
         shutil.copyfile(file, alone / file.name)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(alone))
-        counts.append(_samples(generate_latest(registry).decode()).get('newsletter_http_responses_total{code="4xx"}', 0))
+        figures = _samples(generate_latest(registry).decode())
+        counts.append(figures.get('newsletter_http_responses_total{code="4xx"}', 0))
     return counts
