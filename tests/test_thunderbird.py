@@ -1,9 +1,9 @@
 """The sent email as Thunderbird shows it: Debian's Thunderbird under Xvfb, measured from screenshots.
 
-A real send to one reader over a real SMTP server gives the .eml; Thunderbird opens it in a
-message window (a throw-away profile, tests/thunderbird.py) in each of the three views of
-View > Message Body As (original HTML, simple HTML, plain text) at a desktop width (1000 px)
-and a phone width (420 px). No network: the pictures stay blocked, as in a reader's Thunderbird
+A real send to one reader over a real SMTP server gives the .eml; Thunderbird opens it once in a
+message window (a throw-away profile, tests/thunderbird.py) and shows it in each of the three
+views of View > Message Body As (original HTML, simple HTML, plain text), switched from that
+menu, at a desktop width (1000 px) and a phone width (420 px). No network: the pictures stay blocked, as in a reader's Thunderbird
 before they allow remote content. Screenshots go to test-artifacts/thunderbird/. The checks
 read ink from the pixels, so each fails when what it checks is broken; the last test shows
 them failing on a left-to-right, too-wide copy of the same email.
@@ -258,6 +258,10 @@ def is_right_aligned(lines: list[Line]) -> bool:
 
 # --- the checks --------------------------------------------------------------
 
+# Not the plain-text view: Thunderbird 153 lays text/plain out left-aligned whatever its script
+# (messageBody.css gives .moz-text-plain no `unicode-bidi: plaintext`, its <div> has no dir), so
+# no plain text can be right-aligned there; test_plain_text_lines_end_on_their_left checks what
+# the right-to-left marks do achieve.
 HTML_VIEWS = (View.original_html, View.simple_html)
 
 
