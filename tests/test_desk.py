@@ -250,6 +250,7 @@ def test_expired_sessions_and_a_removed_editor_are_refused(browser, desk, desk_s
     page.get_by_label("كلمة المرور").fill(PASSWORD)
     with page.expect_navigation():
         page.get_by_role("button", name="ادخل").click()
+    assert page.url.endswith("/desk/sign-in"), "a removed editor cannot sign in again"
     assert "غير صحيحة" in page.get_by_role("alert").inner_text()
 
 
