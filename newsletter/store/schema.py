@@ -57,9 +57,25 @@ subscribers = Table(
     Column("confirmation_sent_at", DateTime(timezone=True)),
     Column("confirmed_at", DateTime(timezone=True)),
     Column("unsubscribed_at", DateTime(timezone=True)),
+    # A pause the reader chose: no issue dated before this day (YYYY-MM-DD, compared with issues'
+    # dates, never a clock). Null: not paused.
+    Column("paused_until", String(10)),
     # Ids are never reused (AUTOINCREMENT on SQLite), so an old unsubscribe
     # link can never reach a later reader.
     sqlite_autoincrement=True,
+)
+
+# A reader's new address waiting for its owner to confirm it (the link sent there names the row, which
+# is deleted when used: a link works once). Until then the old address keeps receiving.
+address_changes = Table(
+    "address_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("new_email", String(320), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("address_changes_by_subscriber", "subscriber_id"),
+    sqlite_autoincrement=True,  # an old link never names a later change
 )
 
 # What is kept of a forgotten reader who had unsubscribed: a keyed hash of the
