@@ -164,6 +164,7 @@ class Settings(BaseSettings):
     tracking_salt_days: int = Field(default=2, ge=1, le=30)
     secret_key: str = ""
     confirm_max_age_days: float = Field(default=7, gt=0)
+    welcome: bool = True  # on: a welcome email right after a reader confirms (NEWSLETTER_WELCOME=on|off)
     # The editors' desk (/desk): a session ends after desk_idle_minutes without a request, and
     # desk_session_hours after sign-in whatever happens. Sign-in attempts allowed per 15 minutes,
     # per account (known or not) and per client address.

@@ -28,8 +28,9 @@ CLICK_SALT = b"click"
 # (or requests to unsubscribe one).
 MAC_CHARS = 16
 # Lower case digits and letters only: mail systems may change the case of a local part, and
-# some keep nothing else intact. "m20261129-1a2b-<mac>": the issue's date, the reader's id in base 36.
-_RETURN_PATH_TOKEN = re.compile(r"m(\d{8})-([0-9a-z]{1,13})-([a-z2-7]{%d})" % MAC_CHARS)
+# some keep nothing else intact. "m20261129-1a2b-<mac>": the issue's date, the reader's id in base 36;
+# "m-1a2b-<mac>": no issue, a message of the reader's own (confirmation, welcome).
+_RETURN_PATH_TOKEN = re.compile(r"m(\d{8})?-([0-9a-z]{1,13})-([a-z2-7]{%d})" % MAC_CHARS)
 # "u1a2b-<mac>": the reader's id in base 36. Never a ".", which every itsdangerous token has;
 # the same alphabet as return paths, so a link whose case was changed on the way still works.
 _UNSUBSCRIBE_TOKEN = re.compile(r"u([0-9a-z]{1,13})-([a-z2-7]{%d})" % MAC_CHARS)
@@ -44,7 +45,7 @@ _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 class ReturnPathToken:
     """Who a bounce is about, as its return path says: the issue (YYYYMMDD) and the reader."""
 
-    issue_tag: str
+    issue_tag: str  # "" for a message of the reader's own, about no issue (confirmation, welcome)
     subscriber_id: int
 
 
@@ -133,7 +134,7 @@ class Tokens:
         return ConfirmCheck(value if isinstance(value, int) else None)
 
     def return_path_token(self, issue_tag: str, subscriber_id: int) -> str:
-        """The token VERP puts in a message's envelope sender: bounces+<token>@domain."""
+        """The token VERP puts in a message's envelope sender: bounces+<token>@domain ("" issue: a reader's own mail)."""
         body = f"m{issue_tag}-{_base36(subscriber_id)}"
         return f"{body}-{_mac(self._return_path_hmac, body)}"
 
@@ -165,6 +166,7 @@ class Tokens:
         if match is None:
             return None
         issue_tag, subscriber, mac = match.groups()
+        issue_tag = issue_tag or ""
         if not hmac.compare_digest(mac, _mac(self._return_path_hmac, f"m{issue_tag}-{subscriber}")):
             return None
         return ReturnPathToken(issue_tag, int(subscriber, 36))

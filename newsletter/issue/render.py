@@ -98,6 +98,14 @@ class RenderedIssue:
             raise EmailTooLargeError(self.html_bytes, GMAIL_CLIP_BYTES)
 
 
+def check_html_size(html: str, template: str) -> None:
+    """Raise TemplateError when Gmail would clip this email (a reader's own: no slots to allow for)."""
+    size = len(html.encode("utf-8"))
+    if size > GMAIL_CLIP_BYTES:
+        raise TemplateError(f"{template} makes {size / 1024:.1f} KB of HTML, over Gmail's "
+                            f"{GMAIL_CLIP_BYTES // 1024} KB clipping limit; shorten the template")
+
+
 def story_url(stories: list[dict], place: int) -> str:
     """The outlet's URL of the story at `place` (1 is the lead) of an issue's stories; "" for none."""
     return str(stories[place - 1].get("url", "")) if 1 <= place <= len(stories) else ""
@@ -180,6 +188,8 @@ class Renderer:
             "lead": stories[0],
             "view_url": f"{self.base_url}/archive/{issue.date.isoformat()}",
             "unsubscribe_url": f"{self.base_url}/unsubscribe/{UNSUBSCRIBE_SLOT}",
+            # The manage page takes the same token as unsubscribing (Tokens.manage_token): no other slot to fill.
+            "manage_url": f"{self.base_url}/manage/{UNSUBSCRIBE_SLOT}",
             "signup_url": f"{self.base_url}/",
         }
         context["subject"] = " ".join(self._render("subject.txt.j2", context).split())
@@ -197,6 +207,34 @@ class Renderer:
         context["subject"] = subject
         html = inline_css(compile_mjml(self._render("confirm.mjml.j2", context))).rstrip() + "\n"
         text = for_right_to_left(self._render("confirm.txt.j2", context).strip()) + "\n"
+        return subject, html, text
+
+    def edition_time_label(self, time: dt.time, timezone: str) -> str:
+        """When the issue arrives, as a reader says it: «السابعة صباحًا بتوقيت باريس» (locale.toml)."""
+        words = self._locale
+        hour, minute = time.hour, time.minute
+        if minute == 45:  # «الثامنة إلا ربعًا»: said by the next hour
+            hour, tail = (hour + 1) % 24, words["to_quarter"]
+        else:
+            tail = {0: "", 15: words["quarter"], 30: words["half"]}.get(minute)
+        if tail is None:  # 7:05 has no everyday words: the digits, as the issue writes its dates
+            clock = f"{hour % 12 or 12}:{minute:02d}"
+        else:
+            clock = " ".join(filter(None, (words["hours"][(hour % 12 or 12) - 1], tail)))
+        city = words.get("zones", {}).get(timezone) or timezone.rpartition("/")[2].replace("_", " ")
+        return f"{clock} {words['day_parts'][hour]} بتوقيت {city}"
+
+    def render_welcome(self, edition_label: str, latest_issue_url: str, unsubscribe_url: str,
+                       manage_url: str = "") -> tuple[str, str, str]:
+        """The email a reader gets once confirmed: (subject, html, text). The issue's size limit applies."""
+        context = {"edition_label": edition_label, "latest_issue_url": latest_issue_url,
+                   "unsubscribe_url": unsubscribe_url, "manage_url": manage_url,
+                   "archive_url": f"{self.base_url}/archive", "signup_url": f"{self.base_url}/"}
+        subject = " ".join(self._render("welcome_subject.txt.j2", context).split())
+        context["subject"] = subject
+        html = inline_css(compile_mjml(self._render("welcome.mjml.j2", context))).rstrip() + "\n"
+        text = for_right_to_left(self._render("welcome.txt.j2", context).strip()) + "\n"
+        check_html_size(html, str(self.templates_dir / "welcome.mjml.j2"))
         return subject, html, text
 
     def render_page(self, name: str, **context: object) -> str:

@@ -255,17 +255,43 @@ def _dkim_signer(settings: Settings, static_headers: bytes, now: dt.datetime) ->
                       int(now.timestamp()))
 
 
+def reader_return_path(settings: Settings, tokens: Tokens, subscriber_id: int) -> str:
+    """MAIL FROM of a reader's own message (confirmation, welcome): VERP naming the reader and no issue."""
+    if not settings.bounce_address:
+        return ascii_address(settings.from_address)
+    local, _, domain = settings.bounce_address.rpartition("@")
+    return f"{local}+{tokens.return_path_token('', subscriber_id)}@{domain}"
+
+
 def transactional_message(settings: Settings, recipient: Recipient, subject: str, html: str, text: str,
-                          message_id: str) -> bytes:
-    """A one-off message (the signup confirmation): same encoding as the issue, no list headers."""
+                          message_id: str, unsubscribe_url: str = "", now: dt.datetime | None = None) -> bytes:
+    """A one-off message to one reader (confirmation, welcome): the issue's encoding and DKIM signature.
+
+    With `unsubscribe_url` (a message to a subscribed reader) it carries the list headers and RFC 8058
+    one-click List-Unsubscribe as the issue does; without (the confirmation, to an address not yet on
+    the list) it has none: there is nothing to leave yet.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
     text_head, html_head, closing = _alternative_parts()
-    return b"".join(
-        (
-            _header("From", _mailbox("From", settings.from_name, settings.from_address)),
-            _header("To", _mailbox("To", recipient.name, recipient.email)),
-            _header("Subject", subject),
-            _header("Date", format_datetime(dt.datetime.now(dt.timezone.utc))),
-            f"Message-ID: {message_id}\r\nMIME-Version: 1.0\r\n".encode("ascii"),
-            text_head, _b64_lines(text.encode("utf-8")), html_head, _b64_lines(html.encode("utf-8")), closing,
-        )
-    )
+    content_type, _, body_head = text_head.partition(CRLF + CRLF)
+    headers = [
+        _header("From", _mailbox("From", settings.from_name, settings.from_address)),
+        _header("To", _mailbox("To", recipient.name, recipient.email)),
+        _header("Subject", subject),
+        _header("Date", format_datetime(now)),
+        f"Message-ID: {message_id}\r\nMIME-Version: 1.0\r\n".encode("ascii"),
+    ]
+    if unsubscribe_url:
+        headers += [
+            _header("List-Id", _mailbox("List-Id", settings.from_name, settings.effective_list_id)),
+            f"List-Unsubscribe: <{unsubscribe_url}>\r\n".encode("ascii"),
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        ]
+    if settings.reply_to:
+        headers.append(_header("Reply-To", settings.reply_to))
+    head = b"".join(headers) + content_type + CRLF
+    body = b"".join((body_head, _b64_lines(text.encode("utf-8")), html_head, _b64_lines(html.encode("utf-8")),
+                     closing))
+    signer = _dkim_signer(settings, head, now)
+    signatures = signer.signatures(b"", body) if signer is not None else b""
+    return b"".join((signatures, head, CRLF, body))

@@ -221,15 +221,22 @@ class Store:
 
     def confirm(self, subscriber_id: int) -> Subscriber | None:
         """pending → active; an active reader stays active. None when there is nobody to confirm."""
+        return self.confirm_telling(subscriber_id)[0]
+
+    def confirm_telling(self, subscriber_id: int) -> tuple[Subscriber | None, bool]:
+        """As confirm(), and whether this call was the one that made the reader active (compare-and-set:
+        of two presses of the button at once, one only), so that a welcome goes out once."""
         now = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(
+            changed = conn.execute(
                 update(subscribers)
                 .where(subscribers.c.id == subscriber_id, subscribers.c.status == Status.pending.value)
                 .values(status=Status.active.value, confirmed_at=now, updated_at=now)
-            )
+            ).rowcount == 1
         subscriber = self.subscriber_by_id(subscriber_id)
-        return subscriber if subscriber and subscriber.status == Status.active.value else None
+        if subscriber is None or subscriber.status != Status.active.value:
+            return None, False
+        return subscriber, changed
 
     def unsubscribe(self, subscriber_id: int) -> bool:
         """Unsubscribe at once; True if the reader exists (already unsubscribed is fine)."""

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
@@ -169,18 +170,23 @@ def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
             known = await run_in_threadpool(store.subscriber_by_id, check.subscriber_id) \
                 if check.subscriber_id else None
             return page("confirm_invalid", 400, expired=check.expired, email=known.email if known else "")
+        welcome = None
         if request.method == "POST":
             await _drain(request)
-            subscriber = await run_in_threadpool(store.confirm, check.subscriber_id)
+            subscriber, newly = await run_in_threadpool(store.confirm_telling, check.subscriber_id)
             if subscriber is not None:
                 metrics.confirmations.inc()
                 await run_in_threadpool(store.lift_suppression, tokens.email_hash(subscriber.email))
+            if newly and settings.welcome:  # once, after the page is sent: the reader does not wait on SMTP
+                welcome = BackgroundTask(mailer.send_welcome, subscriber)
         else:
             subscriber = await run_in_threadpool(store.subscriber_by_id, check.subscriber_id)
         if subscriber is None or subscriber.status not in (Status.pending.value, Status.active.value):
             return page("confirm_invalid", 400, expired=False, email="")
         if subscriber.status == Status.active.value:
-            return page("confirmed")
+            response = page("confirmed")
+            response.background = welcome
+            return response
         return page("confirm", action=f"{settings.base_url}/confirm/{token}", email=subscriber.email)
 
     @router.api_route("/unsubscribe", methods=GET)
@@ -222,7 +228,8 @@ def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
             return notice("لا رسالة في هذا اليوم", "لم تُرسل رسالة في هذا التاريخ.", 404)
         # The web copy is shared: no reader's unsubscribe token in it, and its links go straight to the outlets.
         html = with_outlet_links(issue.html, issue.stories, escape=True)
-        html = html.replace(f"/unsubscribe/{UNSUBSCRIBE_SLOT}", "/unsubscribe")
+        html = html.replace(f"/unsubscribe/{UNSUBSCRIBE_SLOT}", "/unsubscribe") \
+            .replace(f"/manage/{UNSUBSCRIBE_SLOT}", "/manage")
         return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
 
     return router
