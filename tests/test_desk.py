@@ -126,19 +126,21 @@ def actions(store) -> list[tuple[str, str, str]]:
 
 
 def test_there_is_no_desk_until_an_editor_exists(http, editors):
-    for path in ("/desk", "/desk/sign-in", "/desk/password/anything"):
+    for path in ("/desk", "/desk/audit", "/desk/sign-in", "/desk/password/anything"):
         assert http.get(path).status_code == 404
     assert sign_in(http).status_code == 404
     add_editor(editors, password=None)
     assert http.get("/desk/sign-in").status_code == 200
     assert http.get("/desk").status_code == 303
+    assert http.get("/desk/audit").headers["location"] == "/desk/sign-in?next=/desk/audit"
 
 
 def test_every_desk_answer_is_private_and_never_framed(http, editors):
     link = add_editor(editors, "second@news.example", password=None)
     add_editor(editors)
     token = signed_in(http)
-    answers = [http.get("/desk", headers=cookie(token)), http.get("/desk"), http.get("/desk/sign-in"),
+    answers = [http.get("/desk", headers=cookie(token)), http.get("/desk/audit", headers=cookie(token)),
+               http.get("/desk"), http.get("/desk/sign-in"),
                http.get(f"/desk/password/{link}"), sign_in(http, password="wrong password here"),
                http.post("/desk/sign-out", headers={**cookie(token), "Origin": EVIL}),
                http.get("/desk/no-such-page", headers=cookie(token))]
@@ -211,6 +213,12 @@ def test_an_editor_sets_a_password_signs_in_and_out_from_a_phone(browser, desk, 
     assert page.get_by_role("heading", level=2).inner_text() == "عدد اليوم"
     assert "لم يُجمَّد بعد" in page.inner_text("main")
     check_page(page, "home")
+    with page.expect_navigation():
+        page.get_by_role("link", name="سجلّ المكتب").click()
+    check_page(page, "audit")
+    rows = [row.inner_text().split("\t") for row in page.locator("tbody tr").all()]
+    assert [(who, what) for _, who, what in rows] == [
+        (EDITOR, "دخل"), (EDITOR, "اختار كلمة مرور"), ("سطر الأوامر (test)", f"أضاف محرّرًا: {EDITOR}")]
     [desk_cookie] = page.context.cookies()
     assert (desk_cookie["name"], desk_cookie["secure"], desk_cookie["httpOnly"], desk_cookie["sameSite"]) == \
         (COOKIE, True, True, "Strict")

@@ -42,6 +42,7 @@ LOGIN_WINDOW_SECONDS = 15 * 60
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 10
 MAX_NEXT_LENGTH = 200
+AUDIT_ROWS = 200
 
 
 class DeskRefusal(Exception):
@@ -222,6 +223,11 @@ def desk_routes(settings: Settings, store: Store, pages: Pages) -> APIRouter:
     async def front_page(session: EditorSession = Depends(signed_in)) -> Response:
         status = await run_in_threadpool(desk_status, settings, store)
         return page("desk/home", editor=session.email, csrf=session.csrf_token, status=status)
+
+    @editor.api_route(f"{DESK}/audit", methods=GET)
+    async def audit_page(session: EditorSession = Depends(signed_in)) -> Response:
+        entries = await run_in_threadpool(editors.audit, AUDIT_ROWS)
+        return page("desk/audit", editor=session.email, csrf=session.csrf_token, entries=entries, zone=settings.zone)
 
     @editor.post(f"{DESK}/sign-out")
     async def sign_out(session: EditorSession = Depends(signed_in)) -> Response:
