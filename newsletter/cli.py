@@ -255,6 +255,7 @@ def send(
         + (f"withdrawn {report.withdrawn} (unsubscribed during the send), " if report.withdrawn else "")
         + f"skipped {result.already_done} (already delivered) of {result.active} active; "
         f"{report.elapsed:.1f} s, {report.rate:.0f} msg/s"
+        + (f"; {result.left_since} who had it have left since" if result.left_since else "")
     )
     if report.lost or report.uncredited:
         err.print(f"This run stalled past NEWSLETTER_STALE_RUN_SECONDS: another run took over {report.lost} "
@@ -323,9 +324,9 @@ def status(date: DateOption = None) -> None:
     if issue.log_folded_at:
         out.print(f"(delivery log folded into totals on {issue.log_folded_at:%Y-%m-%d}: final, never sent again)")
     out.print(f"delivered {counts.get('sent', 0)}, pending {pending}, retrying {counts.get('failed', 0)}, "
-              f"bounced {counts.get('refused', 0)}")
+              f"refused during the send {counts.get('refused', 0)}")
     for outcome, reply, count in store.log.common_replies(issue.id):
-        label = {"failed": "retrying", "refused": "bounced", "sending": "in flight"}.get(outcome, outcome)
+        label = {"failed": "retrying", "sending": "in flight"}.get(outcome, outcome)
         out.print(f"  {count:>7}  {label:<9} {reply or '(no reply yet)'}", markup=False)
     feedback = store.feedback.counts_by_issue(issue.issue_date)
     delivered = counts.get("sent", 0)

@@ -163,8 +163,9 @@ class SendResult:
     issue: StoredIssue
     built_now: bool
     report: DeliveryReport
-    already_done: int
+    already_done: int  # of the active readers
     active: int
+    left_since: int = 0  # readers who had the issue and are no longer active
 
 
 def retry_confirmations(settings: Settings, store: Store) -> ConfirmationReport:
@@ -189,11 +190,11 @@ def send_edition(settings: Settings, store: Store, date: dt.date,
         raise NewsletterError(f"issue {issue.issue_date} was sent long ago and its delivery log folded into "
                               f"totals on {issue.log_folded_at:%Y-%m-%d}; it is not sent again")
     active = store.count_subscribers(Status.active)
-    already_done = sum(store.log.delivery_counts(issue.id).get(o, 0) for o in ("sent", "refused"))
+    already_done, left_since = store.log.done_by_readers_now(issue.id)
     template = MessageTemplate(as_rendered(issue), settings)
     sender = Sender(store, template, issue.id, settings, on_progress)
     report = run_on_event_loop(_stop_cleanly_on_sigterm(sender.run()), settings)
-    return SendResult(issue, built_now, report, already_done, active)
+    return SendResult(issue, built_now, report, already_done, active, left_since)
 
 
 def approve_edition(settings: Settings, store: Store, date: dt.date, approved_by: str,

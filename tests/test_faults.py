@@ -115,7 +115,7 @@ def test_soft_rejects_are_retried_then_left_for_the_next_run(env, sinks, readers
     second = send(env, healthy.port)
     assert second.returncode == 0, second.stdout + second.stderr
     assert sorted(healthy.recipients()) == sorted(readers)
-    assert f"delivered {len(readers)}, pending 0, retrying 0, bounced 0" in status(env)
+    assert f"delivered {len(readers)}, pending 0, retrying 0, refused during the send 0" in status(env)
 
 
 def test_hard_rejects_bounce_the_reader_and_end_the_job(env, sinks, readers, store):
@@ -127,7 +127,7 @@ def test_hard_rejects_bounce_the_reader_and_end_the_job(env, sinks, readers, sto
     assert f"refused {len(readers)}" in result.stdout
     assert store.count_subscribers(Status.bounced) == len(readers)
     report = status(env)
-    assert f"bounced {len(readers)}" in report and "550 5.1.1 User unknown" in report
+    assert f"refused during the send {len(readers)}" in report and "550 5.1.1 User unknown" in report
     healthy = sinks()
     assert send(env, healthy.port).returncode == 0
     assert healthy.recipients() == [], "a bounced reader receives nothing more"

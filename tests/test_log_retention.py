@@ -24,7 +24,7 @@ def test_old_issues_fold_into_totals_that_status_still_reports(env, store, smtp_
     once = {**env, "NEWSLETTER_SEND_ATTEMPTS": "1"}
     assert run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=once).returncode == 75
     before = run_cli("status", "--date", SAMPLE_DATE.isoformat(), env=env)
-    assert "delivered 3, pending 0, retrying 1, bounced 1" in before.stdout
+    assert "delivered 3, pending 0, retrying 1, refused during the send 1" in before.stdout
     assert delivery_rows(store) == 5
 
     kept = run_cli("db", "compact", env={**env, "NEWSLETTER_LOG_RETENTION_DAYS": "5000"})
@@ -38,7 +38,7 @@ def test_old_issues_fold_into_totals_that_status_still_reports(env, store, smtp_
     after = run_cli("status", "--date", SAMPLE_DATE.isoformat(), env=env)
     assert after.returncode == 0, "a folded issue is final"
     assert "folded into totals" in after.stdout
-    assert "delivered 3, pending 0, retrying 1, bounced 1" in after.stdout
+    assert "delivered 3, pending 0, retrying 1, refused during the send 1" in after.stdout
     assert "550 5.1.1 No such user" in after.stdout and "451 4.3.0 Mailbox busy" in after.stdout
 
     again = run_cli("db", "compact", env={**env, "NEWSLETTER_LOG_RETENTION_DAYS": "30"})

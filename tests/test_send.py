@@ -95,6 +95,18 @@ def test_a_second_send_the_same_day_sends_nothing(env, store, smtp_server):
     assert len(smtp_server.handler.messages) == 3
 
 
+def test_a_rerun_counts_skipped_readers_among_the_active_and_who_left_apart(env, store, smtp_server):
+    add_readers(store)
+    assert run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env).returncode == 0
+    store.unsubscribe(store.get_subscriber(READERS[0][0]).id)
+
+    rerun = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert "skipped 2 (already delivered) of 2 active" in rerun.stdout, "never more skipped than active"
+    assert "1 who had it have left since" in rerun.stdout
+
+
 def test_a_reader_added_after_the_send_gets_the_same_issue_on_the_next_run(settings, store, smtp_server):
     add_readers(store, READERS[:2])
     send_edition(settings, store, SAMPLE_DATE)

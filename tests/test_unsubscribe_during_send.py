@@ -68,7 +68,7 @@ def test_readers_who_leave_mid_send_are_not_sent_the_issue(env, store, settings)
 
     status = run_cli("status", "--date", SAMPLE_DATE.isoformat(), env=env)
     assert status.returncode == 0, status.stdout
-    assert "delivered 7, pending 0, retrying 0, bounced 0" in status.stdout
+    assert "delivered 7, pending 0, retrying 0, refused during the send 0" in status.stdout
 
     again = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=send_env)
     assert again.returncode == 0 and "Sent 0" in again.stdout

@@ -18,7 +18,7 @@ import sqlite3
 from collections import defaultdict
 from enum import Enum
 
-from sqlalchemy import Engine, func, select, text, union_all, update
+from sqlalchemy import Engine, case, func, select, text, union_all, update
 
 from ..errors import DeliveryLogError
 from .schema import (
@@ -323,6 +323,21 @@ class DeliveryLog:
                  .order_by(total.desc()).limit(limit))
         with self.engine.connect() as conn:
             return [(outcome, reply, int(n)) for outcome, reply, n in conn.execute(query)]
+
+    def done_by_readers_now(self, issue_id: int) -> tuple[int, int]:
+        """(still active, left since): readers who have the issue (sent) or were refused it for good.
+
+        A reader who had the issue and unsubscribed or bounced since is no longer among the
+        active ones: counted apart, so a rerun never says "skipped more than active".
+        """
+        still_active = case((subscribers.c.status == Status.active.value, 1), else_=0)
+        query = (select(func.coalesce(func.sum(still_active), 0), func.count())
+                 .select_from(deliveries.join(subscribers, subscribers.c.id == deliveries.c.subscriber_id))
+                 .where(deliveries.c.issue_id == issue_id,
+                        deliveries.c.outcome.in_([Outcome.sent.value, Outcome.refused.value])))
+        with self.engine.connect() as conn:
+            active, done = conn.execute(query).one()
+        return int(active), int(done) - int(active)
 
     def delivery_counts(self, issue_id: int) -> dict[str, int]:
         groups = self._outcome_groups(issue_id)
