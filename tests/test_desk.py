@@ -442,3 +442,27 @@ def test_the_editors_commands(env, store):
     assert Editors(store.engine).list() == []
     assert [a for _, a, _ in actions(store)] == ["editor-added", "editor-removed"]
     assert link.group(1) not in str(actions(store))
+
+
+def test_the_first_page_says_how_todays_issue_stands(http, editors, store, desk_settings):
+    import datetime as dt
+
+    from newsletter.store.schema import deliveries, utcnow
+
+    add_editor(editors)
+    token = signed_in(http)
+    today = dt.datetime.now(desk_settings.zone).date().isoformat()
+    assert "لم يُجمَّد بعد" in http.get("/desk", headers=cookie(token)).text
+    issue = store.save_issue(today, "عدد اليوم", "", "<p>عدد</p>", "عدد", [])
+    store.approvals.record(today, "0" * 64, "v1", "chief@news.example")
+    store.add_subscriber("one@example.com")
+    store.add_subscriber("two@example.com")
+    with store.engine.begin() as conn:
+        conn.execute(deliveries.insert(), [
+            {"issue_id": issue.id, "subscriber_id": store.get_subscriber(email).id, "outcome": outcome,
+             "run_id": "run", "attempts": 1, "reply": "", "updated_at": utcnow()}
+            for email, outcome in (("one@example.com", "sent"), ("two@example.com", "refused"))])
+    page = http.get("/desk", headers=cookie(token)).text
+    assert f'<time datetime="{today}">' in page
+    assert "مجمَّد" in page and "chief@news.example" in page
+    assert "وصل إلى 1،" in page and "رُفض 1" in page
