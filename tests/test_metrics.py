@@ -155,6 +155,7 @@ def test_prometheus_scrapes_serve_and_reads_what_readers_and_relays_did(metrics_
             assert busy.status_code == 503, busy.text
 
         prometheus.wait_for("newsletter_store_unavailable_total", 1)
+        prometheus.wait_for('newsletter_http_responses_total{code="5xx"}', 1)  # counted as the answer starts
         assert prometheus.values("newsletter_signups_total") == {"": 1}
         assert prometheus.values("newsletter_signups_rate_limited_total") == {"": 1}
         assert prometheus.values("newsletter_confirmations_total") == {"": 1}
@@ -166,10 +167,11 @@ def test_prometheus_scrapes_serve_and_reads_what_readers_and_relays_did(metrics_
         classes = prometheus.values("sum by (code) (newsletter_http_responses_total)")
         assert classes["3xx"] == 1 and classes["4xx"] == 2 + 1 and classes["5xx"] == 1, classes  # 404 ×2, 429
         assert classes["2xx"] >= 6, classes  # the pages, the webhooks, and Prometheus's own scrapes
-        # The statement that waited for the lock took at least the 0.3 s wait; the others far less.
+        # The statement that waited for the lock took at least the 0.3 s wait (others are far quicker,
+        # unless the machine is very busy).
         waited = prometheus.values('sum(newsletter_store_statement_seconds_count)'
                                    ' - sum(newsletter_store_statement_seconds_bucket{le="0.25"})')
-        assert waited == {"": 1}, waited
+        assert waited[""] >= 1, waited
         assert prometheus.values("sum(newsletter_store_statement_seconds_count)")[""] >= 5
 
 
