@@ -318,16 +318,8 @@ def test_the_footer_is_on_screen_after_scrolling_to_the_end(shown, view, width):
     assert not footer_lines(screens.top, body, view), "the footer was found before scrolling: the check tells nothing"
 
 
-# Thunderbird's simple HTML drops display:none, and the preheader's padding after the snippet
-# (90 × &zwnj;&nbsp;, templates/_preheader.mjml.j2) becomes one unbreakable run wider than a phone.
-SPACER_TOO_WIDE = pytest.mark.xfail(strict=True, reason="simple HTML shows the preheader's padding: 90 "
-                                    "&zwnj;&nbsp; with no break opportunity, wider than 420 px")
-
-
 @pytest.mark.parametrize(("view", "width"), [
-    pytest.param(view, width, id=f"{view.name}-{width}",
-                 marks=[SPACER_TOO_WIDE] if (view, width) == (View.simple_html, PHONE) else [])
-    for view in View for width in WIDTHS])
+    pytest.param(view, width, id=f"{view.name}-{width}") for view in View for width in WIDTHS])
 def test_nothing_extends_past_the_window(shown, view, width):
     screens = shown[view, width]
 
