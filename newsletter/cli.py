@@ -254,7 +254,7 @@ def send(
         f"Sent {report.sent}, failed {report.failed} (will retry), refused {report.refused}, "
         + (f"withdrawn {report.withdrawn} (unsubscribed during the send), " if report.withdrawn else "")
         + f"skipped {result.already_done} (already delivered) of {result.active} active; "
-        f"{report.elapsed:.1f} s, {report.rate:.0f} msg/s"
+        f"paused {result.paused}; {report.elapsed:.1f} s, {report.rate:.0f} msg/s"
         + (f"; {result.left_since} who had it have left since" if result.left_since else "")
     )
     if report.lost or report.uncredited:
@@ -325,6 +325,8 @@ def status(date: DateOption = None) -> None:
         out.print(f"(delivery log folded into totals on {issue.log_folded_at:%Y-%m-%d}: final, never sent again)")
     out.print(f"delivered {counts.get('sent', 0)}, pending {pending}, retrying {counts.get('failed', 0)}, "
               f"refused during the send {counts.get('refused', 0)}")
+    if not issue.log_folded_at:
+        out.print(f"paused {store.log.paused(issue.id)} (readers who paused their subscription past this date)")
     for outcome, reply, count in store.log.common_replies(issue.id):
         label = {"failed": "retrying", "sending": "in flight"}.get(outcome, outcome)
         out.print(f"  {count:>7}  {label:<9} {reply or '(no reply yet)'}", markup=False)

@@ -163,6 +163,7 @@ class SendResult:
     issue: StoredIssue
     built_now: bool
     report: DeliveryReport
+    paused: int  # active readers who paused past the issue's date: not sent to
     already_done: int  # of the active readers
     active: int
     left_since: int = 0  # readers who had the issue and are no longer active
@@ -191,10 +192,11 @@ def send_edition(settings: Settings, store: Store, date: dt.date,
                               f"totals on {issue.log_folded_at:%Y-%m-%d}; it is not sent again")
     active = store.count_subscribers(Status.active)
     already_done, left_since = store.log.done_by_readers_now(issue.id)
+    paused = store.log.paused(issue.id)
     template = MessageTemplate(as_rendered(issue), settings)
     sender = Sender(store, template, issue.id, settings, on_progress)
     report = run_on_event_loop(_stop_cleanly_on_sigterm(sender.run()), settings)
-    return SendResult(issue, built_now, report, already_done, active, left_since)
+    return SendResult(issue, built_now, report, paused, already_done, active, left_since)
 
 
 def approve_edition(settings: Settings, store: Store, date: dt.date, approved_by: str,

@@ -24,6 +24,7 @@ UNSUBSCRIBE_SALT = "unsubscribe"
 CONFIRM_SALT = "confirm"
 RETURN_PATH_SALT = b"return-path"
 CLICK_SALT = b"click"
+CHANGE_SALT = b"address-change"
 # 16 base32 characters = 80 bits of HMAC: a forger must send ~2^79 reports to bounce one reader
 # (or requests to unsubscribe one).
 MAC_CHARS = 16
@@ -37,6 +38,8 @@ _UNSUBSCRIBE_TOKEN = re.compile(r"u([0-9a-z]{1,13})-([a-z2-7]{%d})" % MAC_CHARS)
 # "20261130-3-1a2b-<mac>": a story link's token, the issue's date, the story's place in it (1 is
 # the lead) and the reader's id in base 36. Reader 0 is a test send: its clicks are never counted.
 _CLICK_TOKEN = re.compile(r"(\d{8})-([1-9][0-9]?)-([0-9a-z]{1,13})-([a-z2-7]{%d})" % MAC_CHARS)
+# "a1a2b-<mac>": a pending address change's id in base 36.
+_CHANGE_TOKEN = re.compile(r"a([0-9a-z]{1,13})-([a-z2-7]{%d})" % MAC_CHARS)
 CLICK_TOKEN_MAX_CHARS = 8 + 1 + 2 + 1 + 13 + 1 + MAC_CHARS
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -99,6 +102,7 @@ class Tokens:
         self._return_path_hmac = hmac.new(self._secret + RETURN_PATH_SALT, digestmod=hashlib.sha256)
         self._unsubscribe_hmac = hmac.new(self._secret + UNSUBSCRIBE_SALT.encode("ascii"), digestmod=hashlib.sha256)
         self._click_hmac = hmac.new(self._secret + CLICK_SALT, digestmod=hashlib.sha256)
+        self._change_hmac = hmac.new(self._secret + CHANGE_SALT, digestmod=hashlib.sha256)
 
     def unsubscribe_token(self, subscriber_id: int) -> str:
         """The token of a reader's unsubscribe links: "u<id in base 36>-<80-bit HMAC in base 32>"."""
@@ -170,6 +174,35 @@ class Tokens:
         if not hmac.compare_digest(mac, _mac(self._return_path_hmac, f"m{issue_tag}-{subscriber}")):
             return None
         return ReturnPathToken(issue_tag, int(subscriber, 36))
+
+    def manage_token(self, subscriber_id: int) -> str:
+        """The token of a reader's manage page: their unsubscribe token, valid as long (for ever).
+
+        The page offers nothing the holder of that link could not already ask for by mail or undo
+        by it; one token in the issue keeps every reader's copy the same size as before.
+        """
+        return self.unsubscribe_token(subscriber_id)
+
+    def subscriber_from_manage(self, token: str) -> int | None:
+        return self.subscriber_from_unsubscribe(token)
+
+    def change_token(self, change_id: int) -> str:
+        """The token of the link that confirms a new address: "a<change id in base 36>-<mac>".
+
+        Single use: the change's row is deleted when the link is used, and ids are never reused.
+        """
+        body = f"a{_base36(change_id)}"
+        return f"{body}-{_mac(self._change_hmac, body)}"
+
+    def change_from_token(self, token: str) -> int | None:
+        """The address change a token names, or None when it is forged or damaged (constant-time check)."""
+        match = _CHANGE_TOKEN.fullmatch(token.lower())
+        if match is None:
+            return None
+        change, mac = match.groups()
+        if not hmac.compare_digest(mac, _mac(self._change_hmac, f"a{change}")):
+            return None
+        return int(change, 36)
 
     def email_hash(self, email: str) -> str:
         """A keyed hash of an address: recognises it again without storing it."""

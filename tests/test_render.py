@@ -167,6 +167,7 @@ def test_footer_links_to_the_archive_and_the_unsubscribe_slot(sample_rendered):
 
     assert f"{BASE_URL}/archive/2017-05-09" in hrefs
     assert f"{BASE_URL}/unsubscribe/{render.UNSUBSCRIBE_SLOT}" in hrefs
+    assert f"{BASE_URL}/manage/{render.UNSUBSCRIBE_SLOT}" in hrefs, "the reader's manage page, by the same token"
 
 
 def test_every_image_has_alt_text(sample_rendered):
@@ -333,7 +334,7 @@ def test_url_with_a_quote_cannot_break_out_of_the_href(url):
 
     assert tree.xpath("//script") == []
     assert tree.xpath("//*[@onmouseover or @onclick]") == []
-    story_links = [a for a in tree.iter("a") if "/archive/" not in a.get("href") and "/unsubscribe/" not in a.get("href")]
+    story_links = [a for a in tree.iter("a") if not any(p in a.get("href") for p in ("/archive/", "/unsubscribe/", "/manage/"))]
     assert len(story_links) == 5  # lead: picture, headline, button; second story: headline, «اقرأ المزيد»
     for a in story_links:
         assert same_url(a.get("href"), url), a.get("href")

@@ -22,6 +22,7 @@ from .clicks import ClickLog
 from .deliverylog import DeliveryLog
 from .feedback import FeedbackLog
 from .migrate import prepare_schema
+from .reader_choices import ReaderChoices
 from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue are part of the store's API)
     SUBSCRIBER_COLUMNS,
     Outcome,
@@ -114,6 +115,7 @@ class Store:
         self.feedback = FeedbackLog(self.engine)
         self.clicks = ClickLog(self.engine)
         self.approvals = ApprovalLog(self.engine)
+        self.choices = ReaderChoices(self.engine)
         if check_schema:
             self.run_on_database(prepare_schema)
 

@@ -154,6 +154,17 @@ def _clearance(run_id: str, owner: str | None, outcome: str | None, status: str 
     return Clearance.withdrawn
 
 
+def _receiving(issue_id: int):
+    """Readers this issue goes to: active, and not paused past its date.
+
+    A pause ends on a day; the issue's own date says whether it has come, never a clock: a send
+    of an old issue, or a run started after midnight, decides as that morning's send did.
+    """
+    issue_date = select(issues.c.issue_date).where(issues.c.id == issue_id).scalar_subquery()
+    return (subscribers.c.status == Status.active.value) \
+        & (subscribers.c.paused_until.is_(None) | (subscribers.c.paused_until <= issue_date))
+
+
 def _bounce_parameters(ids: list[int]) -> dict:
     return {"ids": ids, "now": utcnow(), "bounced": Status.bounced.value, "active": Status.active.value}
 
@@ -209,7 +220,7 @@ class DeliveryLog:
             deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscribers.c.id).scalar_subquery()
         page = (
             select(subscribers.c.id, subscribers.c.email, subscribers.c.name)
-            .where(subscribers.c.id > after_id, subscribers.c.status == Status.active.value, claimed.is_(None))
+            .where(subscribers.c.id > after_id, _receiving(issue_id), claimed.is_(None))
             .order_by(subscribers.c.id)
             .limit(limit)
             .with_for_update(of=subscribers, skip_locked=True)  # PostgreSQL only; SQLite has no row locks
@@ -246,7 +257,7 @@ class DeliveryLog:
         page = (
             select(subscribers.c.id, subscribers.c.email, subscribers.c.name)
             .join(deliveries, (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id))
-            .where(subscribers.c.id > after_id, subscribers.c.status == Status.active.value, retryable)
+            .where(subscribers.c.id > after_id, _receiving(issue_id), retryable)
             .order_by(subscribers.c.id)
             .limit(limit)
             .with_for_update(of=deliveries, skip_locked=True)
@@ -299,8 +310,16 @@ class DeliveryLog:
             select(func.count())
             .select_from(subscribers.outerjoin(
                 deliveries, (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id)))
-            .where(subscribers.c.status == Status.active.value, deliveries.c.issue_id.is_(None))
+            .where(_receiving(issue_id), deliveries.c.issue_id.is_(None))
         )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def paused(self, issue_id: int) -> int:
+        """Active readers this issue skips: they paused their subscription past its date."""
+        issue_date = select(issues.c.issue_date).where(issues.c.id == issue_id).scalar_subquery()
+        query = select(func.count()).select_from(subscribers).where(
+            subscribers.c.status == Status.active.value, subscribers.c.paused_until > issue_date)
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 

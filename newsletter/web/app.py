@@ -33,6 +33,7 @@ from .desk import install_desk
 from .metrics import CountResponses, WebMetrics, metrics_routes
 from .pages import GET, Pages
 from .ratelimit import SignupLimiter
+from .manage import manage_routes
 from .readers import forget_unconfirmed_readers, reader_routes
 from .security import SecurityHeaders, SignupCors, redact_access_log
 from .webhooks import Fetch, fetch_over_https, webhook_routes
@@ -171,6 +172,7 @@ def create_app(settings: Settings, store: Store | None = None, fetch: Fetch = fe
         return JSONResponse({"status": "ok"})
 
     app.include_router(reader_routes(settings, store, pages, tokens, mailer, limiter, metrics))
+    app.include_router(manage_routes(settings, store, pages, tokens, metrics))
     app.include_router(webhook_routes(settings, store, fetch, count=metrics.count_reports))
     install_desk(app, settings, store, pages)
     if settings.metrics_token:

@@ -19,9 +19,10 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
-# Paths whose last part is a token standing for one reader: confirm, unsubscribe, story links.
+# Paths whose last part is a token standing for one reader: confirm, unsubscribe, story links, the
+# manage page, a new address's confirmation.
 # Whoever holds one acts as that reader, so no cache keeps their pages and no log keeps the token.
-READER_TOKEN_PATHS = ("/confirm/", "/unsubscribe/", "/c/")
+READER_TOKEN_PATHS = ("/confirm/", "/unsubscribe/", "/c/", "/manage/", "/change/")
 # An editor's one-time link to set a password is such a token too. Every page of the desk is an
 # editor's own: never stored by a browser or a proxy either.
 SECRET_PATHS = (*READER_TOKEN_PATHS, "/desk/password/")
