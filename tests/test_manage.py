@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import time
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from newsletter.store.database import Status
 from newsletter.store.feedback import Feedback, FeedbackKind
 from newsletter.store.schema import address_changes, subscribers
 from newsletter.tokens import Tokens
+from newsletter.web.security import redact_token
 
 from .conftest import SAMPLE_DATE, run_cli
 from .test_browser import CHROMIUM, QUIET
@@ -182,11 +184,11 @@ def test_a_reader_pauses_changes_address_downloads_leaves_and_is_forgotten(brows
     assert response.status == 400 and "انتهت صلاحية" in page.get_by_role("heading", level=2).inner_text()
 
 
-def _wait_for(smtp, email: str, timeout: float = 10):
-    import time
+def _wait_for(smtp, email: str, timeout: float = 10, subject: str = ""):
+    """The latest message to `email` (whose subject has `subject`), waiting for it to arrive."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [m for m in smtp.handler.messages if m.rcpt_to == email]
+        found = [m for m in smtp.handler.messages if m.rcpt_to == email and subject in m.parsed()["Subject"]]
         if found:
             return found[-1].parsed()
         time.sleep(0.02)
@@ -236,6 +238,8 @@ def test_scanners_change_nothing_and_bad_input_is_refused_in_arabic(client, site
             assert shown.headers["cache-control"] == "no-store"
             assert f'action="{server.url}{path}"' in shown.text, "the page's button posts back to the link"
     assert snapshot(store) == before, "GET and HEAD changed nothing"
+    assert (redact_token(manage), redact_token(change)) == ("/manage/<token>", "/change/<token>"), \
+        "the access log keeps no token"
 
     forged_manage = manage[:-4] + ("aaaa" if not manage.endswith("aaaa") else "bbbb")
     forged_change = change[:-4] + ("aaaa" if not change.endswith("aaaa") else "bbbb")
@@ -278,7 +282,8 @@ def test_scanners_change_nothing_and_bad_input_is_refused_in_arabic(client, site
         [r for r in after if r[0] != "change"]
 
 
-def test_readers_who_left_come_back_only_by_confirming(client, store, smtp_server):
+def test_readers_who_left_come_back_only_by_confirming(client, site, store, smtp_server):
+    tokens = Tokens(site[1].secret_key)
     store.add_subscriber("left@example.com", "", Status.unsubscribed)
     store.add_subscriber("bounced@example.com", "", Status.bounced)
     store.add_subscriber("complained@example.com", "", Status.active)
@@ -299,3 +304,6 @@ def test_readers_who_left_come_back_only_by_confirming(client, store, smtp_serve
         assert store.get_subscriber(address).status == Status.pending.value, "a scanner's GET confirms nothing"
         assert client.post(link).status_code == 200
         assert store.get_subscriber(address).status == Status.active.value
+    welcome = _wait_for(smtp_server, "complained@example.com", subject="أهلًا بك")
+    assert f"/manage/{tokens.manage_token(complainer)}" in welcome.get_body(("plain",)).get_content(), \
+        "the welcome links the manage page too"

@@ -62,7 +62,8 @@ class ConfirmationMailer:
         unsubscribe_url = f"{s.base_url}/unsubscribe/{self.tokens.unsubscribe_token(subscriber.id)}"
         subject, html, text = self.renderer.render_welcome(
             self.renderer.edition_time_label(s.edition_time, s.timezone),
-            f"{s.base_url}/archive/{latest_issue_date}" if latest_issue_date else "", unsubscribe_url)
+            f"{s.base_url}/archive/{latest_issue_date}" if latest_issue_date else "", unsubscribe_url,
+            manage_url=f"{s.base_url}/manage/{self.tokens.manage_token(subscriber.id)}")
         message_id = f"<welcome.{subscriber.id}.{self.tokens.email_hash(subscriber.email)[:12]}@{s.sender_domain}>"
         return transactional_message(s, Recipient(subscriber.id, subscriber.email, subscriber.name),
                                      subject, html, text, message_id, unsubscribe_url=unsubscribe_url)
