@@ -456,6 +456,47 @@ def test_refusals_behind_a_real_postfix_relay_come_back_as_dsns_and_bounce_their
     assert store.feedback.counts_by_issue(SAMPLE_DATE.isoformat()) == {"hard": 2}
 
 
+def test_a_confirmation_refused_behind_a_real_postfix_relay_bounces_its_address(env, store, smtp_server, dovecot):
+    """A confirmation is VERP'd like the issue: `newsletter confirmations` → Postfix → the sink refuses →
+    Postfix's DSN to bounces+m-<reader>-<mac>@ → Dovecot → `newsletter bounces --imap`: the pending
+    address is bounced, with no issue date, and the good one is untouched."""
+    import pwd
+
+    from sqlalchemy import select
+
+    from newsletter.store.schema import feedback
+
+    from .postfix import PostfixRelay
+
+    for address in ("new@example.com", "typo@example.org"):
+        store.confirmation_failed(store.request_subscription(address).id)  # waiting for `newsletter confirmations`
+    smtp_server.handler.refuse["typo@example.org"] = "550 5.1.1 <typo@example.org>: Recipient address rejected"
+    dovecot.maildir("bounces").close()
+    nobody = pwd.getpwnam("nobody")
+    relay = PostfixRelay(smtp_server.port, "news.example", {BOUNCES: "bounces/Maildir/"}, dovecot.dir / "mail",
+                         nobody.pw_uid, nobody.pw_gid)
+    try:
+        relay_env = {**_imap_env(env, dovecot), "NEWSLETTER_SMTP_PORT": str(relay.port)}
+        sent = run_cli("confirmations", env=relay_env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        deadline = time.monotonic() + 60
+        while dovecot.folder_sizes("bounces").get("INBOX", 0) < 1:
+            assert time.monotonic() < deadline, f"no DSN from Postfix: {relay.log()}"
+            time.sleep(0.2)
+    finally:
+        relay.stop()
+
+    result = run_cli("bounces", "--imap", env=relay_env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert store.get_subscriber("typo@example.org").status == "bounced"
+    assert store.get_subscriber("new@example.com").status == "pending"
+    assert "hard 5.1.1" in result.stdout
+    assert [m.rcpt_to for m in smtp_server.handler.messages] == ["new@example.com"]
+    with store.engine.connect() as conn:
+        assert conn.execute(select(feedback.c.issue_date, feedback.c.kind)).all() == [(None, "hard")]
+
+
 def test_a_piped_report_is_only_queued_in_the_spool_and_cron_applies_it(bounce_env, settings, store, tmp_path):
     import subprocess
     import sys

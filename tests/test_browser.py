@@ -1,4 +1,5 @@
-"""A real headless Chromium (Debian's) fills in the signup form on the RTL page, at phone width."""
+"""A real headless Chromium (Debian's) fills in the signup form on the RTL page, at phone width, confirms, and
+opens the welcome that follows."""
 
 from __future__ import annotations
 
@@ -103,6 +104,19 @@ def test_the_emailed_link_shows_a_button_the_reader_clicks_to_confirm(browser, s
         page.get_by_role("button", name="أكّد اشتراكي").click()
     assert "تم تأكيد اشتراكك" in page.get_by_role("heading", level=2).inner_text()
     assert store.get_subscriber("clicks@example.com").status == Status.active.value
+
+    # The welcome follows, once; the reader opens it and follows its link to the archive.
+    wait_for_mail(smtp_server.handler, 2)
+    welcome = smtp_server.handler.messages[1]
+    assert welcome.rcpt_to == "clicks@example.com" and welcome.parsed()["Subject"] == "أهلًا بك في الرسالة الإخبارية"
+    mail = browser.new_page(viewport={"width": 375, "height": 740}, locale="ar")
+    mail.set_content(welcome.parsed().get_body(("html",)).get_content())
+    assert mail.evaluate("getComputedStyle(document.querySelector('[role=main] div')).direction") == "rtl"
+    assert "بتوقيت باريس" in mail.get_by_role("main").inner_text()
+    mail.screenshot(path=str(SCREENSHOTS / "welcome-375.png"), full_page=True)
+    with mail.expect_navigation():
+        mail.get_by_role("link", name="أرشيف الرسائل").click()  # no issue yet: the archive itself
+    assert mail.url == site.url + "/archive" and mail.evaluate("document.documentElement.lang") == "ar"
 
 
 def test_the_confirm_button_is_reached_and_pressed_with_the_keyboard(browser, site, store, settings):

@@ -75,6 +75,25 @@ def email_file(rendered) -> Path:
     return path
 
 
+WELCOME_UNSUBSCRIBE = "https://news.example/unsubscribe/u1-abcdefghijklmnop"
+
+
+@pytest.fixture(scope="module")
+def welcome(settings) -> tuple[str, str, str]:
+    """The welcome email (subject, html, text) as a reader confirmed after the 2017-05-09 issue gets it."""
+    renderer = Renderer(settings.templates_dir, settings.base_url)
+    return renderer.render_welcome(renderer.edition_time_label(settings.edition_time, settings.timezone),
+                                   "https://news.example/archive/2017-05-09", WELCOME_UNSUBSCRIBE)
+
+
+@pytest.fixture(scope="module")
+def welcome_file(welcome) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "welcome.html"
+    path.write_text(welcome[1], encoding="utf-8")
+    return path
+
+
 # --- SpamAssassin ------------------------------------------------------------
 
 
@@ -122,6 +141,17 @@ def test_spamassassin_scores_the_confirmation_zero(settings, spam_home):
     assert set(rules) <= INFORMATIONAL, rules
 
 
+def test_spamassassin_scores_the_welcome_zero(settings, welcome, spam_home):
+    subject, html, text = welcome
+    raw = transactional_message(settings, Recipient(1, "new@example.com"), subject, html, text,
+                                "<welcome.1.abc@news.example>", unsubscribe_url=WELCOME_UNSUBSCRIBE)
+
+    total, rules = spamassassin(raw, spam_home)
+
+    assert total == 0.0, rules
+    assert set(rules) <= INFORMATIONAL, rules
+
+
 # --- HTML validators ---------------------------------------------------------
 
 # html-validate's recommended rules, less those that forbid what email needs, each for a reason:
@@ -142,7 +172,9 @@ HTML_VALIDATE_OFF = {
 }
 
 
-def test_html_validate_finds_no_errors(email_file, tmp_path):
+@pytest.mark.parametrize("email", ["email_file", "welcome_file"])
+def test_html_validate_finds_no_errors(email, request, tmp_path):
+    email_file = request.getfixturevalue(email)
     node = require("node", "`make test` installs Debian's nodejs")
     config = tmp_path / "htmlvalidate.json"
     config.write_text(json.dumps({"extends": ["html-validate:recommended"],
@@ -152,15 +184,17 @@ def test_html_validate_finds_no_errors(email_file, tmp_path):
     result = subprocess.run([node, cli, "--config", str(config), "--formatter", "text", str(email_file)],
                             capture_output=True, text=True, timeout=120)
 
-    (ARTIFACTS / "html-validate.txt").write_text(result.stdout + result.stderr, encoding="utf-8")
+    (ARTIFACTS / f"html-validate-{email_file.stem}.txt").write_text(result.stdout + result.stderr, encoding="utf-8")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
 
 
-def test_tidy_finds_no_errors(email_file):
+@pytest.mark.parametrize("email", ["email_file", "welcome_file"])
+def test_tidy_finds_no_errors(email, request):
+    email_file = request.getfixturevalue(email)
     tidy = require("tidy", "`make test` installs Debian's tidy")
     result = subprocess.run([tidy, "-errors", "-quiet", str(email_file)], capture_output=True, text=True, timeout=60)
 
-    (ARTIFACTS / "tidy.txt").write_text(result.stderr, encoding="utf-8")
+    (ARTIFACTS / f"tidy-{email_file.stem}.txt").write_text(result.stderr, encoding="utf-8")
     assert result.returncode < 2, result.stderr  # 1: warnings only (e.g. <table> without summary)
     assert "Error:" not in result.stderr
 
@@ -350,3 +384,42 @@ def test_dark_mode_changes_the_background(views, width):
     light_story = next(t for t in light["texts"] if t["landmark"] and t["background"] == "rgb(255, 255, 255)")
     dark_story = next(t for t in dark["texts"] if t["text"] == light_story["text"])
     assert dark_story["background"] != light_story["background"] and dark_story["color"] != light_story["color"]
+
+
+# --- the welcome email in Chromium ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def welcome_views(browser, welcome_file):
+    """The welcome at each width and colour scheme, measured as the issue is (it has no pictures)."""
+    axe = require(NODE_MODULES / "axe-core" / "axe.min.js", "run `make email-tools`")
+    html = welcome_file.read_text(encoding="utf-8")
+    measured = {}
+    for width in WIDTHS:
+        for scheme in SCHEMES:
+            page = browser.new_page(viewport={"width": width, "height": 900}, color_scheme=scheme, locale="ar")
+            page.route("**/*", lambda route: route.abort())
+            page.set_content(html, wait_until="load")
+            page.screenshot(path=str(ARTIFACTS / f"welcome-{width}-{scheme}.png"), full_page=True)
+            page.add_script_tag(path=axe)
+            measured[width, scheme] = {"axe": page.evaluate(f"axe.run(document, {json.dumps(AXE_OPTIONS)})"),
+                                       **page.evaluate(MEASURE_JS)}
+            page.close()
+    return measured
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_welcome_passes_axe_core_and_reads_right(welcome_views, width, scheme):
+    view = welcome_views[width, scheme]
+
+    assert [(v["id"], [n["target"] for n in v["nodes"]][:3]) for v in view["axe"]["violations"]] == []
+    assert view["scrollWidth"] <= view["innerWidth"], "no sideways scrolling"
+    assert view["texts"]
+    for text in view["texts"]:
+        assert text["landmark"], f"outside banner/main/contentinfo: {text['text']}"
+        assert text["direction"] == "rtl", text
+        assert contrast(text["color"], text["background"]) >= 4.5, text
+        assert text["align"] in {"right", "start"} or text["footer"], text
+    for link in view["links"]:
+        assert link["width"] >= 24 and link["height"] >= 24, f"tap target under 24×24 px: {link}"

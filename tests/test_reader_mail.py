@@ -130,3 +130,20 @@ def test_a_hard_bounce_of_a_confirmation_bounces_the_address_with_no_issue(mail_
 
     assert [h.report.issue_date for h in handled] == [None]
     assert store.get_subscriber("gone@example.org").status == Status.bounced.value
+
+
+def test_a_welcome_template_gmail_would_clip_is_refused_in_one_line(settings, tmp_path):
+    import shutil
+
+    from newsletter.errors import TemplateError
+    from newsletter.issue.render import Renderer
+
+    templates = shutil.copytree(settings.templates_dir, tmp_path / "templates")
+    mjml = templates / "welcome.mjml.j2"
+    filler = "          <mj-text>" + "أبرز الأحداث الدولية " * 40 + "</mj-text>\n"
+    mjml.write_text(mjml.read_text(encoding="utf-8").replace("        </mj-column>\n", filler * 60 + "        </mj-column>\n", 1),
+                    encoding="utf-8")
+    renderer = Renderer(templates, "https://news.example")
+
+    with pytest.raises(TemplateError, match=r"welcome\.mjml\.j2 makes \d+\.\d KB of HTML, over Gmail's 102 KB"):
+        renderer.render_welcome("السابعة صباحًا بتوقيت باريس", "", "https://news.example/unsubscribe/u1-x")
