@@ -23,6 +23,7 @@ from newsletter.store.database import Status
 from newsletter.store.feedback import Feedback, FeedbackKind
 from newsletter.store.schema import address_changes, subscribers
 from newsletter.tokens import Tokens
+from newsletter.web.manage import CHANGES_PER_HOUR
 from newsletter.web.security import redact_token
 
 from .conftest import SAMPLE_DATE, run_cli
@@ -262,6 +263,18 @@ def test_scanners_change_nothing_and_bad_input_is_refused_in_arabic(client, site
     taken = client.post(manage, data={"action": "address", "email": "Taken@Example.com"})
     assert taken.status_code == 200 and "أرسلنا رابط تأكيد" in taken.text
     assert snapshot(store) == before and len(smtp_server.handler.messages) == mails
+
+    # At most CHANGES_PER_HOUR requests an hour (the taken one counted): each would mail an address of their choosing.
+    for n in range(1, CHANGES_PER_HOUR):
+        assert client.post(manage, data={"action": "address", "email": f"try{n}@example.com"}).status_code == 200
+    _wait_for(smtp_server, f"try{CHANGES_PER_HOUR - 1}@example.com")
+    mails = len(smtp_server.handler.messages)
+    arabic_refusal(client.post(manage, data={"action": "address", "email": "one.more@example.com"}), 429)
+    time.sleep(0.3)
+    assert len(smtp_server.handler.messages) == mails
+    assert not [c for c in snapshot(store) if c[0] == "change" and c[2] == "one.more@example.com"]
+    change_id = store.choices.request_change(reader, "next@example.com")  # the latest request wins
+    change = f"/change/{tokens.change_token(change_id)}"
 
     # The address link: the button acts once; a replay, or a link replaced by a later request, is refused.
     done = client.post(change)

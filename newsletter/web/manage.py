@@ -26,11 +26,14 @@ from ..store.subscribers import normalise_email
 from ..tokens import Tokens
 from .metrics import WebMetrics
 from .pages import GET, Pages
+from .ratelimit import SignupLimiter
 
 log = logging.getLogger(__name__)
 
 READER_LINK = [*GET, "POST"]
 ACTIONS = ("pause", "resume", "address", "download", "leave", "forget")
+# Address changes a reader may ask for an hour: each sends a mail to an address they chose.
+CHANGES_PER_HOUR = 5
 INVALID_EMAIL = "هذا العنوان لا يبدو بريدًا إلكترونيًا صحيحًا. تحقق منه وأعد المحاولة."
 
 
@@ -39,6 +42,8 @@ def manage_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
     page, notice = pages.page, pages.notice
     change_mailer = AddressChangeMailer(settings, pages.renderer)
     change_max_age = dt.timedelta(seconds=settings.confirm_max_age_seconds)
+    # Counted in the store per reader, whatever their network: a token of one's own must not make us mail anyone.
+    change_limiter = SignupLimiter(store, CHANGES_PER_HOUR, 3600, name="address-change")
 
     def invalid_link() -> HTMLResponse:
         return notice("رابط غير صالح", "رابط إدارة الاشتراك هذا غير صالح. استخدم الرابط كما وصلك في أسفل "
@@ -116,6 +121,12 @@ def manage_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
         if new_email == subscriber.email:
             return manage_page(token, subscriber, paused, 400, error="هذا هو عنوانك الحالي. اكتب العنوان الجديد.",
                                new_email=raw[:320])
+        wait = await run_in_threadpool(change_limiter.retry_after, f"reader-{subscriber.id}")
+        if wait:
+            response = manage_page(token, subscriber, paused, 429, new_email=raw[:320],
+                                   error="طلبت تغيير العنوان مرات كثيرة. أعد المحاولة بعد ساعة.")
+            response.headers["Retry-After"] = str(wait)
+            return response
         change_id = await run_in_threadpool(store.choices.request_change, subscriber.id, new_email)
         # The same answer when the address is already on the list: this page never tells who subscribes.
         response = manage_page(token, subscriber, paused,
