@@ -83,7 +83,8 @@ def welcome(settings) -> tuple[str, str, str]:
     """The welcome email (subject, html, text) as a reader confirmed after the 2017-05-09 issue gets it."""
     renderer = Renderer(settings.templates_dir, settings.base_url)
     return renderer.render_welcome(renderer.edition_time_label(settings.edition_time, settings.timezone),
-                                   "https://news.example/archive/2017-05-09", WELCOME_UNSUBSCRIBE)
+                                   "https://news.example/archive/2017-05-09", WELCOME_UNSUBSCRIBE,
+                                   manage_url="https://news.example/manage/u1-abcdefghijklmnop")
 
 
 @pytest.fixture(scope="module")
