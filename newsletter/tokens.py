@@ -30,8 +30,9 @@ CHANGE_SALT = b"address-change"
 MAC_CHARS = 16
 # Lower case digits and letters only: mail systems may change the case of a local part, and
 # some keep nothing else intact. "m20261129-1a2b-<mac>": the issue's date, the reader's id in base 36;
-# "m-1a2b-<mac>": no issue, a message of the reader's own (confirmation, welcome).
-_RETURN_PATH_TOKEN = re.compile(r"m(\d{8})?-([0-9a-z]{1,13})-([a-z2-7]{%d})" % MAC_CHARS)
+# "m-1a2b-<mac>": no issue, a message of the reader's own (confirmation, welcome); "c1a2b-<mac>": the
+# email asking a new address to confirm an address change, naming the change and not the reader.
+_RETURN_PATH_TOKEN = re.compile(r"(?:m(\d{8})?-([0-9a-z]{1,13})|c([0-9a-z]{1,13}))-([a-z2-7]{%d})" % MAC_CHARS)
 # "u1a2b-<mac>": the reader's id in base 36. Never a ".", which every itsdangerous token has;
 # the same alphabet as return paths, so a link whose case was changed on the way still works.
 _UNSUBSCRIBE_TOKEN = re.compile(r"u([0-9a-z]{1,13})-([a-z2-7]{%d})" % MAC_CHARS)
@@ -49,7 +50,8 @@ class ReturnPathToken:
     """Who a bounce is about, as its return path says: the issue (YYYYMMDD) and the reader."""
 
     issue_tag: str  # "" for a message of the reader's own, about no issue (confirmation, welcome)
-    subscriber_id: int
+    subscriber_id: int  # 0 for an address change's email: its bounce says nothing of the reader
+    change_id: int | None = None  # the address change whose new address the message went to
 
 
 def _base36(number: int) -> str:
@@ -142,6 +144,11 @@ class Tokens:
         body = f"m{issue_tag}-{_base36(subscriber_id)}"
         return f"{body}-{_mac(self._return_path_hmac, body)}"
 
+    def change_return_path_token(self, change_id: int) -> str:
+        """The VERP token of the email to a new address: its bounce cancels the change, never the reader."""
+        body = f"c{_base36(change_id)}"
+        return f"{body}-{_mac(self._return_path_hmac, body)}"
+
     def click_token(self, issue_tag: str, place: int, subscriber_id: int) -> str:
         """The token of one story link in one reader's copy: /c/<token>."""
         body = f"{issue_tag}-{place}-{_base36(subscriber_id)}"
@@ -169,7 +176,11 @@ class Tokens:
         match = _RETURN_PATH_TOKEN.fullmatch(token.lower())
         if match is None:
             return None
-        issue_tag, subscriber, mac = match.groups()
+        issue_tag, subscriber, change, mac = match.groups()
+        if change is not None:
+            if not hmac.compare_digest(mac, _mac(self._return_path_hmac, f"c{change}")):
+                return None
+            return ReturnPathToken("", 0, int(change, 36))
         issue_tag = issue_tag or ""
         if not hmac.compare_digest(mac, _mac(self._return_path_hmac, f"m{issue_tag}-{subscriber}")):
             return None

@@ -132,6 +132,33 @@ def test_a_hard_bounce_of_a_confirmation_bounces_the_address_with_no_issue(mail_
     assert store.get_subscriber("gone@example.org").status == Status.bounced.value
 
 
+def test_a_bounce_from_a_new_address_cancels_the_change_and_never_touches_the_reader(
+        mail_settings, store, smtp_server):
+    from newsletter.issue.render import Renderer
+    from newsletter.mail.address_change import AddressChangeMailer
+
+    tokens = Tokens(mail_settings.secret_key)
+    store.add_subscriber("layla@example.com", "ليلى")
+    reader = store.get_subscriber("layla@example.com")
+    change = store.choices.request_change(reader.id, "layla@typo.example")
+    mailer = AddressChangeMailer(mail_settings, Renderer(mail_settings.templates_dir, mail_settings.base_url), tokens)
+    assert asyncio.run(mailer.send(change, reader.id, reader.name, "layla@typo.example", "https://news.example/c"))
+    sent = smtp_server.handler.messages[0]
+    token = reader_token(sent, tokens)
+    assert (token.change_id, token.subscriber_id) == (change, 0), "the return path names the change, not the reader"
+    assert "DKIM-Signature" in sent.parsed()
+    raw = report("postfix_hard_5.1.1.eml", tokens, reader.id, "layla@typo.example", dt.date.today(),
+                 return_path=sent.mail_from)
+
+    handled = handle_report(raw, store, tokens, BOUNCES, FeedbackPolicy(3, 14))
+    again = handle_report(raw, store, tokens, BOUNCES, FeedbackPolicy(3, 14))
+
+    assert "cancelled" in handled[0].change and "no longer waiting" in again[0].change
+    assert store.choices.pending_change(change, dt.timedelta(days=7)) is None, "the mistyped address is dropped"
+    assert store.get_subscriber("layla@example.com").status == Status.active.value, "the reader keeps receiving"
+    assert store.feedback.counts_by_issue(dt.date.today().isoformat()) == {}
+
+
 def test_a_welcome_template_gmail_would_clip_is_refused_in_one_line(settings, tmp_path):
     import shutil
 

@@ -242,6 +242,7 @@ class Handled:
     report: Report
     readers: tuple[tuple[str, Recorded], ...] = ()  # (address, what recording did)
     unattributed: str = ""  # why a bounce or complaint could not be put on a reader
+    change: str = ""  # what became of the address change whose email this report is about
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,8 @@ def apply_report(report: Report, store: Store, policy: FeedbackPolicy) -> Handle
         return Handled(report, unattributed="neither a delivery report nor a complaint that can be read")
     if report.kind is ReportKind.unreadable:
         return Handled(report, unattributed=report.reason)
+    if report.token is not None and report.token.change_id is not None:
+        return _about_change(report, store, report.token.change_id)
     readers, why = _readers(report, store)
     if not readers:
         return Handled(report, unattributed=why)
@@ -283,6 +286,21 @@ def apply_report(report: Report, store: Store, policy: FeedbackPolicy) -> Handle
                         report.status, report.reason)
         recorded.append((address, store.feedback.record(item, policy.soft_limit, policy.soft_days)))
     return Handled(report, tuple(recorded))
+
+
+def _about_change(report: Report, store: Store, change_id: int) -> Handled:
+    """A report on the email asking a new address to confirm a change: it is about that address only.
+
+    The reader's own address still works and still gets the issue; a refusal of the new one (mistyped,
+    unknown) cancels the change, so the reader can ask again with the right address.
+    """
+    if report.kind not in (ReportKind.hard, ReportKind.complaint):
+        return Handled(report, change=f"address change #{change_id} left waiting: a {report.kind.value} report "
+                                      "does not say the new address is wrong")
+    if store.choices.cancel_change(change_id):
+        return Handled(report, change=f"address change #{change_id} cancelled: its new address refused our mail; "
+                                      "the reader keeps their address")
+    return Handled(report, change=f"address change #{change_id} was no longer waiting; nothing changed")
 
 
 def _readers(report: Report, store: Store) -> tuple[list[tuple[int, str]], str]:
@@ -375,6 +393,8 @@ def describe(handled: Handled) -> str:
         return f"unreadable: {report.reason}"
     if handled.unattributed:
         return f"{what}: not attributed: {handled.unattributed}" + (f" ({report.reason})" if report.reason else "")
+    if handled.change:
+        return f"{what}: {handled.change}"
     parts = []
     for address, recorded in handled.readers:
         if not recorded.new:

@@ -257,10 +257,19 @@ def _dkim_signer(settings: Settings, static_headers: bytes, now: dt.datetime) ->
 
 def reader_return_path(settings: Settings, tokens: Tokens, subscriber_id: int) -> str:
     """MAIL FROM of a reader's own message (confirmation, welcome): VERP naming the reader and no issue."""
+    return _verp(settings, tokens.return_path_token("", subscriber_id))
+
+
+def change_return_path(settings: Settings, tokens: Tokens, change_id: int) -> str:
+    """MAIL FROM of the email to a reader's new address: VERP naming the change (a bounce cancels it)."""
+    return _verp(settings, tokens.change_return_path_token(change_id))
+
+
+def _verp(settings: Settings, token: str) -> str:
     if not settings.bounce_address:
         return ascii_address(settings.from_address)
     local, _, domain = settings.bounce_address.rpartition("@")
-    return f"{local}+{tokens.return_path_token('', subscriber_id)}@{domain}"
+    return f"{local}+{token}@{domain}"
 
 
 def transactional_message(settings: Settings, recipient: Recipient, subject: str, html: str, text: str,

@@ -136,6 +136,11 @@ class ReaderChoices:
         return ChangeResult(ChangeOutcome.changed, Subscriber(*moved)) if moved else \
             ChangeResult(ChangeOutcome.unknown)
 
+    def cancel_change(self, change_id: int) -> bool:
+        """Drop a change still waiting for its new address (which refused our mail); whether it was waiting."""
+        with self.engine.begin() as conn:
+            return conn.execute(address_changes.delete().where(address_changes.c.id == change_id)).rowcount == 1
+
     def safely_apply_change(self, change_id: int, max_age: dt.timedelta) -> ChangeResult:
         """apply_change, with an address taken at the very same moment (the unique key says so) as `taken`."""
         try:

@@ -40,7 +40,7 @@ INVALID_EMAIL = "هذا العنوان لا يبدو بريدًا إلكترون
 def manage_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens, metrics: WebMetrics) -> APIRouter:
     router = APIRouter()
     page, notice = pages.page, pages.notice
-    change_mailer = AddressChangeMailer(settings, pages.renderer)
+    change_mailer = AddressChangeMailer(settings, pages.renderer, tokens)
     change_max_age = dt.timedelta(seconds=settings.confirm_max_age_seconds)
     # Counted in the store per reader, whatever their network: a token of one's own must not make us mail anyone.
     change_limiter = SignupLimiter(store, CHANGES_PER_HOUR, 3600, name="address-change")
@@ -134,7 +134,8 @@ def manage_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
                                       "وتبقى الرسالة تصل إلى عنوانك الحالي حتى ذلك الحين.")
         if change_id is not None:
             url = f"{settings.base_url}/change/{tokens.change_token(change_id)}"
-            response.background = BackgroundTask(change_mailer.send, subscriber.id, subscriber.name, new_email, url)
+            response.background = BackgroundTask(change_mailer.send, change_id, subscriber.id, subscriber.name,
+                                                  new_email, url)
         else:
             log.info("address change for reader %d not started: the new address is already on the list",
                      subscriber.id)
