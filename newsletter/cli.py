@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.console import Console
 
+from . import logs
 from .config import PROJECT_DIR, Settings, load_settings, write_env_file
 from .errors import ConfigError, NewsletterError, NotApprovedError
 from .store.database import Status, Store
@@ -65,7 +66,9 @@ DateOption = Annotated[
 
 
 def _settings() -> Settings:
-    return load_settings()
+    settings = load_settings()
+    logs.use_format(settings.log_format.value)
+    return settings
 
 
 def _collect_less_while_sending() -> None:
@@ -83,7 +86,7 @@ def _collect_less_while_sending() -> None:
 
 def _settings_for_links() -> Settings:
     """Settings of a command that sends mail or serves pages: it signs links, so the key must be real."""
-    settings = load_settings()
+    settings = _settings()
     settings.require_secret_key()
     return settings
 
@@ -99,21 +102,9 @@ def _issue_date(settings: Settings, value: str | None) -> dt.date:
         raise typer.BadParameter(f"{value!r} is not a date like 2026-11-24", param_hint="--date") from None
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "httpcore", "aiosmtplib", "mail.log", "sqlalchemy", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # "Running upgrade 0001 -> 0002"
-
-
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False) -> None:
-    _setup_logging(verbose)
+    logs.setup(verbose)
 
 
 # --- the morning edition --------------------------------------------------
@@ -458,7 +449,7 @@ def serve(
     from .web.app import UVICORN_OPTIONS, create_app
     from .web.metrics import prepare_workers
 
-    settings = load_settings().served_on(port)
+    settings = _settings().served_on(port)
     settings.require_secret_key(listening_publicly=not _is_loopback(host))
     # Each of several workers loads the settings anew: they must see the same public address.
     os.environ["NEWSLETTER_BASE_URL"] = settings.base_url
@@ -468,6 +459,8 @@ def serve(
     out.print(f"Serving on http://{host}:{port} with {workers} worker(s) (public address: {settings.base_url}; "
               f"trusted proxies: {proxies})")
     common = {"host": host, "port": port, "log_level": "info", **UVICORN_OPTIONS}
+    if (log_config := logs.uvicorn_log_config(settings.log_format.value)) is not None:
+        common["log_config"] = log_config
     if workers == 1:
         uvicorn.run(create_app(settings), **common)
     else:

@@ -58,6 +58,13 @@ class Approval(str, Enum):
     required = "required"
 
 
+class LogFormat(str, Enum):
+    """How commands and serve write their log: lines for people, or one JSON object a line for log shippers."""
+
+    text = "text"
+    json = "json"
+
+
 class EventLoop(str, Enum):
     """The event loop a send runs on: uvloop (written in C) when installed, or Python's own."""
 
@@ -109,6 +116,7 @@ class Settings(BaseSettings):
     smtp_connections: int = Field(default=10, ge=1, le=500)
     smtp_messages_per_connection: int = Field(default=0, ge=0)
     event_loop: EventLoop = EventLoop.auto
+    log_format: LogFormat = LogFormat.text
     rate_limit: float = Field(default=0, ge=0)  # messages per second, 0 = unlimited
     send_attempts: int = Field(default=3, ge=1, le=20)
     retry_base_seconds: float = Field(default=2.0, ge=0)

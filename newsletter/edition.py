@@ -196,6 +196,13 @@ def send_edition(settings: Settings, store: Store, date: dt.date,
     template = MessageTemplate(as_rendered(issue), settings)
     sender = Sender(store, template, issue.id, settings, on_progress)
     report = run_on_event_loop(_stop_cleanly_on_sigterm(sender.run()), settings)
+    counts = {"sent": report.sent, "failed": report.failed, "refused": report.refused, "withdrawn": report.withdrawn,
+              "skipped": already_done, "paused": paused, "active": active, "left_since": left_since}
+    # For log shippers (NEWSLETTER_LOG_FORMAT=json): the run's figures as fields of one record.
+    log.info("send of %s %s: %d sent, %d failed, %d refused", issue.issue_date,
+             "complete" if report.complete else "incomplete", report.sent, report.failed, report.refused,
+             extra={"issue": issue.issue_date, "complete": report.complete, "counts": counts,
+                    "duration_seconds": round(report.elapsed, 3)})
     return SendResult(issue, built_now, report, paused, already_done, active, left_since)
 
 
