@@ -25,8 +25,10 @@ CONNECTIONS = 4
 class SlowHandler(RecordingHandler):
     """A relay that takes a few milliseconds per message, so a kill lands mid-list."""
 
+    delay = 0.003
+
     async def handle_DATA(self, server, session, envelope):
-        await asyncio.sleep(0.003)
+        await asyncio.sleep(self.delay)
         return await super().handle_DATA(server, session, envelope)
 
 
@@ -80,6 +82,31 @@ def test_sigkill_halfway_then_rerun_delivers_everyone_once(crash_env, slow_serve
     assert set(copies) == {f"reader{i:05d}@example.com" for i in range(READERS)}, "nobody is missed"
     duplicates = sum(n - 1 for n in copies.values())
     assert duplicates <= CONNECTIONS, f"{duplicates} sent twice; only in-flight messages may repeat"
+
+
+def test_a_killed_senders_claims_are_taken_over_mid_pass_not_after_it(crash_env, slow_server, store):
+    """Run A is killed holding claims; run B, started at once, sweeps a long list. B takes A's readers
+    over within the stale time (2 s) and a round, not when its own pass through the list is done."""
+    _, handler = slow_server
+    handler.delay = 0.012  # B's pass through the list takes ~10 s, far longer than the stale time
+    first = start_send(crash_env)
+    wait_until_received(handler, 50, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    with store.engine.connect() as conn:
+        held = set(conn.execute(select(deliveries.c.subscriber_id).where(deliveries.c.outcome == "sending")).scalars())
+    orphans = {store.subscriber_by_id(i).email for i in held}
+    assert len(orphans) >= 100, "the kill left few claims behind; nothing was tested"
+    received_before = len(handler.recipients())
+
+    second = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=crash_env, timeout=300)
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    order = handler.recipients()[received_before:]
+    fresh = [address for address in order if address not in orphans]
+    last_orphan = max(order.index(address) for address in orphans if address in order)
+    assert set(order) >= orphans - set(handler.recipients()[:received_before])
+    assert last_orphan < len(order) - len(fresh) // 3, "A's readers waited for the end of B's pass"
 
 
 def test_sigterm_stops_cleanly_with_exit_75_and_the_rerun_finishes(crash_env, slow_server):

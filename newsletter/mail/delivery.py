@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
 
 import aiosmtplib
@@ -25,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
 from ..errors import DeliveryLogError, NewsletterError
-from ..store.database import Outcome, Store
+from ..store.database import Outcome, Store, Subscriber
 from ..store.deliverylog import Clearance
 from .message import MessageTemplate, Recipient, ascii_address
 from .pacing import DomainPacing, domain_of, is_domain_deferral
@@ -339,25 +340,40 @@ class Sender:
             await asyncio.sleep(self.heartbeat_seconds)
 
     async def _produce_pass(self) -> None:
-        """One sweep of the list: readers nobody has claimed, then failures and dead runs' claims."""
-        log_ = self.store.log
-        claims = (
-            lambda after: log_.claim_fresh(self.issue_id, self.run_id, after, self.settings.batch_size),
-            lambda after: log_.claim_retries(self.issue_id, self.run_id, after, self.settings.batch_size,
-                                             self.stale_after),
-        )
-        for claim in claims:
-            after_id = 0
-            while self._fatal is None:
-                claimed, after_id_next = await asyncio.to_thread(claim, after_id)
-                if after_id_next == after_id:
-                    break
-                after_id = after_id_next
-                for subscriber in claimed:
-                    if self._fatal is not None:
-                        return
-                    self._unsettled += 1
-                    await self._queue.put(Job(Recipient(subscriber.id, subscriber.email, subscriber.name)))
+        """One sweep of the list: readers nobody has claimed, then failures and dead runs' claims.
+
+        A run that dies while this one sweeps a long list leaves its readers waiting: before each
+        round of fresh claims, what dead runs hold is taken over first, so they wait the stale time
+        and one round, not the rest of the pass.
+        """
+        log_, size, stale = self.store.log, self.settings.batch_size, self.stale_after
+        fresh = partial(log_.claim_fresh, self.issue_id, self.run_id, limit=size)
+        retries = partial(log_.claim_retries, self.issue_id, self.run_id, limit=size, stale_after=stale)
+        abandoned = partial(log_.claim_abandoned, self.issue_id, self.run_id, limit=size, stale_after=stale)
+        after_id = 0
+        while self._fatal is None:
+            if await asyncio.to_thread(log_.has_abandoned_claims, self.issue_id, self.stale_after):
+                await self._queue_all(abandoned)
+            after_id_next = await self._queue_round(fresh, after_id)
+            if after_id_next == after_id:
+                break
+            after_id = after_id_next
+        await self._queue_all(retries)
+
+    async def _queue_all(self, claim: Callable[[int], tuple[list[Subscriber], int]]) -> None:
+        after_id = 0
+        while self._fatal is None and (after_id_next := await self._queue_round(claim, after_id)) != after_id:
+            after_id = after_id_next
+
+    async def _queue_round(self, claim: Callable[[int], tuple[list[Subscriber], int]], after_id: int) -> int:
+        """Claim one round after `after_id` and queue what this run now owns; the last id the round saw."""
+        claimed, after_id_next = await asyncio.to_thread(claim, after_id)
+        for subscriber in claimed:
+            if self._fatal is not None:
+                return after_id
+            self._unsettled += 1
+            await self._queue.put(Job(Recipient(subscriber.id, subscriber.email, subscriber.name)))
+        return after_id_next
 
     async def _all_settled(self) -> None:
         while self._unsettled and self._fatal is None:

@@ -251,9 +251,28 @@ class DeliveryLog:
         """
         retryable = (
             ((deliveries.c.outcome == Outcome.failed.value) & (deliveries.c.run_id != run_id))
-            | ((deliveries.c.outcome == Outcome.sending.value)
-               & deliveries.c.run_id.in_(self._abandoned_runs(stale_after)))
+            | self._abandoned_claims(stale_after)
         )
+        return self._claim_again(issue_id, run_id, after_id, limit, retryable)
+
+    def claim_abandoned(self, issue_id: int, run_id: str, after_id: int, limit: int,
+                        stale_after: dt.timedelta) -> tuple[list[Subscriber], int]:
+        """Claim only what dead runs held: taken over between two rounds of a pass, not after it."""
+        return self._claim_again(issue_id, run_id, after_id, limit, self._abandoned_claims(stale_after))
+
+    def has_abandoned_claims(self, issue_id: int, stale_after: dt.timedelta) -> bool:
+        """Whether a dead run still holds claims on this issue (one indexed probe: the outcome `sending`)."""
+        query = select(deliveries.c.subscriber_id).where(
+            deliveries.c.issue_id == issue_id, self._abandoned_claims(stale_after)).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def _abandoned_claims(self, stale_after: dt.timedelta):
+        return ((deliveries.c.outcome == Outcome.sending.value)
+                & deliveries.c.run_id.in_(self._abandoned_runs(stale_after)))
+
+    def _claim_again(self, issue_id: int, run_id: str, after_id: int, limit: int,
+                     retryable) -> tuple[list[Subscriber], int]:
         page = (
             select(subscribers.c.id, subscribers.c.email, subscribers.c.name)
             .join(deliveries, (deliveries.c.subscriber_id == subscribers.c.id) & (deliveries.c.issue_id == issue_id))
