@@ -6,6 +6,7 @@ import datetime as dt
 import email
 import email.policy
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
@@ -55,6 +57,49 @@ class LiveApp:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1 (openssl): the tests' TLS servers use it."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+class ServeProcess:
+    """The real `newsletter serve` in a subprocess on a loopback port; what it logged, once stopped."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, "-m", "newsletter", "serve", "--port", str(self.port)],
+                                        env=env, cwd=PROJECT / "tests", stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self.stdout = self.stderr = ""
+
+    def __enter__(self) -> httpx.Client:
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.client.get("/healthz")
+                return self.client
+            except httpx.TransportError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()
+                    raise AssertionError(f"serve did not start: {self.stderr[-2000:]}") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.stdout, self.stderr = self.process.communicate(timeout=30)
 
 
 @dataclass

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
-import httpx
-
-from newsletter.mail.outbox import free_port
 from newsletter.store.database import Status
 from newsletter.tokens import Tokens
 
-from .conftest import PROJECT, SAMPLE_DATE, run_cli
+from .conftest import SAMPLE_DATE, ServeProcess, run_cli
 
 
 def json_lines(text: str) -> list[dict]:
@@ -58,24 +51,10 @@ def test_serve_logs_its_requests_as_json_with_tokens_left_out(env, store, settin
     subscriber = store.request_subscription("logged@example.com")
     assert store.get_subscriber("logged@example.com").status == Status.pending.value
     token = Tokens(settings.secret_key).confirm_token(subscriber.id)
-    port = free_port()
-    serve = subprocess.Popen([sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
-                             env={**env, "NEWSLETTER_LOG_FORMAT": "json"}, cwd=PROJECT / "tests",
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    assert serve.poll() is None and time.monotonic() < deadline, "serve did not start"
-                    time.sleep(0.1)
-            assert client.get(f"/confirm/{token}").status_code == 200
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        _, logged = serve.communicate(timeout=30)
+    serve = ServeProcess({**env, "NEWSLETTER_LOG_FORMAT": "json"})
+    with serve as client:
+        assert client.get(f"/confirm/{token}").status_code == 200
+    logged = serve.stderr
 
     records = json_lines(logged)
     access = [r["event"] for r in records if r["logger"] == "uvicorn.access"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,17 +26,6 @@ from .nginx import NginxProxy
 
 SLOW_CLIENTS = 10
 HEADER_TIMEOUT = 10  # client_header_timeout in the shipped config
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("proxy-tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True)
-    return cert, key
 
 
 @pytest.fixture(scope="module")

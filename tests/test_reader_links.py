@@ -7,19 +7,14 @@ HEAD: that must change nothing; only the reader's press of the page's button (a 
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 
-from newsletter.mail.outbox import free_port
 from newsletter.store.database import Status
 from newsletter.tokens import Tokens
 
-from .conftest import PROJECT
+from .conftest import ServeProcess
 from .test_web import live_site, wait_for_mail
 
 # What Microsoft's Safe Links sends (as logged by newsrooms' servers), more or less.
@@ -125,26 +120,13 @@ def test_tokens_stay_out_of_the_access_log_of_newsletter_serve(env, store, setti
     store.add_subscriber("logged@example.com", "", Status.pending)
     links = links_of(store, settings, "logged@example.com")
     click = "/c/20170509-1-1-abcdefghijklmnop"
-    port = free_port()
-    serve = subprocess.Popen([sys.executable, "-m", "newsletter", "serve", "--port", str(port)], env=env,
-                             cwd=PROJECT / "tests", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    assert serve.poll() is None and time.monotonic() < deadline, "serve did not start"
-                    time.sleep(0.1)
-            for path in (*links.values(), click):
-                client.get(path)
-                client.get(path + "?utm_source=x")
-            client.post(links["unsubscribe"])
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        output = serve.communicate(timeout=30)[0]
+    serve = ServeProcess(env)
+    with serve as client:
+        for path in (*links.values(), click):
+            client.get(path)
+            client.get(path + "?utm_source=x")
+        client.post(links["unsubscribe"])
+    output = serve.stdout + serve.stderr
     assert '"GET /confirm/<token> HTTP/1.1" 200' in output, output
     assert '"POST /unsubscribe/<token> HTTP/1.1" 200' in output and '"GET /c/<token> HTTP/1.1"' in output
     assert '"GET /healthz HTTP/1.1" 200' in output, "the rest of the log is as it was"

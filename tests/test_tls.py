@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -18,18 +17,6 @@ from .conftest import SAMPLE_DATE, RecordingHandler
 from .test_pipelining import PipeliningHandler
 
 USER, PASSWORD = "newsroom", "s3cret-كلمة"
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
-    return cert, key
 
 
 def authenticator(server, session, envelope, mechanism, auth_data):
