@@ -59,7 +59,7 @@ $(EMAIL_TOOLS)/node_modules/.installed: $(EMAIL_TOOLS)/package.json $(EMAIL_TOOL
 email-tools: $(EMAIL_TOOLS)/node_modules/.installed
 
 test: $(STAMP) system-deps email-tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # How well the selection clusters and ranks, on the labelled corpus in benchmarks/corpus, and how fast
 # it is over 3,000 items; writes the table into the README's Selection section. Exit 1: a target missed.

@@ -446,7 +446,7 @@ def serve(
     """Run the signup, confirm, unsubscribe and archive pages (put a TLS proxy in front)."""
     import uvicorn
 
-    from .web.app import UVICORN_OPTIONS, create_app
+    from .web.app import create_app, uvicorn_options
     from .web.metrics import prepare_workers
 
     settings = _settings().served_on(port)
@@ -458,7 +458,7 @@ def serve(
     proxies = ", ".join(str(p) for p in settings.trusted_proxies) or "none (X-Forwarded-For is ignored)"
     out.print(f"Serving on http://{host}:{port} with {workers} worker(s) (public address: {settings.base_url}; "
               f"trusted proxies: {proxies})")
-    common = {"host": host, "port": port, "log_level": "info", **UVICORN_OPTIONS}
+    common = {"host": host, "port": port, "log_level": "info", **uvicorn_options(settings)}
     if (log_config := logs.uvicorn_log_config(settings.log_format.value)) is not None:
         common["log_config"] = log_config
     if workers == 1:

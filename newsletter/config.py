@@ -195,6 +195,11 @@ class Settings(BaseSettings):
     # How long a web request waits for the SQLite write lock (a send holds it
     # in short bursts) before answering 503 with Retry-After.
     web_db_wait_seconds: float = Field(default=5.0, gt=0, le=60)
+    # What one `serve` process holds at most (each worker alike): open connections and requests in
+    # progress, beyond which it answers 503 at once rather than queue; and how long an idle
+    # keep-alive connection stays open. The proxy in front (deploy/nginx) cuts slow clients off.
+    web_max_connections: int = Field(default=500, ge=2, le=100_000)
+    web_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
     # Prometheus: `serve` answers /metrics only to `Authorization: Bearer <metrics_token>` (empty: /metrics
     # is off); `send` writes its figures to metrics_file for node_exporter's textfile collector.
     metrics_token: str = ""

@@ -21,7 +21,7 @@ from newsletter.mail.outbox import free_port
 from newsletter.web.app import create_app
 from newsletter.web.security import SECURITY_HEADERS
 
-from .conftest import LiveApp
+from .conftest import LiveApp, ServeProcess
 from .nginx import NginxProxy
 
 SLOW_CLIENTS = 10
@@ -135,3 +135,26 @@ def test_slow_clients_are_cut_off_while_readers_are_served(proxy, certificate):
         # nginx closes without an answer (or with a 408), never passing the request on to serve
         assert leftover == b"" or leftover.startswith(b"HTTP/1.1 408"), leftover[:200]
         conn.close()
+
+
+def test_serve_answers_503_beyond_its_connection_limit_and_closes_idle_keep_alives(env):
+    """uvicorn's own limits, from the settings: what one serve holds, and how long an idle connection lasts."""
+    serve = ServeProcess({**env, "NEWSLETTER_WEB_MAX_CONNECTIONS": "3", "NEWSLETTER_WEB_KEEP_ALIVE_SECONDS": "1"})
+    with serve as client:
+        held = [socket.create_connection(("127.0.0.1", serve.port), timeout=10) for _ in range(3)]
+        try:
+            over = httpx.get(f"http://127.0.0.1:{serve.port}/healthz", timeout=10)
+        finally:
+            for conn in held:
+                conn.close()
+        assert over.status_code == 503, "beyond the limit a request is refused at once, not queued"
+        time.sleep(0.5)  # the held connections are gone
+        assert client.get("/healthz").status_code == 200
+
+        idle = socket.create_connection(("127.0.0.1", serve.port), timeout=10)
+        idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert idle.recv(65536) == b"", "an idle keep-alive connection is closed by serve"
+        assert time.monotonic() - started < 5, "after NEWSLETTER_WEB_KEEP_ALIVE_SECONDS, not uvicorn's default"
+        idle.close()

@@ -47,6 +47,12 @@ BUSY_RETRY_SECONDS = 5
 UVICORN_OPTIONS = {"proxy_headers": False, "server_header": False}
 
 
+def uvicorn_options(settings: Settings) -> dict[str, object]:
+    """UVICORN_OPTIONS and the limits the settings give a serving process."""
+    return {**UVICORN_OPTIONS, "limit_concurrency": settings.web_max_connections,
+            "timeout_keep_alive": settings.web_keep_alive_seconds}
+
+
 class TooLarge:
     """A body over the limit is answered in Arabic (or JSON to a JSON client), not Starlette's "Content Too Large".
 
