@@ -9,14 +9,13 @@ from __future__ import annotations
 import mailbox
 import os
 import pwd
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 from newsletter.mail.outbox import free_port
 
-from .listening import wait_listening
+from .listening import stop_and_remove, wait_listening
 
 DOVECOT = "/usr/sbin/dovecot"
 
@@ -109,11 +108,4 @@ service auth {{
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop_and_remove(self.process, self.dir)

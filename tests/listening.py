@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def wait_listening(port: int, name: str, log: Callable[[], str], process: subprocess.Popen | None = None,
@@ -22,3 +24,15 @@ def wait_listening(port: int, name: str, log: Callable[[], str], process: subpro
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{name} did not listen on {port}: {log()}")
+
+
+def stop_and_remove(process: subprocess.Popen, folder: Path) -> None:
+    """Stop a server the tests started (TERM, then KILL after 15 s) and remove its temp folder."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    shutil.rmtree(folder, ignore_errors=True)

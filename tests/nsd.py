@@ -6,7 +6,6 @@ used or changed. Zones are given as record lines relative to their origin ("@ TX
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 import time
@@ -16,6 +15,8 @@ import dns.exception
 import dns.resolver
 
 from newsletter.mail.outbox import free_port
+
+from .listening import stop_and_remove
 
 NSD = "/usr/sbin/nsd"
 
@@ -91,11 +92,4 @@ remote-control:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop_and_remove(self.process, self.dir)
