@@ -8,6 +8,7 @@ import datetime as dt
 import mailbox
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -417,33 +418,44 @@ def test_an_imap_server_that_refuses_or_is_not_there_is_one_line_and_nothing_mov
     assert dovecot.folder_sizes("bounces") == {"INBOX": 1}
 
 
-def test_refusals_behind_a_real_postfix_relay_come_back_as_dsns_and_bounce_their_readers(env, store, smtp_server,
-                                                                                           dovecot):
-    """newsletter send → Postfix (accepts all) → the sink refuses two → Postfix's own DSNs to the VERP
-    addresses → its virtual delivery to the Maildir Dovecot serves → `newsletter bounces --imap`."""
+def through_a_postfix_relay(env, smtp_server, dovecot, command: str,
+                            expected_dsns: int) -> tuple[dict[str, str], subprocess.CompletedProcess]:
+    """Run `newsletter <command>` through a real Postfix relaying to `smtp_server`, and wait until Postfix's
+    DSNs of what the server refused reach the bounce mailbox Dovecot serves; the env to read them with,
+    and the command's run."""
     import pwd
 
     from .postfix import PostfixRelay
 
-    readers = ["layla@example.com", "gone@example.org", "omar@example.org", "left@example.net"]
-    for address in readers:
-        store.add_subscriber(address, "")
-    for address in ("gone@example.org", "left@example.net"):
-        smtp_server.handler.refuse[address] = f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
     dovecot.maildir("bounces").close()
     nobody = pwd.getpwnam("nobody")
     relay = PostfixRelay(smtp_server.port, "news.example", {BOUNCES: "bounces/Maildir/"}, dovecot.dir / "mail",
                          nobody.pw_uid, nobody.pw_gid)
     try:
         relay_env = {**_imap_env(env, dovecot), "NEWSLETTER_SMTP_PORT": str(relay.port)}
-        sent = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=relay_env)
-        assert sent.returncode == 0 and "Sent 4" in sent.stdout, sent.stdout + sent.stderr
+        arguments = [command, "--date", SAMPLE_DATE.isoformat()] if command == "send" else [command]
+        sent = run_cli(*arguments, env=relay_env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
         deadline = time.monotonic() + 60
-        while dovecot.folder_sizes("bounces").get("INBOX", 0) < 2:
+        while dovecot.folder_sizes("bounces").get("INBOX", 0) < expected_dsns:
             assert time.monotonic() < deadline, f"no DSNs from Postfix: {relay.log()}"
             time.sleep(0.2)
     finally:
         relay.stop()
+    return relay_env, sent
+
+
+def test_refusals_behind_a_real_postfix_relay_come_back_as_dsns_and_bounce_their_readers(env, store, smtp_server,
+                                                                                           dovecot):
+    """newsletter send → Postfix (accepts all) → the sink refuses two → Postfix's own DSNs to the VERP
+    addresses → its virtual delivery to the Maildir Dovecot serves → `newsletter bounces --imap`."""
+    readers = ["layla@example.com", "gone@example.org", "omar@example.org", "left@example.net"]
+    for address in readers:
+        store.add_subscriber(address, "")
+    for address in ("gone@example.org", "left@example.net"):
+        smtp_server.handler.refuse[address] = f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+    relay_env, sent = through_a_postfix_relay(env, smtp_server, dovecot, "send", expected_dsns=2)
+    assert "Sent 4" in sent.stdout, sent.stdout + sent.stderr
 
     result = run_cli("bounces", "--imap", env=relay_env)
 
@@ -460,31 +472,14 @@ def test_a_confirmation_refused_behind_a_real_postfix_relay_bounces_its_address(
     """A confirmation is VERP'd like the issue: `newsletter confirmations` → Postfix → the sink refuses →
     Postfix's DSN to bounces+m-<reader>-<mac>@ → Dovecot → `newsletter bounces --imap`: the pending
     address is bounced, with no issue date, and the good one is untouched."""
-    import pwd
-
     from sqlalchemy import select
 
     from newsletter.store.schema import feedback
 
-    from .postfix import PostfixRelay
-
     for address in ("new@example.com", "typo@example.org"):
         store.confirmation_failed(store.request_subscription(address).id)  # waiting for `newsletter confirmations`
     smtp_server.handler.refuse["typo@example.org"] = "550 5.1.1 <typo@example.org>: Recipient address rejected"
-    dovecot.maildir("bounces").close()
-    nobody = pwd.getpwnam("nobody")
-    relay = PostfixRelay(smtp_server.port, "news.example", {BOUNCES: "bounces/Maildir/"}, dovecot.dir / "mail",
-                         nobody.pw_uid, nobody.pw_gid)
-    try:
-        relay_env = {**_imap_env(env, dovecot), "NEWSLETTER_SMTP_PORT": str(relay.port)}
-        sent = run_cli("confirmations", env=relay_env)
-        assert sent.returncode == 0, sent.stdout + sent.stderr
-        deadline = time.monotonic() + 60
-        while dovecot.folder_sizes("bounces").get("INBOX", 0) < 1:
-            assert time.monotonic() < deadline, f"no DSN from Postfix: {relay.log()}"
-            time.sleep(0.2)
-    finally:
-        relay.stop()
+    relay_env, _ = through_a_postfix_relay(env, smtp_server, dovecot, "confirmations", expected_dsns=1)
 
     result = run_cli("bounces", "--imap", env=relay_env)
 
