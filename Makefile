@@ -62,9 +62,9 @@ test: $(STAMP) system-deps email-tools
 	$(BIN)/python -m pytest -q --durations=15
 
 # How well the selection clusters and ranks, on the labelled corpus in benchmarks/corpus, and how fast
-# it is over 3,000 items; writes the table into the README's Selection section. Exit 1: a target missed.
+# it is over 3,000 items; writes the table into docs/selection.md. Exit 1: a target missed.
 eval: $(STAMP)
-	$(BIN)/python -m benchmarks.selection_eval --readme $(EVAL_ARGS)
+	$(BIN)/python -m benchmarks.selection_eval --write-docs $(EVAL_ARGS)
 
 # Speed and memory of `newsletter send` against postfix's smtp-sink, next to smtp-source (C) and a
 # stdlib loop: see benchmarks/README.md; results in benchmarks/results/. The harness installs postfix

@@ -1,6 +1,6 @@
 """`make eval`: how well the selection clusters, ranks and follows up, on labelled Arabic corpora, held out.
 
-    python -m benchmarks.selection_eval [--corpus DIR ...] [--mistakes] [--readme] [--speed N]
+    python -m benchmarks.selection_eval [--corpus DIR ...] [--mistakes] [--write-docs] [--speed N]
 
 Two corpora: benchmarks/corpus/ (consecutive mornings of made-up outlets'
 feeds, with stories that continue from one day to the next labelled follow-up
@@ -53,7 +53,7 @@ from newsletter.issue.selection import SentStory, Tuning, group_at_thresholds, s
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 CORPORA = (CORPUS, CORPUS / "real")
-README = PROJECT / "README.md"
+DOCS_PAGE = PROJECT / "docs" / "selection.md"  # its "How well it works" section holds the table
 MAX_STORIES = 6
 TARGETS = {"precision": 0.99, "recall": 0.93, "purity": 1.0, "lead": 1.0}
 SPEED_TARGET = 2.0  # CPU seconds for a 3,000-item morning
@@ -61,8 +61,8 @@ SPEED_TARGET = 2.0  # CPU seconds for a 3,000-item morning
 SAME_EVENT_THRESHOLDS = tuple(round(0.06 + 0.005 * n, 3) for n in range(49))
 MEASURE_PENALTIES = (0.0, 0.05, 0.1, 0.2)
 CONFLICT_PENALTIES = (0.0, 0.1, 0.2, 0.4)
-README_BEGIN = "<!-- selection-eval:begin -->"
-README_END = "<!-- selection-eval:end -->"
+TABLE_BEGIN = "<!-- selection-eval:begin -->"
+TABLE_END = "<!-- selection-eval:end -->"
 
 
 @dataclass
@@ -492,13 +492,14 @@ def load_corpora(folders: list[Path]) -> dict[str, list[Day]]:
     return corpora
 
 
-def write_readme(table: str, readme: Path = README) -> None:
-    text = readme.read_text(encoding="utf-8")
-    block = f"{README_BEGIN}\n{table}\n{README_END}"
-    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+def write_table(table: str, page: Path = DOCS_PAGE) -> None:
+    """Replace the table between the markers of `page` (docs/selection.md) with this one."""
+    text = page.read_text(encoding="utf-8")
+    block = f"{TABLE_BEGIN}\n{table}\n{TABLE_END}"
+    pattern = re.compile(re.escape(TABLE_BEGIN) + ".*?" + re.escape(TABLE_END), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{readme}: no {README_BEGIN} … {README_END} block to update")
-    readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+        raise SystemExit(f"{page}: no {TABLE_BEGIN} … {TABLE_END} block to update")
+    page.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -506,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, action="append", help="a corpus folder (default: both corpora)")
     parser.add_argument("--mistakes", action="store_true", help="list every wrong pair, lead and follow-up")
     parser.add_argument("--speed", type=int, default=3000, metavar="N", help="time the selection over N items (0: skip)")
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--write-docs", action="store_true", help="write the table into docs/selection.md")
     args = parser.parse_args(argv)
     corpora = load_corpora(args.corpus or list(CORPORA))
     held_out = cross_validate(corpora)
@@ -523,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target missed: {line}")
     if held_out.everything != Tuning():
         print(f"note: the shipped {Tuning()} is not the one fitted on every file, {held_out.everything}")
-    if args.readme:
-        write_readme(table)
+    if args.write_docs:
+        write_table(table)
     return 1 if missed else 0
 
 

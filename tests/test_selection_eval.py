@@ -1,4 +1,4 @@
-"""`make eval`'s held-out measure of the selection, on both labelled corpora (see the README's Selection section).
+"""`make eval`'s held-out measure of the selection, on both labelled corpora (see docs/selection.md).
 
 Each corpus file is measured with the tuning (same-event threshold, penalties)
 fitted on all the other files, so a change that only fits the files it was
