@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 
 from newsletter.store.clicks import Click
 from newsletter.store.schema import click_history, click_readers, click_salts, click_totals, metadata
-from newsletter.web.clicks import BURST_SECONDS as BURST
-from newsletter.web.clicks import FLUSH_SECONDS as FLUSH
+from newsletter.web.machines.clicks import BURST_SECONDS as BURST
+from newsletter.web.machines.clicks import FLUSH_SECONDS as FLUSH
 
 from .conftest import run_cli
 
@@ -434,7 +434,7 @@ def test_while_the_store_is_locked_readers_are_still_redirected_and_the_clicks_w
 def test_past_its_bound_the_buffer_drops_clicks_and_says_how_many(caplog):
     import asyncio
 
-    from newsletter.web.clicks import ClickBuffer
+    from newsletter.web.machines.clicks import ClickBuffer
 
     class DownStore:
         class clicks:  # noqa: N801 (the store's attribute)
@@ -463,7 +463,7 @@ def test_past_its_bound_the_buffer_drops_clicks_and_says_how_many(caplog):
     ("", True),
 ])
 def test_which_agents_are_machines(agent, machine):
-    from newsletter.web.clicks import MachineRules
+    from newsletter.web.machines.clicks import MachineRules
 
     rules = MachineRules()
     assert rules.is_machine("GET", [(b"user-agent", agent.encode())]) is machine

@@ -24,7 +24,7 @@ from newsletter.passwords import hash_password
 from newsletter.store.editors import Editors
 from newsletter.store.schema import audit_log, editor_sessions, password_links
 from newsletter.tokens import Tokens
-from newsletter.web.desk import COOKIE
+from newsletter.web.editors import COOKIE
 from newsletter.web.security import TokenRedaction
 
 from .conftest import run_cli

@@ -23,7 +23,7 @@ from newsletter.store.database import Status
 from newsletter.store.feedback import Feedback, FeedbackKind
 from newsletter.store.schema import address_changes, subscribers
 from newsletter.tokens import Tokens
-from newsletter.web.manage import CHANGES_PER_HOUR
+from newsletter.web.readers.manage import CHANGES_PER_HOUR
 from newsletter.web.security import redact_token
 
 from .conftest import SAMPLE_DATE, run_cli

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 from newsletter.mail.bounces import ReportKind
 from newsletter.tokens import Tokens
 from newsletter.web.app import create_app
-from newsletter.web.webhooks import (CERTIFICATES_KEPT, FETCHES_PER_MINUTE, SNS_CERT_URL, Rejected, SnsVerifier,
+from newsletter.web.machines.webhooks import (CERTIFICATES_KEPT, FETCHES_PER_MINUTE, SNS_CERT_URL, Rejected, SnsVerifier,
                                      postmark_report, ses_reports)
 
 from .conftest import LiveApp

@@ -28,15 +28,16 @@ from ..issue.render import Renderer
 from ..mail.confirmations import ConfirmationMailer
 from ..store.database import Status, Store
 from ..tokens import Tokens
-from .clicks import ClickRedirects
-from .desk import install_desk
-from .metrics import CountResponses, WebMetrics, metrics_routes
+from .editors import install_desk
+from .machines.clicks import ClickRedirects
+from .machines.prometheus import metrics_routes
+from .machines.webhooks import Fetch, fetch_over_https, webhook_routes
+from .metrics import CountResponses, WebMetrics
 from .pages import GET, Pages
 from .ratelimit import SignupLimiter
-from .manage import manage_routes
-from .readers import forget_unconfirmed_readers, reader_routes
+from .readers.manage import manage_routes
+from .readers.subscription import forget_unconfirmed_readers, reader_routes
 from .security import SecurityHeaders, SignupCors, redact_access_log
-from .webhooks import Fetch, fetch_over_https, webhook_routes
 
 log = logging.getLogger(__name__)
 

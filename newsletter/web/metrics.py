@@ -1,8 +1,6 @@
-"""What `newsletter serve` counts, for Prometheus: GET /metrics, a page for machines.
+"""What `newsletter serve` counts, for Prometheus (machines/prometheus.py answers GET /metrics).
 
-Only a scraper that presents NEWSLETTER_METRICS_TOKEN as `Authorization: Bearer <token>` gets an
-answer (compared in constant time); anyone else gets 401 and no metric name. With no token set,
-/metrics does not exist (404). The figures live in a `CollectorRegistry` made by the app factory;
+The figures live in a `CollectorRegistry` made by the app factory;
 with `serve --workers N` each worker process writes its figures to files under
 PROMETHEUS_MULTIPROC_DIR (`prepare_workers`, called before the workers start) and /metrics, in
 whichever worker answers, adds up every worker's.
@@ -13,7 +11,6 @@ What `newsletter send` reports goes to a file for node_exporter instead (newslet
 from __future__ import annotations
 
 import atexit
-import hmac
 import logging
 import os
 import shutil
@@ -21,9 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import Response
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, PlatformCollector,
+from prometheus_client import (CollectorRegistry, Counter, Histogram, PlatformCollector,
                                ProcessCollector, generate_latest)
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import event
@@ -31,7 +26,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..mail.bounces import ReportKind
 from ..store.database import Store
-from .pages import GET
 
 log = logging.getLogger(__name__)
 
@@ -145,30 +139,6 @@ class CountResponses:
             await send(message)
 
         await self.app(scope, receive, counted)
-
-
-def bearer_token(token: str):  # noqa: ANN201 (a FastAPI dependency)
-    """The dependency that lets through only `Authorization: Bearer <token>`."""
-    expected = f"Bearer {token}".encode()
-
-    def require_token(request: Request) -> None:
-        given = request.headers.get("authorization", "").encode("latin-1", errors="replace")
-        if not hmac.compare_digest(given, expected):
-            raise HTTPException(401, "a valid bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
-
-    return require_token
-
-
-def metrics_routes(token: str, metrics: WebMetrics) -> APIRouter:
-    """GET /metrics, for Prometheus holding NEWSLETTER_METRICS_TOKEN."""
-    router = APIRouter(dependencies=[Depends(bearer_token(token))])
-
-    @router.api_route("/metrics", methods=GET)
-    async def scrape() -> Response:
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST,
-                        headers={"Cache-Control": "no-store"})
-
-    return router
 
 
 def prepare_workers() -> Path:

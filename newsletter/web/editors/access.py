@@ -1,48 +1,35 @@
-"""The editors' desk under /desk: sign-in, the one-time link to set a password, the first page, sign-out.
+"""Who may use the desk: it exists, a POST comes from its own pages, the editor is signed in.
 
-The desk exists only once `newsletter editors add` has made an editor (before that every /desk
-address is a 404). Its pages are for signed-in editors: that is one dependency, `signed_in`, on
-the router of those pages. Around it, for every /desk request: a POST must come from our own
-origin (the Origin header), and a signed-in editor's POST must also carry the session's CSRF
-token. The session is a random token in a `__Host-` cookie (Secure, HttpOnly, SameSite=Strict)
+The session is a random token in a `__Host-` cookie (Secure, HttpOnly, SameSite=Strict)
 standing for a row of the store, where only its hash is kept; it ends after NEWSLETTER_DESK_IDLE_MINUTES
 without a request and NEWSLETTER_DESK_SESSION_HOURS after sign-in, by the database's clock.
-Sign-in attempts are counted per account and per client by the shared rate limiter, and a wrong
-address gets the same answer, after the same work, as a wrong password.
+A signed-in editor's POST must also carry the session's CSRF token.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..config import Settings
-from ..errors import SubscriberError
-from ..passwords import hash_password, needs_rehash, password_problem, verify_password
-from ..store.database import Store
-from ..store.editors import Editors, EditorSession
-from ..store.subscribers import normalise_email
-from .pages import GET, Pages
-from .ratelimit import SignupLimiter, client_address
+from ...config import Settings
+from ...store.database import Store
+from ...store.editors import Editors, EditorSession
+from ..pages import GET, Pages
 
 log = logging.getLogger(__name__)
 
 DESK = "/desk"
 # __Host-: the browser takes it only from a secure origin, for this host alone (no Domain), path /.
 COOKIE = "__Host-desk"
-LOGIN_WINDOW_SECONDS = 15 * 60
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 10
 MAX_NEXT_LENGTH = 200
-AUDIT_ROWS = 200
 
 
 class DeskRefusal(Exception):
@@ -70,64 +57,60 @@ def local_desk_path(value: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class DeskStatus:
-    """What the first page shows of today's issue."""
+class Desk:
+    """What every part of the desk works with."""
 
-    issue_date: str
-    frozen: bool
-    approved_by: str | None
-    approved_at: dt.datetime | None
-    counts: dict[str, int]
+    settings: Settings
+    store: Store
+    pages: Pages
+    editors: Editors
 
+    def page(self, name: str, session: EditorSession, status_code: int = 200, **context: object) -> Response:
+        """A signed-in page of templates/pages/desk/: its bar names the editor and carries the CSRF token."""
+        return self.pages.page(f"desk/{name}", status_code, editor=session.email, csrf=session.csrf_token,
+                               **context)
 
-def desk_status(settings: Settings, store: Store) -> DeskStatus:
-    issue_date = dt.datetime.now(settings.zone).date().isoformat()
-    issue = store.get_issue(issue_date)
-    approval = store.approvals.of(issue_date)
-    counts = store.log.delivery_counts(issue.id) if issue is not None else {}
-    return DeskStatus(issue_date, issue is not None, approval.approved_by if approval else None,
-                      approval.approved_at if approval else None, counts)
-
-
-def install_desk(app: FastAPI, settings: Settings, store: Store, pages: Pages) -> None:
-    """Put the desk's routes on the app, with the answer to its refusals."""
-
-    async def refused(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, DeskRefusal)
-        return exc.response
-
-    app.add_exception_handler(DeskRefusal, refused)
-    app.include_router(desk_routes(settings, store, pages))
+    async def record(self, session: EditorSession, action: str, detail: str = "") -> None:
+        """One line of the audit log: this editor did this, now (the database's clock)."""
+        await run_in_threadpool(self.editors.record, session.email, action, detail)
 
 
-def desk_routes(settings: Settings, store: Store, pages: Pages) -> APIRouter:
-    editors = Editors(store.engine)
-    idle_seconds = settings.desk_idle_minutes * 60
-    max_seconds = settings.desk_session_hours * 3600
-    by_account = SignupLimiter(store, settings.desk_login_limit, LOGIN_WINDOW_SECONDS, name="desk-account")
-    by_client = SignupLimiter(store, settings.desk_login_client_limit, LOGIN_WINDOW_SECONDS, name="desk-client")
-    page, notice = pages.page, pages.notice
+class DeskAccess:
+    """The desk's dependencies: it exists, a POST is our own, and the editor is signed in."""
 
-    async def desk_open(request: Request) -> None:
+    def __init__(self, desk: Desk) -> None:
+        self.desk = desk
+        self.idle_seconds = desk.settings.desk_idle_minutes * 60
+        self.max_seconds = desk.settings.desk_session_hours * 3600
+
+    async def desk_open(self, request: Request) -> None:
         """No editor yet: there is no desk (404), not a sign-in page for accounts nobody can have."""
-        if not await run_in_threadpool(editors.count):
-            raise DeskRefusal(notice("الصفحة غير موجودة", "لم نجد ما تبحث عنه.", 404))
+        if not await run_in_threadpool(self.desk.editors.count):
+            raise DeskRefusal(self.desk.pages.notice("الصفحة غير موجودة", "لم نجد ما تبحث عنه.", 404))
 
-    async def same_origin(request: Request) -> None:
+    async def same_origin(self, request: Request) -> None:
         """Every POST to the desk comes from the desk's own pages: another site's form gets 403."""
         if request.method in GET:
             return
-        if request.headers.get("origin", "").lower() != settings.own_origin:
+        if request.headers.get("origin", "").lower() != self.desk.settings.own_origin:
             log.info("desk: %s %s refused: posted from %s", request.method, request.url.path,
                      request.headers.get("origin") or "no origin")
-            raise DeskRefusal(notice("طلب غير مسموح", "لا يُقبل هذا الطلب إلا من صفحات المكتب نفسها.", 403))
+            raise DeskRefusal(self.desk.pages.notice("طلب غير مسموح", "لا يُقبل هذا الطلب إلا من صفحات المكتب نفسها.",
+                                                     403))
 
-    async def signed_in(request: Request) -> EditorSession:
+    async def session_of(self, request: Request) -> EditorSession | None:
+        """The live session the request's cookie names, if any."""
+        token = request.cookies.get(COOKIE, "")
+        if not token:
+            return None
+        return await run_in_threadpool(self.desk.editors.session, token, self.idle_seconds, self.max_seconds)
+
+    async def signed_in(self, request: Request) -> EditorSession:
         """The editor whose live session the cookie names; others are sent to sign in.
 
-        A POST must also carry the session's CSRF token."""
-        token = request.cookies.get(COOKIE, "")
-        session = await run_in_threadpool(editors.session, token, idle_seconds, max_seconds) if token else None
+        A POST must also carry the session's CSRF token. The session is kept on the request for
+        the handlers (`current_editor`)."""
+        session = await self.session_of(request)
         if session is None:
             target = request.url.path if request.method in GET else DESK
             raise DeskRefusal(RedirectResponse(f"{DESK}/sign-in?next={quote(target, safe='/')}", status_code=303))
@@ -135,110 +118,15 @@ def desk_routes(settings: Settings, store: Store, pages: Pages) -> APIRouter:
             fields = await form_fields(request)
             if not hmac.compare_digest(fields.get("csrf", "").encode(), session.csrf_token.encode()):
                 log.info("desk: %s %s refused: no valid CSRF token", request.method, request.url.path)
-                raise DeskRefusal(notice("طلب غير مسموح", "انتهت صلاحية هذه الصفحة. افتحها من جديد وأعد المحاولة.",
-                                         403))
+                raise DeskRefusal(self.desk.pages.notice(
+                    "طلب غير مسموح", "انتهت صلاحية هذه الصفحة. افتحها من جديد وأعد المحاولة.", 403))
+        request.state.desk_session = session
         return session
 
-    desk = APIRouter(dependencies=[Depends(desk_open), Depends(same_origin)])
-    public = APIRouter()
-    editor = APIRouter(dependencies=[Depends(signed_in)])  # the desk's access rule
 
-    # Signing in ---------------------------------------------------------------
-
-    @public.api_route(f"{DESK}/sign-in", methods=GET)
-    async def sign_in_page(request: Request, next: str = "") -> Response:  # noqa: A002 (the parameter's name)
-        token = request.cookies.get(COOKIE, "")
-        if token and await run_in_threadpool(editors.session, token, idle_seconds, max_seconds):
-            return RedirectResponse(local_desk_path(next), status_code=303)
-        return page("desk/sign_in", next=local_desk_path(next), done=request.query_params.get("done") == "password")
-
-    @public.post(f"{DESK}/sign-in")
-    async def sign_in(request: Request) -> Response:
-        fields = await form_fields(request)
-        target = local_desk_path(fields.get("next"))
-        raw_email = fields.get("email", "")[:320]
-        try:
-            email = normalise_email(raw_email)
-        except SubscriberError:
-            email = raw_email.strip().lower()
-        account = "account-" + hashlib.sha256(email.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-        forwarded_for = ", ".join(request.headers.getlist("x-forwarded-for")) or None
-        client = client_address(request.client.host if request.client else "unknown", forwarded_for,
-                                settings.trusted_proxies)
-        wait = await run_in_threadpool(by_client.retry_after, client) or \
-            await run_in_threadpool(by_account.retry_after, account)
-        if wait:
-            log.info("desk: sign-in throttled for %s", client)
-            response = page("desk/sign_in", 429, next=target, email=raw_email, error="throttled", done=False)
-            response.headers["Retry-After"] = str(wait)
-            return response
-        found = await run_in_threadpool(editors.credentials, email)
-        editor_id, stored_hash = found if found else (None, None)
-        # Verified even for an unknown account (against a stand-in hash): the same work, the same answer.
-        if not await run_in_threadpool(verify_password, stored_hash, fields.get("password", "")) or editor_id is None:
-            log.info("desk: sign-in refused from %s", client)
-            return page("desk/sign_in", 422, next=target, email=raw_email, error="wrong", done=False)
-        if stored_hash and needs_rehash(stored_hash):
-            await run_in_threadpool(editors.replace_hash, editor_id, hash_password(fields.get("password", "")))
-        # A new session every time: a cookie planted before sign-in (fixation) is never promoted.
-        old = request.cookies.get(COOKIE, "")
-        if old:
-            stale = await run_in_threadpool(editors.session, old, idle_seconds, max_seconds)
-            if stale is not None:
-                await run_in_threadpool(editors.end_session, stale)
-        await run_in_threadpool(editors.drop_expired, idle_seconds, max_seconds)
-        token = await run_in_threadpool(editors.start_session, editor_id)
-        response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, token, max_age=max_seconds, path="/", secure=True, httponly=True,
-                            samesite="strict")
-        return response
-
-    # The one-time link ----------------------------------------------------------
-
-    @public.api_route(DESK + "/password/{token}", methods=GET)
-    async def password_page(token: str) -> Response:
-        email = await run_in_threadpool(editors.link_holder, token)
-        if email is None:
-            return page("desk/link_invalid", 404)
-        return page("desk/password", email=email, problem=None)
-
-    @public.post(DESK + "/password/{token}")
-    async def set_password(request: Request, token: str) -> Response:
-        fields = await form_fields(request)
-        email = await run_in_threadpool(editors.link_holder, token)
-        if email is None:
-            return page("desk/link_invalid", 404)
-        problem = password_problem(fields.get("password", ""), fields.get("repeated", ""), email)
-        if problem is not None:
-            return page("desk/password", 422, email=email, problem=problem.value)
-        if await run_in_threadpool(editors.set_password, token, hash_password(fields["password"])) is None:
-            return page("desk/link_invalid", 404)
-        response = RedirectResponse(f"{DESK}/sign-in?done=password", status_code=303)
-        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
-        return response
-
-    # Signed-in pages ----------------------------------------------------------------
-
-    @editor.api_route(DESK, methods=GET)
-    async def front_page(session: EditorSession = Depends(signed_in)) -> Response:
-        status = await run_in_threadpool(desk_status, settings, store)
-        return page("desk/home", editor=session.email, csrf=session.csrf_token, status=status)
-
-    @editor.api_route(f"{DESK}/audit", methods=GET)
-    async def audit_page(session: EditorSession = Depends(signed_in)) -> Response:
-        entries = await run_in_threadpool(editors.audit, AUDIT_ROWS)
-        return page("desk/audit", editor=session.email, csrf=session.csrf_token, entries=entries, zone=settings.zone)
-
-    @editor.post(f"{DESK}/sign-out")
-    async def sign_out(session: EditorSession = Depends(signed_in)) -> Response:
-        await run_in_threadpool(editors.end_session, session)
-        response = RedirectResponse(f"{DESK}/sign-in", status_code=303)
-        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
-        return response
-
-    desk.include_router(public)
-    desk.include_router(editor)
-    return desk
+def current_editor(request: Request) -> EditorSession:
+    """The signed-in editor of this request (the desk router's `signed_in` has run before any handler)."""
+    return request.state.desk_session
 
 
 async def form_fields(request: Request) -> dict[str, str]:

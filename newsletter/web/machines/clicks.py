@@ -27,11 +27,11 @@ from urllib.parse import quote
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import Settings, Tracking
-from ..issue.render import Renderer, story_url
-from ..store.clicks import Click
-from ..store.database import Store
-from ..tokens import Tokens
+from ...config import Settings, Tracking
+from ...issue.render import Renderer, story_url
+from ...store.clicks import Click
+from ...store.database import Store
+from ...tokens import Tokens
 
 log = logging.getLogger(__name__)
 

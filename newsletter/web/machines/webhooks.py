@@ -33,10 +33,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..config import Settings
-from ..mail.bounces import FeedbackPolicy, Handled, Report, ReportKind, apply_report, one_line, return_path_token
-from ..store.database import Store
-from ..tokens import Tokens
+from ...config import Settings
+from ...mail.bounces import FeedbackPolicy, Handled, Report, ReportKind, apply_report, one_line, return_path_token
+from ...store.database import Store
+from ...tokens import Tokens
 
 log = logging.getLogger(__name__)
 

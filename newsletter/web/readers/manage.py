@@ -17,16 +17,16 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from ..config import Settings, Tracking
-from ..errors import SubscriberError
-from ..mail.address_change import AddressChangeMailer
-from ..store.database import Status, Store, Subscriber
-from ..store.reader_choices import PAUSE_WEEKS, ChangeOutcome, export_json
-from ..store.subscribers import normalise_email
-from ..tokens import Tokens
-from .metrics import WebMetrics
-from .pages import GET, Pages
-from .ratelimit import SignupLimiter
+from ...config import Settings, Tracking
+from ...errors import SubscriberError
+from ...mail.address_change import AddressChangeMailer
+from ...store.database import Status, Store, Subscriber
+from ...store.reader_choices import PAUSE_WEEKS, ChangeOutcome, export_json
+from ...store.subscribers import normalise_email
+from ...tokens import Tokens
+from ..metrics import WebMetrics
+from ..pages import GET, Pages
+from ..ratelimit import SignupLimiter
 
 log = logging.getLogger(__name__)
 

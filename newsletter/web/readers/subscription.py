@@ -19,17 +19,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from ..config import Settings
-from ..errors import SubscriberError
-from ..issue.render import UNSUBSCRIBE_SLOT, with_outlet_links
-from ..mail.confirmations import ConfirmationMailer
-from ..store.database import Status, Store
-from ..store.subscribers import normalise_email
-from ..tokens import Tokens
-from .metrics import WebMetrics
-from .pages import GET, Pages
-from .ratelimit import SignupLimiter, client_address
-from .security import SECURITY_HEADERS
+from ...config import Settings
+from ...errors import SubscriberError
+from ...issue.render import UNSUBSCRIBE_SLOT, with_outlet_links
+from ...mail.confirmations import ConfirmationMailer
+from ...store.database import Status, Store
+from ...store.subscribers import normalise_email
+from ...tokens import Tokens
+from ..metrics import WebMetrics
+from ..pages import GET, Pages
+from ..ratelimit import SignupLimiter, client_address
+from ..security import SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What machines call: click redirects (mail clients, link scanners), webhooks (ESPs' reports), /metrics (Prometheus)."""
