@@ -1,6 +1,6 @@
 """What one report piped by the MTA costs: a process per report.
 
-`newsletter bounces - --spool DIR` (queued only: the way the README pipes) and `newsletter bounces -`
+`newsletter bounces - --spool DIR` (queued only: the way docs/deliverability.md pipes) and `newsletter bounces -`
 (read and applied in that process), side by side with `python -c pass` (the interpreter alone), the
 runs alternating so that a slow minute weighs on both; then the spool's reports applied by one
 `newsletter bounces --spool DIR`, and the batch way, one `newsletter bounces MAILDIR` over many

@@ -1,7 +1,7 @@
 """The `newsletter` command: a thin layer that parses arguments and calls the library.
 
 A user's mistake (bad setting, unreadable file, SMTP refusing to talk) is one
-line on stderr and an exit code a cron wrapper can act on; see the README.
+line on stderr and an exit code a cron wrapper can act on; see docs/operating.md (exit codes).
 """
 
 from __future__ import annotations
@@ -544,7 +544,7 @@ def dkim() -> None:
     keys = dkim_keys(settings)
     if not keys:
         raise ConfigError("no DKIM key is set: NEWSLETTER_DKIM_RSA_KEY_FILE and _SELECTOR "
-                          "(and/or NEWSLETTER_DKIM_ED25519_…); see the README, Deliverability")
+                          "(and/or NEWSLETTER_DKIM_ED25519_…); see docs/deliverability.md")
     domain = settings.dkim_domain or settings.sender_domain
     for key in keys:
         out.print(key.dns_record(domain), markup=False)

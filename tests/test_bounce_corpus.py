@@ -22,7 +22,7 @@ from .flufl_corpus import Sample, samples
 
 ADDRESS = re.compile(rb"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 BOUNCES = {"hard", "soft"}  # what counts toward taking a reader off the list
-# Where we disagree with flufl on purpose (the README's Bounces section says why). flufl lists
+# Where we disagree with flufl on purpose (docs/deliverability.md, Bounces says why). flufl lists
 # none of these as failures, so none is among the expected addresses: each is a bystander that
 # must stay on the list, with the kind recorded here.
 DISAGREEMENTS = {

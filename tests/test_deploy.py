@@ -1,7 +1,7 @@
 """The systemd units in deploy/: they verify, they are locked down, and their commands exist.
 
 `systemd-analyze verify` checks every setting and that each command is executable; it reads the
-units as installed, so the copy checked here has /opt/newsletter (where the README installs the
+units as installed, so the copy checked here has /opt/newsletter (where docs/operating.md installs the
 project) replaced by this checkout. `systemd-analyze security --offline` scores how exposed each
 service is, the way `systemd-analyze security` does on a running system.
 """
