@@ -21,15 +21,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 from starlette.exceptions import HTTPException
 from watchfiles import awatch
 
-from .. import edition
 from ..config import Settings
+from ..editing import EditedIssue, apply_steering, read_configured_feeds
 from ..errors import NewsletterError
 from ..issue.editorial import EditorialError
-from ..issue.feeds import FeedBatch, read_feeds_async
-from ..issue.render import GMAIL_CLIP_BYTES, UNSUBSCRIBE_SLOT, Renderer, RenderedIssue
-from ..issue.steering import Change, StaleVersion, can_undo, current_version, steer, undo
-from ..sample_pictures import pictures, with_sample_pictures
-from ..stats import issues_between, outlet_clicks
+from ..issue.render import Renderer
+from ..issue.steering import StaleVersion
+from ..sample_pictures import pictures
 from ..store.database import Store
 
 log = logging.getLogger(__name__)
@@ -38,56 +36,21 @@ STALE_MESSAGE = "غيّر محرر آخر هذه الرسالة للتو، وا�
 
 
 @dataclass
-class PreviewState:
-    """The issue as last built, and what went wrong if it could not be."""
+class PreviewState(EditedIssue):
+    """The issue as last built, what went wrong if it could not be, and how often it was rebuilt."""
 
-    settings: Settings
-    store: Store
-    date: dt.date
-    feeds: FeedBatch | None = None
-    draft: edition.Draft | None = None
-    rendered: RenderedIssue | None = None
-    error: str = ""
     version: int = 0
     changed: list[str] = field(default_factory=list)
 
     async def read_feeds(self) -> None:
-        s = self.settings
-        self.feeds = await read_feeds_async(s.feeds, s.feed_timeout, s.feed_max_bytes, s.feed_outlets)
+        self.feeds = await read_configured_feeds(self.settings)
 
     def rebuild(self) -> None:
-        """Select and render again from the feeds already read (templates or editorial changed)."""
-        try:
-            self.draft = edition.draft_edition(self.settings, self.store, self.date, self.feeds)
-            self.rendered = edition.render_draft(self.settings, self.draft)
-            self.error = ""
-        except NewsletterError as exc:
-            self.error = str(exc)
-            log.warning("preview: %s", exc)
+        super().rebuild()
         self.version += 1
 
-    def email_html(self) -> str:
-        if self.rendered is None:
-            return ""
-        html = self.rendered.with_outlet_links(self.rendered.html, escape=True)  # editors check the outlets' links
-        html = with_sample_pictures(html, lambda picture: f"/sample-pictures/{picture.name}")
-        return html.replace(UNSUBSCRIBE_SLOT, "preview")
-
-    def email_text(self) -> str:
-        return self.rendered.with_outlet_links(self.rendered.text, escape=False) if self.rendered else ""
-
-    def shown_urls(self) -> list[str]:
-        """The issue's stories as the page shows them, lead first."""
-        return [e.story.url for e in self.draft.selection.events] if self.draft else []
-
-    def offered_urls(self) -> set[str]:
-        return {s.url for s in self.feeds.stories} if self.feeds else set()
-
-    def yesterdays_readers_by_outlet(self) -> dict[str, int]:
-        """Per outlet, the readers who clicked its stories in the issue before this one (beside each story)."""
-        day = self.date - dt.timedelta(days=1)
-        yesterday = issues_between(self.store, day, day)
-        return {o.outlet: o.unique_readers for o in outlet_clicks(self.store, yesterday)}
+    def preview_html(self) -> str:
+        return self.email_html(lambda picture: f"/sample-pictures/{picture.name}")
 
 
 def _watched(settings: Settings) -> list[str]:
@@ -120,32 +83,17 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
     app.state.preview = state
 
     async def preview_page(status_code: int = 200, steer_error: str = "", steer_error_url: str = "") -> HTMLResponse:
-        rendered, draft = state.rendered, state.draft
-        listed = set(state.shown_urls()) | {d.story.url for d in draft.selection.dropped} if draft else set()
-        if steer_error_url not in listed:
+        if steer_error_url not in state.listed_urls():
             steer_error_url = ""  # no such story on the page: the message goes on top
-        size = rendered.html_bytes if rendered else 0
         try:
             page = Renderer(settings.templates_dir, settings.base_url).render_page(
                 "preview",
                 state=state,
-                rendered=rendered,
-                selection=draft.selection if draft else None,
-                issue_stories=draft.issue.stories if draft else [],
-                overridden=set(draft.editorial.overrides) if draft and draft.editorial else set(),
-                failures=state.feeds.failures if state.feeds else [],
-                size_kb=round(size / 1024, 1),
-                clip_kb=GMAIL_CLIP_BYTES // 1024,
-                clipped=size > GMAIL_CLIP_BYTES,
+                **await asyncio.to_thread(state.steering_context),
                 date_label=renderer.date_label(date),
-                email_text=state.email_text(),
-                yesterday=await asyncio.to_thread(state.yesterdays_readers_by_outlet),
-                file_version=await asyncio.to_thread(current_version, settings.editorial_dir, date),
-                approval=await asyncio.to_thread(state.store.approvals.of, date.isoformat()),
-                approval_required=settings.approval.value == "required",
+                steer_url="/steer",
+                hidden={},
                 approver=getpass.getuser(),
-                can_undo=await asyncio.to_thread(can_undo, settings.editorial_dir, date),
-                intro=draft.issue.intro if draft else "",
                 steer_error=steer_error,
                 steer_error_url=steer_error_url,
                 reload_js=_RELOAD_JS,
@@ -166,36 +114,23 @@ def create_preview_app(settings: Settings, date: dt.date, store: Store | None = 
         except HTTPException as exc:  # a field over Starlette's 1 MB: no headline is that long
             return await preview_page(400, f"the change could not be read ({exc.detail}); nothing was written")
         fields = {key: value for key, value in form.items() if isinstance(value, str)}
-        action, url, version = fields.get("action", ""), fields.get("url", ""), fields.get("version", "")
-        folder = settings.editorial_dir
+        url = fields.get("url", "")
         try:
-            if action == "approve":
-                if state.error or state.rendered is None:
-                    raise EditorialError("the issue cannot be built: fix what the page shows first")
-                current = await asyncio.to_thread(current_version, folder, date)
-                if version != current:
-                    raise StaleVersion(current)
-                by = fields.get("by", "").strip() or getpass.getuser()
-                await asyncio.to_thread(edition.approve_edition, settings, state.store, date, by, state.rendered)
-                return RedirectResponse("/#approval", status_code=303)
-            if action == "undo":
-                await asyncio.to_thread(undo, folder, date, version)
-            else:
-                change = Change(action, url, fields.get("title", ""), fields.get("summary", ""), fields.get("intro", ""))
-                await asyncio.to_thread(steer, folder, date, change, version, state.shown_urls(),
-                                        state.offered_urls(), settings.max_stories)
+            by = fields.get("by", "").strip() or getpass.getuser()
+            steered = await asyncio.to_thread(apply_steering, state, fields, by)
         except StaleVersion:
             await asyncio.to_thread(state.rebuild)
             return await preview_page(409, STALE_MESSAGE, url)
         except EditorialError as exc:
             return await preview_page(400, str(exc), url)
-        await asyncio.to_thread(edition.withdraw_approval, state.store, date)  # the issue changed
+        if steered.approval is not None:
+            return RedirectResponse("/#approval", status_code=303)
         await asyncio.to_thread(state.rebuild)
         return RedirectResponse("/#chosen", status_code=303)
 
     @app.get("/email.html", response_class=HTMLResponse)
     async def email_html() -> HTMLResponse:
-        return HTMLResponse(state.email_html())
+        return HTMLResponse(state.preview_html())
 
     @app.get("/email.txt", response_class=PlainTextResponse)
     async def email_text() -> str:
