@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-deps email-tools eval bench bench-large bench-profile clean
+.PHONY: demo test system-deps email-tools eval bench bench-large bench-profile container-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,14 @@ email-tools: $(EMAIL_TOOLS)/node_modules/.installed
 
 test: $(STAMP) system-deps email-tools
 	$(BIN)/python -m pytest -q --durations=15
+
+# The container (deploy/Containerfile, deploy/compose.yaml) built and run on this machine: a Debian 12
+# base made from Debian's packages, buildah, then --help, a non-root user, the pins, db upgrade on a
+# volume, send to a sink, serve, and compose with PostgreSQL. As root; installs buildah, podman,
+# mmdebstrap and runc when missing; ~5 min the first time, ~1.5 min after (deploy/README.md).
+# CONTAINER_CHECK_ARGS=--no-cache rebuilds every layer, =--clean removes its images and cache.
+container-check: $(STAMP)
+	PYTHON=$(BIN)/python deploy/container-check.sh --compose $(CONTAINER_CHECK_ARGS)
 
 # How well the selection clusters and ranks, on the labelled corpus in benchmarks/corpus, and how fast
 # it is over 3,000 items; writes the table into docs/selection.md. Exit 1: a target missed.

@@ -92,12 +92,14 @@ SINK_PID=
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null && wait "$SINK_PID" 2>/dev/null
+  set +e
+  if [ -n "$SINK_PID" ]; then kill "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null; fi
   if [ "$COMPOSE" = 1 ] && [ -f "$WORK/compose/compose.yaml" ]; then
     (cd "$WORK/compose" && "$WORK/podman-compose/bin/podman-compose" -p "$NAME" down -v) >/dev/null 2>&1 || true
   fi
   podman ps -a --filter "name=^$NAME" --format '{{.Names}}' | xargs -r podman rm -f -t 2 >/dev/null 2>&1 || true
   podman volume ls --filter "name=^$NAME" --format '{{.Name}}' | xargs -r podman volume rm -f >/dev/null 2>&1 || true
+  podman network ls --filter "name=^$NAME" --format '{{.Name}}' | xargs -r podman network rm -f >/dev/null 2>&1 || true
   exit "$status"
 }
 trap cleanup EXIT
@@ -105,6 +107,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 if [ "$CLEAN" = 1 ]; then
+  trap - EXIT
   podman system reset --force >/dev/null 2>&1 || true
   rm -rf "$WORK"
   say "removed $WORK (images, cache, logs)"
