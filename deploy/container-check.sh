@@ -97,9 +97,12 @@ cleanup() {
   if [ "$COMPOSE" = 1 ] && [ -f "$WORK/compose/compose.yaml" ]; then
     (cd "$WORK/compose" && "$WORK/podman-compose/bin/podman-compose" -p "$NAME" down -v) >/dev/null 2>&1 || true
   fi
-  podman ps -a --filter "name=^$NAME" --format '{{.Names}}' | xargs -r podman rm -f -t 2 >/dev/null 2>&1 || true
-  podman volume ls --filter "name=^$NAME" --format '{{.Name}}' | xargs -r podman volume rm -f >/dev/null 2>&1 || true
-  podman network ls --filter "name=^$NAME" --format '{{.Name}}' | xargs -r podman network rm -f >/dev/null 2>&1 || true
+  podman ps -a --filter "name=^$NAME" --format '{{.Names}}' | xargs -r podman rm -f -v -t 2 >/dev/null 2>&1
+  podman network ls --filter "name=^$NAME" --format '{{.Name}}' | xargs -r podman network rm -f >/dev/null 2>&1
+  # The storage is the check's own: every volume and build container left in it is the check's
+  # (the images' VOLUMEs, a build stopped by Ctrl-C).
+  podman volume prune --force >/dev/null 2>&1
+  buildah rm --all >/dev/null 2>&1
   exit "$status"
 }
 trap cleanup EXIT
@@ -206,7 +209,12 @@ say "send: 3 readers, 3 messages in the host's sink; a second send sent none"
 WEB_PORT=$(free_port)
 podman run -d --name "$NAME-serve" --network host -v "$STATE:/var/lib/newsletter" "${mail_env[@]}" \
   "$IMAGE" serve --host 127.0.0.1 --port "$WEB_PORT" >/dev/null
-health() { python3 -c "import urllib.request, sys; print(urllib.request.urlopen(sys.argv[1], timeout=2).status)" "$1" 2>/dev/null; }
+# The status of a GET, or nothing. Ctrl-C kills it (not a KeyboardInterrupt): bash then stops the
+# loop it is in; a child that exits on its own after SIGINT would leave bash running on.
+health() {
+  python3 -c "import signal, sys, urllib.request; signal.signal(signal.SIGINT, signal.SIG_DFL)
+print(urllib.request.urlopen(sys.argv[1], timeout=2).status)" "$1" 2>/dev/null
+}
 for _ in $(seq 100); do [ "$(health "http://127.0.0.1:$WEB_PORT/healthz")" = 200 ] && break; sleep 0.2; done
 [ "$(health "http://127.0.0.1:$WEB_PORT/healthz")" = 200 ] || { podman logs "$NAME-serve" | tail -20; fail "serve: no 200 from /healthz"; }
 podman rm -f -t 5 "$NAME-serve" >/dev/null

@@ -56,7 +56,8 @@ for _ in $(seq 60); do podman healthcheck run "${NAME}_postgres_1" >/dev/null 2>
 podman healthcheck run "${NAME}_postgres_1" >/dev/null 2>&1 || fail "compose: postgres's health check (pg_isready) never passed"
 for _ in $(seq 150); do [ "$(health "http://127.0.0.1:$COMPOSE_PORT/healthz")" = 200 ] && break; sleep 0.2; done
 [ "$(health "http://127.0.0.1:$COMPOSE_PORT/healthz")" = 200 ] || { pc logs serve | tail -20; fail "compose: serve gave no 200 on /healthz"; }
-say "compose: postgres healthy (pg_isready), serve answers /healthz on the published port"
+say "compose: postgres healthy (pg_isready), serve answers /healthz on the published port" \
+  "(restarted $(podman inspect --format '{{.RestartCount}}' "${NAME}_serve_1") times while postgres started)"
 add_readers() {
   local reader
   for reader in amal@example.org badr@example.org dalia@example.org; do
