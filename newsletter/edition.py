@@ -297,13 +297,15 @@ class TestSendResult:
     size_label: str = ""
 
 
-def send_test(settings: Settings, store: Store, date: dt.date, addresses: list[str]) -> TestSendResult:
+def send_test(settings: Settings, store: Store, date: dt.date, addresses: list[str],
+              seen: RenderedIssue | None = None) -> TestSendResult:
     """Send the day's issue to a few addresses only, marked as a test.
 
-    The subscriber list and the delivery log are not touched, and the issue is
+    `seen` is the issue as the editor's page showed it (the desk), else it is the frozen issue or
+    built now. The subscriber list and the delivery log are not touched, and the issue is
     not frozen: editors can keep changing it after a test.
     """
-    rendered = current_issue(settings, store, date)
+    rendered = seen or current_issue(settings, store, date)
     renderer = Renderer(settings.templates_dir, settings.base_url)
     rendered = replace(rendered, subject=renderer.test_subject(rendered.subject))
     rendered.check_size()

@@ -383,6 +383,14 @@ class DeliveryLog:
         with self.engine.connect() as conn:
             return {outcome: int(n) for outcome, n in conn.execute(query)}
 
+    def live_runs(self, issue_id: int, stale_after: dt.timedelta) -> int:
+        """Runs sending this issue now: not finished, and heard from within `stale_after` (the database's clock)."""
+        query = select(func.count()).select_from(send_runs).where(
+            send_runs.c.issue_id == issue_id, send_runs.c.finished_at.is_(None),
+            send_runs.c.heartbeat_at >= self._now() - stale_after)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
     def fold(self, issue_id: int, keep_replies: int = 20) -> int:
         """Replace an issue's per-reader rows by its totals; returns how many rows went.
 
