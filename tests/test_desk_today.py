@@ -31,7 +31,7 @@ from newsletter.mail.outbox import free_port
 
 from .conftest import PROJECT, SAMPLE_DATE, RecordingHandler
 from .test_desk import (EDITOR, EVIL, actions, add_editor, browser, browser_sign_in, check_page, cookie,  # noqa: F401
-                        desk, editors, http, signed_in)
+                        csrf_of, desk, editors, http, signed_in)
 
 RSS_DATE = re.compile(r"<(pubDate|lastBuildDate)>([^<]+)</\1>")
 ATOM_DATE = re.compile(r"<(published|updated)>([^<]+)</\1>")
@@ -257,7 +257,8 @@ def wait_until(condition, what: str, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-def test_the_morning_send_is_watched_on_the_desk_until_it_is_done(browser, desk, desk_settings, editors, store, env):
+def test_the_morning_send_is_watched_on_the_desk_until_it_is_done(browser, desk, desk_settings, editors, store, env,
+                                                                   http):
     add_editor(editors)
     for n in range(10):
         store.add_subscriber(f"reader{n}@example.org")
@@ -315,3 +316,48 @@ def test_the_morning_send_is_watched_on_the_desk_until_it_is_done(browser, desk,
     assert page.locator('[data-state="complete"]').is_visible()
     checked.goto(f"{desk.url}/desk/today")
     check_page(checked, "today-sent")
+
+    token = signed_in(http)  # a change posted from a page loaded before the send started
+    refused = http.post("/desk/today/steer", headers=cookie(token), data={
+        "csrf": csrf_of(http, token), "version": "none", "url": "https://example.org/x", "action": "drop"})
+    assert refused.status_code == 409 and "بدأ إرسال هذا العدد، فلا يتغيّر بعد الآن" in refused.text
+    assert not editorial_path(desk_settings.editorial_dir, edition.today(desk_settings)).exists()
+
+
+def test_an_issue_that_cannot_be_built_is_neither_approved_nor_sent_as_a_test(desk_settings, editors, store,
+                                                                               smtp_server):
+    from .test_web import live_site
+
+    nothing = desk_settings.model_copy(update={"feeds": ["http://127.0.0.1:9/gone.xml"], "feed_timeout": 2})
+    with live_site(nothing, urlsplit(nothing.base_url).port) as server, \
+            httpx.Client(base_url=server.url, timeout=20, headers={"Origin": server.url}) as client:
+        add_editor(editors)
+        token = signed_in(client)
+        page = client.get("/desk/today", headers=cookie(token))
+        assert page.status_code == 200 and 'id="build-error"' in page.text and "nothing to send" in page.text
+        version, csrf = form_values(page.text, "version")[0], form_values(page.text, "csrf")[0]
+        approve = client.post("/desk/today/steer", headers=cookie(token),
+                              data={"csrf": csrf, "version": version, "action": "approve"})
+        test = client.post("/desk/today/test", headers=cookie(token), data={"csrf": csrf})
+    assert approve.status_code == 400 and "the issue cannot be built" in approve.text
+    assert test.status_code == 409 and "تعذّر بناء الرسالة: أصلح ما تعرضه الصفحة أولًا" in test.text
+    assert store.approvals.of(today_of(desk_settings)) is None and store.get_issue(today_of(desk_settings)) is None
+    assert smtp_server.handler.messages == [] and not [a for _, a, _ in actions(store) if a.startswith("issue-")]
+
+
+def test_an_editorial_file_broken_by_hand_is_undone_from_the_desk(http, desk_settings, editors, store):
+    add_editor(editors)
+    token = signed_in(http)
+    page = http.get("/desk/today", headers=cookie(token)).text
+    version, csrf, urls = form_values(page, "version")[0], form_values(page, "csrf")[0], form_values(page, "url")
+    assert http.post("/desk/today/steer", headers=cookie(token),
+                     data={"csrf": csrf, "version": version, "url": urls[0], "action": "drop"}).status_code == 303
+    path = editorial_path(desk_settings.editorial_dir, edition.today(desk_settings))
+    path.write_text(path.read_text(encoding="utf-8") + "lead = [\n", encoding="utf-8")  # a slip in an editor
+    broken = http.get("/desk/today", headers=cookie(token)).text
+    assert "invalid TOML" in broken and 'id="headline-1"' not in broken
+    undone = http.post("/desk/today/steer", headers=cookie(token),
+                       data={"csrf": csrf, "version": form_values(broken, "version")[0], "action": "undo"})
+    assert undone.status_code == 303 and not path.exists(), "back to the day before any change"
+    assert 'id="headline-1"' in http.get("/desk/today", headers=cookie(token)).text
+    assert [a for _, a, _ in actions(store) if a.startswith("issue-")] == ["issue-drop", "issue-undo"]
