@@ -110,6 +110,16 @@ def test_an_editor_steers_approves_and_tests_the_issue_from_a_phone(browser, des
     assert page.locator("#headline-1").inner_text() == headline
     assert headline in frame_text(page)
 
+    # With the keyboard alone: the intro's field, then its button.
+    intro = "صباح الخير: هذا ما جرى في العالم أمس."
+    page.get_by_label("الافتتاحية").focus()
+    page.keyboard.type(intro)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "احفظ الافتتاحية"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert intro in frame_text(page)
+
     with page.expect_navigation():
         page.get_by_role("button", name="وافق على هذه الرسالة للإرسال").click()
     assert "وافقتَ على هذه الرسالة" in page.inner_text("main")
@@ -130,10 +140,11 @@ def test_an_editor_steers_approves_and_tests_the_issue_from_a_phone(browser, des
     day = today_of(desk_settings)
     done = [(who, what, detail) for who, what, detail in actions(store) if what.startswith("issue-")]
     assert [(who, what) for who, what, _ in done] == [
-        (EDITOR, "issue-drop"), (EDITOR, "issue-edit"), (EDITOR, "issue-approve"), (EDITOR, "issue-test")]
+        (EDITOR, "issue-drop"), (EDITOR, "issue-edit"), (EDITOR, "issue-intro"), (EDITOR, "issue-approve"),
+        (EDITOR, "issue-test")]
     assert all(detail.startswith(day) for _, _, detail in done)
     assert done[0][2] == f"{day} {first_url}"
-    assert done[3][2] == f"{day} {EDITOR}"
+    assert done[4][2] == f"{day} {EDITOR}"
 
     page.goto(f"{desk.url}/desk/audit")
     assert "وافق على العدد" in page.inner_text("main") and "حذف خبرًا من العدد" in page.inner_text("main")
@@ -361,3 +372,14 @@ def test_an_editorial_file_broken_by_hand_is_undone_from_the_desk(http, desk_set
     assert undone.status_code == 303 and not path.exists(), "back to the day before any change"
     assert 'id="headline-1"' in http.get("/desk/today", headers=cookie(token)).text
     assert [a for _, a, _ in actions(store) if a.startswith("issue-")] == ["issue-drop", "issue-undo"]
+
+
+def test_a_test_the_relay_refuses_says_why_on_the_page(http, desk_settings, editors, store, smtp_server):
+    add_editor(editors)
+    smtp_server.handler.refuse[EDITOR] = "550 5.7.1 relaying denied for this sender"
+    token = signed_in(http)
+    refused = http.post("/desk/today/test", headers=cookie(token), data={"csrf": csrf_of(http, token)})
+    assert refused.status_code == 502
+    assert "لم تُرسل النسخة التجريبية" in refused.text and "relaying denied" in refused.text
+    assert smtp_server.handler.messages == [] and store.get_issue(today_of(desk_settings)) is None
+    assert not [a for _, a, _ in actions(store) if a.startswith("issue-")]
