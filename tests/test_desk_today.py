@@ -28,6 +28,8 @@ from newsletter import edition
 from newsletter.config import SAMPLE_FEEDS_DIR
 from newsletter.issue.editorial import editorial_path
 from newsletter.mail.outbox import free_port
+from newsletter.store.feedback import Feedback
+from newsletter.store.schema import FeedbackKind
 
 from .conftest import PROJECT, SAMPLE_DATE, RecordingHandler
 from .test_desk import (EDITOR, EVIL, actions, add_editor, browser, browser_sign_in, check_page, cookie,  # noqa: F401
@@ -305,9 +307,15 @@ def test_the_morning_send_is_watched_on_the_desk_until_it_is_done(browser, desk,
                 figure(page, "retrying")) == ("9", "1", "0", "0")
         assert page.locator('span[data-figure="percent"]').inner_text() == "100"
         assert page.locator('span[data-figure="total"]').inner_text() == "10"
-        assert page.evaluate("window.stillTheSamePage"), "the figures changed in place, without a reload"
         _, stderr = sending.communicate(timeout=60)
         assert sending.returncode == 0, stderr
+        # Reports read after the send (`newsletter bounces`): a hard bounce and a complaint.
+        day = today_of(desk_settings)
+        for n, kind in ((0, FeedbackKind.hard), (1, FeedbackKind.complaint)):
+            reader = store.get_subscriber(f"reader{n}@example.org")
+            store.feedback.record(Feedback(reader.id, kind, f"report-{n}", day, "5.1.1"), 3, 7)
+        wait_until(lambda: (figure(page, "bounced"), figure(page, "complained")) == ("1", "1"), "the reports")
+        assert page.evaluate("window.stillTheSamePage"), "the figures changed in place, without a reload"
     finally:
         handler.release.set()
         if sending.poll() is None:
