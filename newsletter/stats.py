@@ -45,9 +45,12 @@ def issues_between(store: Store, first: dt.date, last: dt.date) -> list[StoredIs
     return [issue for issue in map(store.get_issue, dates) if issue is not None]
 
 
-def issue_stats(store: Store, issues: list[StoredIssue]) -> Iterator[IssueStats]:
-    """Each issue's figures (`issues` oldest first, as issues_between gives them)."""
-    following = {issue.issue_date: (issues[n + 1].issue_date if n + 1 < len(issues) else None)
+def issue_stats(store: Store, issues: list[StoredIssue], after_last: str | None = None) -> Iterator[IssueStats]:
+    """Each issue's figures (`issues` oldest first, as issues_between gives them).
+
+    `after_last`: the date of the issue that followed the last of them, if any (a page of the
+    desk's history ends before the newest issue), where that one's unsubscribes stop."""
+    following = {issue.issue_date: (issues[n + 1].issue_date if n + 1 < len(issues) else after_last)
                  for n, issue in enumerate(issues)}
     for issue in issues:
         day = issue.issue_date

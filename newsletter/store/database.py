@@ -21,6 +21,7 @@ from .approvals import ApprovalLog
 from .clicks import ClickLog
 from .deliverylog import DeliveryLog
 from .feedback import FeedbackLog
+from .list_changes import Change, ListChanges, count_change
 from .migrate import prepare_schema
 from .reader_choices import ReaderChoices
 from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue are part of the store's API)
@@ -116,6 +117,7 @@ class Store:
         self.clicks = ClickLog(self.engine)
         self.approvals = ApprovalLog(self.engine)
         self.choices = ReaderChoices(self.engine)
+        self.changes = ListChanges(self.engine)
         if check_schema:
             self.run_on_database(prepare_schema)
 
@@ -170,20 +172,25 @@ class Store:
                              resend_after: dt.timedelta = dt.timedelta(minutes=10)) -> Subscriber | None:
         """Record a signup; returns the subscriber when a confirmation email should go out.
 
-        New, unsubscribed and bounced addresses become `pending`; an active
-        reader is left alone (None). Many signups of one address at once end
+        New, unsubscribed and bounced addresses become `pending` (each counted as a
+        signup); an active reader is left alone (None). Many signups of one address at once end
         as one row: the insert skips an existing address, the update is a
         compare-and-set.
         """
         now = utcnow()
-        self.add_subscriber(email, name, Status.pending)
         with self.engine.begin() as conn:
-            conn.execute(
+            added = conn.execute(
+                insert_ignoring_duplicates(self.engine, subscribers).returning(subscribers.c.id),
+                {"email": email, "name": name, "status": Status.pending.value, "created_at": now, "updated_at": now},
+            ).first() is not None
+            returned = conn.execute(
                 update(subscribers)
                 .where(subscribers.c.email == email,
                        subscribers.c.status.in_([Status.unsubscribed.value, Status.bounced.value]))
                 .values(status=Status.pending.value, confirmation_sent_at=None, updated_at=now)
-            )
+            ).rowcount == 1
+            if added or returned:
+                count_change(conn, Change.signup)
             # Claim the right to send the confirmation, at most once per
             # `resend_after`, so a flood of signups sends one email.
             claimed = conn.execute(
@@ -235,20 +242,26 @@ class Store:
                 .where(subscribers.c.id == subscriber_id, subscribers.c.status == Status.pending.value)
                 .values(status=Status.active.value, confirmed_at=now, updated_at=now)
             ).rowcount == 1
+            if changed:
+                count_change(conn, Change.confirmation)
         subscriber = self.subscriber_by_id(subscriber_id)
         if subscriber is None or subscriber.status != Status.active.value:
             return None, False
         return subscriber, changed
 
     def unsubscribe(self, subscriber_id: int) -> bool:
-        """Unsubscribe at once; True if the reader exists (already unsubscribed is fine)."""
+        """Unsubscribe at once; True if the reader exists (already unsubscribed is fine).
+
+        Only an active reader leaving counts as an unsubscribe of the list's growth: a pending or
+        bounced one was not among the readers."""
         now = utcnow()
+        leaving = update(subscribers).where(subscribers.c.id == subscriber_id) \
+            .values(status=Status.unsubscribed.value, unsubscribed_at=now, updated_at=now)
         with self.engine.begin() as conn:
-            conn.execute(
-                update(subscribers)
-                .where(subscribers.c.id == subscriber_id, subscribers.c.status != Status.unsubscribed.value)
-                .values(status=Status.unsubscribed.value, unsubscribed_at=now, updated_at=now)
-            )
+            left = conn.execute(leaving.where(subscribers.c.status == Status.active.value)).rowcount
+            count_change(conn, Change.unsubscribe, left)
+            conn.execute(leaving.where(subscribers.c.status.not_in([Status.active.value,
+                                                                     Status.unsubscribed.value])))
         return self.subscriber_by_id(subscriber_id) is not None
 
     def forget(self, email: str, email_hash: str) -> bool:

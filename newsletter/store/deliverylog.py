@@ -21,6 +21,7 @@ from enum import Enum
 from sqlalchemy import Engine, case, func, select, text, union_all, update
 
 from ..errors import DeliveryLogError
+from .list_changes import Change, counting_statement
 from .schema import (
     Outcome,
     Status,
@@ -430,6 +431,7 @@ class SqliteRounds:
         dialect = log.engine.dialect
         # The store's own text for a time (SQLAlchemy's), so these rows read back like all others.
         self._stored_time = deliveries.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
+        self._count_change = counting_statement(log.engine)  # a refused reader bounces: the list's growth
         self._conn = None  # the pool's connection (a proxy of sqlite3.Connection), taken by the first round
 
     async def record(self, outcomes: list[tuple[int, Outcome, str]],
@@ -465,8 +467,11 @@ class SqliteRounds:
                     "issue": self.issue_id, "run": self.run_id, "ids": json.dumps(ids), "outcome": outcome.value,
                     "reply": reply, "now": now}))
             if bounced := _refused(outcomes, credited):
-                conn.execute(SQLITE_BOUNCE, {"ids": json.dumps(bounced), "now": now,
-                                             "bounced": Status.bounced.value, "active": Status.active.value})
+                left = conn.execute(SQLITE_BOUNCE, {"ids": json.dumps(bounced), "now": now,
+                                                    "bounced": Status.bounced.value,
+                                                    "active": Status.active.value}).rowcount
+                if left > 0:
+                    conn.execute(self._count_change, {"kind": Change.bounce.value, "readers": left})
             clearances = {sid: Clearance.withdrawn for sid in upcoming}  # unless found below: forgotten
             if upcoming:
                 for sid, status, owner, outcome in conn.execute(
@@ -495,6 +500,7 @@ class PostgresRounds:
         self.run_id = run_id
         self._round = str(ROUND.compile(dialect=log.engine.dialect))
         self._bounce = str(BOUNCE_ANY.compile(dialect=log.engine.dialect))
+        self._count_change = counting_statement(log.engine)  # a refused reader bounces: the list's growth
         self._conn = None  # a psycopg.AsyncConnection, opened by the first round
 
     async def _connection(self):
@@ -521,7 +527,10 @@ class PostgresRounds:
             async with conn.transaction():
                 answer = await self._round_on(conn, parameters)
                 if bounced := _refused(outcomes, answer[0]):
-                    await conn.execute(self._bounce, _bounce_parameters(bounced), prepare=False)
+                    left = (await conn.execute(self._bounce, _bounce_parameters(bounced), prepare=False)).rowcount
+                    if left > 0:
+                        await conn.execute(self._count_change, {"kind": Change.bounce.value, "readers": left},
+                                           prepare=False)
             return answer
         except psycopg.Error as exc:
             raise DeliveryLogError(exc) from exc

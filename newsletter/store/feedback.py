@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select, update
 
+from .list_changes import Change, count_change
 from .schema import FeedbackKind, Status, feedback, insert_ignoring_duplicates, subscribers, utcnow
 
 
@@ -73,7 +74,11 @@ class FeedbackLog:
             values = {"status": target.value, "updated_at": now}
             if target is Status.unsubscribed:
                 values["unsubscribed_at"] = now
-            conn.execute(update(subscribers).where(subscribers.c.id == item.subscriber_id).values(**values))
+            # Compare-and-set: of two reports applied at once, one only counts the reader as leaving.
+            moved = conn.execute(update(subscribers).where(subscribers.c.id == item.subscriber_id,
+                                                           subscribers.c.status == status).values(**values)).rowcount
+            if moved and status == Status.active.value:  # the list's growth: readers leaving, not pending addresses
+                count_change(conn, Change.unsubscribe if target is Status.unsubscribed else Change.bounce)
             return Recorded(new=True, status=target.value, changed=True)
 
     @staticmethod

@@ -21,7 +21,7 @@ from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, insp
 from ..errors import SchemaError
 from .schema import metadata
 
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock held while the schema changes.
 PG_SCHEMA_LOCK = 0x6E6C_6D69_6772_6174

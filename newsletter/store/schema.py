@@ -288,6 +288,18 @@ audit_log = Table(
 )
 
 
+# How the list grew: signups, confirmations, unsubscribes and bounces counted as they happen, per
+# quarter hour of the database's clock (epoch seconds // 900). Counts only, no reader: nothing in
+# it needs forgetting, and a past day's figures stay what they were (store/list_changes.py).
+list_changes = Table(
+    "list_changes",
+    metadata,
+    Column("quarter", Integer, primary_key=True),
+    Column("kind", String(20), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+
 # Requests per client per fixed window, for the signup rate limit. In the store
 # so that every worker process and every machine counts against one limit;
 # rows of past windows are deleted as new ones start.

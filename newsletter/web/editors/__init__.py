@@ -19,7 +19,7 @@ from ...config import Settings
 from ...store.database import Store
 from ...store.editors import Editors
 from ..pages import Pages
-from . import accounts, home, sending, today
+from . import accounts, home, results, sending, today
 from .access import COOKIE, DESK, Desk, DeskAccess, DeskRefusal
 
 __all__ = ["COOKIE", "DESK", "install_desk"]
@@ -41,7 +41,8 @@ def desk_routes(desk: Desk) -> APIRouter:
     routes = APIRouter(dependencies=[Depends(access.desk_open), Depends(access.same_origin)])
     routes.include_router(accounts.public_routes(desk, access))
     editor = APIRouter(dependencies=[Depends(access.signed_in)])  # the desk's access rule
-    for part in (accounts.routes(desk), home.routes(desk), today.routes(desk), sending.routes(desk)):
+    for part in (accounts.routes(desk), home.routes(desk), today.routes(desk), sending.routes(desk),
+                 results.routes(desk)):
         editor.include_router(part)
     routes.include_router(editor)
     return routes
