@@ -64,7 +64,7 @@ test: $(STAMP) system-deps email-tools
 # The container (deploy/Containerfile, deploy/compose.yaml) built and run on this machine: a Debian 12
 # base made from Debian's packages, buildah, then --help, a non-root user, the pins, db upgrade on a
 # volume, send to a sink, serve, and compose with PostgreSQL. As root; installs buildah, podman,
-# mmdebstrap and runc when missing; ~5 min the first time, ~1.5 min after (deploy/README.md).
+# mmdebstrap and runc when missing; 6 to 10 min the first time, 1.5 to 3 min after (deploy/README.md).
 # CONTAINER_CHECK_ARGS=--no-cache rebuilds every layer, =--clean removes its images and cache.
 container-check: $(STAMP)
 	PYTHON=$(BIN)/python deploy/container-check.sh --compose $(CONTAINER_CHECK_ARGS)
