@@ -20,12 +20,20 @@ import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
 
+import newsletter.mail.outbox
 from newsletter.config import Settings
-from newsletter.mail.outbox import free_port
 from newsletter.store.database import Store
 from newsletter.web.app import UVICORN_OPTIONS
 
+from .leftovers import mark_this_run, stop_leftovers
+from .ports import free_port
 from .postgres import PostgresCluster
+
+# Every server a test starts takes its port from tests/ports.py: a block of this worker's own, where
+# neither another xdist worker nor an outgoing connection can take it first. The test modules
+# import free_port from the newsletter package (conftest is imported before them), so it is
+# replaced there.
+newsletter.mail.outbox.free_port = free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE_DATE = dt.date(2017, 5, 9)  # the day of the bundled sample feeds
@@ -84,7 +92,8 @@ class ServeProcess:
 
     def __enter__(self) -> httpx.Client:
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5)
-        deadline = time.monotonic() + 30
+        # Generous: on a machine busy with other work (or other xdist workers) importing the app takes a while.
+        deadline = time.monotonic() + 90
         while True:
             try:
                 self.client.get("/healthz")
@@ -165,9 +174,25 @@ BOTH_STORES = {"test_send", "test_crash", "test_faults", "test_subscribers", "te
                "test_desk_today", "test_desk_results"}
 
 
+RUN = pytest.StashKey[str]()
+
+
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself; not run on PostgreSQL")
     config.addinivalue_line("markers", "postgresql_only: several machines share only a PostgreSQL store")
+    config.stash[RUN] = mark_this_run()  # before xdist starts its workers: they and their servers inherit it
+
+
+def pytest_unconfigure(config) -> None:
+    """After an interrupted run, stop the servers nobody stopped (see tests/leftovers.py); the xdist
+    controller does it for all its workers, once they are down."""
+    if "PYTEST_XDIST_WORKER" in os.environ or RUN not in config.stash:
+        return
+    left = stop_leftovers(config.stash[RUN])
+    if left:
+        print(f"\nstopped {len(left)} processes the tests left running:", file=sys.stderr)
+        for pid, command in sorted(left.items()):
+            print(f"  {pid} {command[:160]}", file=sys.stderr)
 
 
 def pytest_generate_tests(metafunc) -> None:

@@ -13,9 +13,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from newsletter.mail.outbox import free_port
-
 from .listening import stop_and_remove, wait_listening
+from .ports import free_port
 
 DOVECOT = "/usr/sbin/dovecot"
 

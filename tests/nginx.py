@@ -15,9 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from newsletter.mail.outbox import free_port
-
 from .listening import wait_listening
+from .ports import free_port
 
 NGINX = "/usr/sbin/nginx"
 PROJECT = Path(__file__).resolve().parent.parent

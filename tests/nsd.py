@@ -14,9 +14,8 @@ from pathlib import Path
 import dns.exception
 import dns.resolver
 
-from newsletter.mail.outbox import free_port
-
 from .listening import stop_and_remove
+from .ports import free_port
 
 NSD = "/usr/sbin/nsd"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 
 USER = "newsletter"
 

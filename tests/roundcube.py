@@ -18,9 +18,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from newsletter.mail.outbox import free_port
-
+from .leftovers import MARK
 from .listening import wait_listening
+from .ports import free_port
 
 PHP = "/usr/bin/php"
 ROUNDCUBE = Path("/usr/share/roundcube")
@@ -49,7 +49,7 @@ class RoundcubeServer:
                     [PHP, "-S", f"127.0.0.1:{self.port}", "-t", str(DOCUMENT_ROOT)],
                     cwd=self.dir, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                     env={"PATH": "/usr/bin:/bin", "ROUNDCUBE_CONFIG_DIR": str(config),
-                         "PHP_CLI_SERVER_WORKERS": WORKERS})
+                         "PHP_CLI_SERVER_WORKERS": WORKERS, MARK: os.environ.get(MARK, "")})
             wait_listening(self.port, "roundcube (php -S)", self.log, self.process)
         except BaseException:
             self.stop()
