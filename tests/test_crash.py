@@ -13,12 +13,14 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
-from newsletter.mail.outbox import free_port
 from newsletter.store.schema import deliveries, send_runs
 
 from .conftest import PROJECT, SAMPLE_DATE, RecordingHandler, run_cli
+from .ports import free_port
 
-READERS = 3000
+# Five rounds of claims (NEWSLETTER_BATCH_SIZE 200): enough for a kill to land mid-list and for a
+# rerun to have a pass to sweep, few enough that the sends' CPU time stays small.
+READERS = 1000
 CONNECTIONS = 4
 
 
@@ -88,7 +90,7 @@ def test_a_killed_senders_claims_are_taken_over_mid_pass_not_after_it(crash_env,
     """Run A is killed holding claims; run B, started at once, sweeps a long list. B takes A's readers
     over within the stale time (2 s) and a round, not when its own pass through the list is done."""
     _, handler = slow_server
-    handler.delay = 0.012  # B's pass through the list takes ~10 s, far longer than the stale time
+    handler.delay = 0.03  # B's pass through the list takes ~7 s, far longer than the stale time
     first = start_send(crash_env)
     wait_until_received(handler, 50, first)
     first.send_signal(signal.SIGKILL)
@@ -148,6 +150,8 @@ def freeze_holding_claims(process: subprocess.Popen, store) -> None:
 def test_three_senders_one_clock_a_minute_ahead_one_stalled_lose_nobody(crash_env, slow_server, store):
     """Several machines on one PostgreSQL: leases on the database's clock, not each host's."""
     _, handler = slow_server
+    # Rounds of 100: three senders share ten, so the stalled one is still in the middle of one when frozen.
+    crash_env = {**crash_env, "NEWSLETTER_BATCH_SIZE": "100"}
     steady = start_send(crash_env)
     ahead = start_send(crash_env, clock="+60s")  # its host clock is a minute ahead of the others'
     stalled = start_send(crash_env)
