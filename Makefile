@@ -59,7 +59,7 @@ $(EMAIL_TOOLS)/node_modules/.installed: $(EMAIL_TOOLS)/package.json $(EMAIL_TOOL
 email-tools: $(EMAIL_TOOLS)/node_modules/.installed
 
 test: $(STAMP) system-deps email-tools
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n 3 --dist loadfile
 
 # The container (deploy/Containerfile, deploy/compose.yaml) built and run on this machine: a Debian 12
 # base made from Debian's packages, buildah, then --help, a non-root user, the pins, db upgrade on a
