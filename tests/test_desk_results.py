@@ -101,7 +101,7 @@ def results_site(desk, desk_settings, editors, store, env, smtp_server, tmp_path
 
 
 def test_the_history_the_issue_and_the_growth_read_in_chromium_from_a_phone(results_site, browser, store,
-                                                                           desk_settings):
+                                                                           desk_settings, env):
     site, issue = results_site
     page = browser.new_page(viewport={"width": 375, "height": 740}, locale="ar", bypass_csp=True)
     browser_sign_in(page, site.url)
@@ -117,6 +117,10 @@ def test_the_history_the_issue_and_the_growth_read_in_chromium_from_a_phone(resu
     assert figures == {"delivered": "3", "bounces": "33.3%", "complaints": "0.0%", "unsubscribes": "33.3%",
                        "clicked": "66.7%"}
     assert issue.subject in row.inner_text()
+    stats = run_cli("stats", "--from", SAMPLE_DATE.isoformat(), "--to", SAMPLE_DATE.isoformat(), "--csv",
+                    env={**env, "NEWSLETTER_BASE_URL": desk_settings.base_url})
+    assert stats.stdout.splitlines()[1].startswith(f"{SAMPLE_DATE.isoformat()},") and \
+        ",3,0.3333,0.0000,0.3333,0.6667," in stats.stdout, "the same figures as `newsletter stats`"
 
     with page.expect_navigation():
         row.get_by_role("link").click()
@@ -158,8 +162,13 @@ def test_the_history_the_issue_and_the_growth_read_in_chromium_from_a_phone(resu
     assert page.locator("tbody tr").first.get_attribute("data-day") == today.isoformat(), "newest first"
     assert {t.get_attribute("data-total"): int(t.inner_text()) for t in page.locator("[data-total]").all()} == wanted
 
+    # With the keyboard alone: from the period shown to the other one.
+    page.get_by_role("link", name="آخر 30 يومًا").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "آخر 90 يومًا"
     with page.expect_navigation():
-        page.get_by_role("link", name="آخر 90 يومًا").click()
+        page.keyboard.press("Enter")
+    assert page.url == f"{site.url}/desk/growth?days=90"
     check_page(page, "growth-90")
     assert page.locator("svg[data-series=net] rect").count() == 90
     assert page.locator("tbody tr").count() == 90
