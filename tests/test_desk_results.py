@@ -246,3 +246,31 @@ def test_counts_made_in_one_quarter_hour_add_up(store):
         rows = conn.execute(select(list_changes.c.kind, func.sum(list_changes.c.count))
                             .group_by(list_changes.c.kind)).all()
     assert dict(rows) == {"signup": 4}
+
+
+def test_a_database_at_0009_is_upgraded_and_counts_from_then_on(database_url, env, settings):
+    from alembic import command
+    from sqlalchemy import create_engine, inspect
+
+    from newsletter.store.database import Store
+
+    from .test_migrations import alembic_config
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        command.upgrade(alembic_config(conn), "0009")
+        conn.commit()
+    upgraded = run_cli("db", "upgrade", env=env)
+    assert upgraded.returncode == 0 and "to 0010" in upgraded.stdout, upgraded.stderr
+    store = Store(database_url)
+    try:
+        store.request_subscription("first@example.com")
+        today = _today(store, settings)
+        assert store.changes.per_day(today, today, settings.zone)[0].signups == 1
+    finally:
+        store.close()
+    with engine.connect() as conn:
+        command.downgrade(alembic_config(conn), "0009")
+        conn.commit()
+        assert "list_changes" not in inspect(conn).get_table_names()
+    engine.dispose()
