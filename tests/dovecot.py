@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .leftovers import folder_mark
 from .listening import stop_and_remove, wait_listening
 from .ports import free_port
 
@@ -23,7 +24,7 @@ class DovecotServer:
     def __init__(self, users: dict[str, str], sasl: bool = False) -> None:
         """`sasl`: also answer Postfix's SASL questions (smtpd_sasl_path = inet:127.0.0.1:`auth_port`),
         and failed logins at once, without the growing penalty."""
-        self.dir = Path(tempfile.mkdtemp(prefix="newsletter-dovecot-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"newsletter-dovecot-{folder_mark()}-"))
         self.dir.chmod(0o755)
         self.port = free_port()
         self.auth_port = free_port() if sasl else 0

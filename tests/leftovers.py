@@ -36,17 +36,25 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def folder_mark() -> str:
+    """For the name of a server's temp folder, when the server wipes its environment (Dovecot writes its
+    process titles over it): its command line, which names the folder, then carries the run's id."""
+    return os.environ.get(MARK, "")[:12]
+
+
 def marked_processes(run: str) -> dict[int, str]:
-    """{pid: command line} of every live process but this one whose environment carries `run`."""
+    """{pid: command line} of every live process but this one whose environment carries `run`,
+    or whose command line names a folder marked with it (folder_mark)."""
     needle = f"{MARK}={run}".encode()
+    in_command = f"-{run[:12]}-"
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            if in_command not in command and needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
         except OSError:  # gone meanwhile, or not ours to read
             continue
         if _alive(int(entry.name)):
