@@ -171,7 +171,7 @@ BOTH_STORES = {"test_send", "test_crash", "test_faults", "test_subscribers", "te
                "test_rate_limit", "test_unsubscribe_during_send", "test_migrations", "test_embed", "test_log_retention",
                "test_bounces", "test_webhooks", "test_clicks", "test_approval", "test_send_bugs",
                "test_pending_expiry", "test_reader_links", "test_doctor", "test_desk", "test_manage",
-               "test_desk_today", "test_desk_results"}
+               "test_desk_today", "test_desk_results", "test_desk_readers"}
 
 
 RUN = pytest.StashKey[str]()

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from .approvals import ApprovalLog
 from .clicks import ClickLog
 from .deliverylog import DeliveryLog
+from .editors import erase_readers_from_audit
 from .feedback import FeedbackLog
 from .list_changes import Change, ListChanges, count_change
 from .migrate import prepare_schema
@@ -193,14 +194,27 @@ class Store:
                 count_change(conn, Change.signup)
             # Claim the right to send the confirmation, at most once per
             # `resend_after`, so a flood of signups sends one email.
-            claimed = conn.execute(
-                update(subscribers)
-                .where(subscribers.c.email == email, subscribers.c.status == Status.pending.value,
-                       subscribers.c.confirmation_sent_at.is_(None)
-                       | (subscribers.c.confirmation_sent_at < now - resend_after))
-                .values(confirmation_sent_at=now)
-            ).rowcount
+            claimed = self._claim_confirmation(conn, subscribers.c.email == email, now, resend_after)
         return self.get_subscriber(email) if claimed else None
+
+    def resend_confirmation(self, subscriber_id: int,
+                            resend_after: dt.timedelta = dt.timedelta(minutes=10)) -> Subscriber | None:
+        """A pending reader whose confirmation may go out again now (claimed, as a signup claims it);
+        None when they are not pending or one went out less than `resend_after` ago."""
+        with self.engine.begin() as conn:
+            claimed = self._claim_confirmation(conn, subscribers.c.id == subscriber_id, utcnow(), resend_after)
+        return self.subscriber_by_id(subscriber_id) if claimed else None
+
+    @staticmethod
+    def _claim_confirmation(conn, which, now: dt.datetime, resend_after: dt.timedelta) -> bool:
+        """Compare-and-set: of many claims at once, one only wins."""
+        return conn.execute(
+            update(subscribers)
+            .where(which, subscribers.c.status == Status.pending.value,
+                   subscribers.c.confirmation_sent_at.is_(None)
+                   | (subscribers.c.confirmation_sent_at < now - resend_after))
+            .values(confirmation_sent_at=now)
+        ).rowcount == 1
 
     def confirmation_failed(self, subscriber_id: int) -> None:
         """The confirmation email did not go out: leave it for the retry."""
@@ -276,6 +290,7 @@ class Store:
                              {"email_hash": email_hash, "created_at": utcnow()})
             conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
             self.clicks.forget(conn, row.id)
+            erase_readers_from_audit(conn, [(row.id, email)])
             conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
         return True
 
@@ -305,6 +320,7 @@ class Store:
                 if ids:  # the foreign keys cascade; a store made before them has none
                     conn.execute(deliveries.delete().where(deliveries.c.subscriber_id.in_(ids)))
                     self.clicks.forget_many(conn, ids)
+                    erase_readers_from_audit(conn, [(row.id, row.email) for row in gone])
                 if once_unsubscribed := [row.email for row in gone if row.unsubscribed_at is not None]:
                     conn.execute(insert_ignoring_duplicates(self.engine, suppressions),
                                  [{"email_hash": email_hash(email), "created_at": utcnow()}

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from ..errors import EditorError
 from .schema import audit_log, db_epoch_seconds, editor_sessions, editors, password_links, utcnow
@@ -26,6 +26,25 @@ LAST_SEEN_GRANULARITY_SECONDS = 30.0
 def token_id(token: str) -> str:
     """What the store keeps of a token: its SHA-256 (the token has 256 random bits: no salt needed)."""
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def reader_detail(subscriber_id: int, email: str) -> str:
+    """How the audit log names a reader an editor acted on (`reader-…` actions): "#id address"."""
+    return f"#{subscriber_id} {email}"
+
+
+def erase_readers_from_audit(conn: Connection, readers: list[tuple[int, str]]) -> None:
+    """Forgotten readers' addresses out of the audit log, in the transaction that forgets them: the log must
+    not keep what forgetting erased. Their lines keep "#id" alone (ids are never reused)."""
+    if not readers:
+        return
+    detail = audit_log.c.detail
+    first_word = (func.split_part(detail, " ", 1) if conn.dialect.name == "postgresql"
+                  else func.substr(detail, 1, func.instr(detail, " ") - 1))
+    conn.execute(update(audit_log)
+                 .where(audit_log.c.action.startswith("reader-"),
+                        detail.in_([reader_detail(subscriber_id, email) for subscriber_id, email in readers]))
+                 .values(detail=first_word))
 
 
 @dataclass(frozen=True)

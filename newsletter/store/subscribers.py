@@ -7,6 +7,8 @@ number; the good rows go in regardless.
 from __future__ import annotations
 
 import csv
+import io
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,18 @@ def normalise_email(address: str) -> str:
     except EmailNotValidError as exc:
         raise SubscriberError(f"invalid email address {address.strip()!r}: {exc}") from None
     return result.normalized.lower()
+
+
+def normalise_search(text: str) -> str:
+    """Search text for addresses, in their stored form: a whole address as `normalise_email` makes it,
+    a part of one trimmed, NFC and lowercased (stored addresses are lowercase)."""
+    text = text.strip()
+    if "@" in text:
+        try:
+            return normalise_email(text)
+        except SubscriberError:
+            pass
+    return unicodedata.normalize("NFC", text).lower()
 
 
 @dataclass
@@ -113,12 +127,40 @@ def import_csv(store: Store, path: Path, email_hash: Callable[[str], str],
     return report
 
 
-def export_csv(store: Store, out: TextIO, status: Status | None = None) -> int:
-    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, extrasaction="ignore", lineterminator="\n")
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection): =HYPERLINK(…), +cmd|…
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: str) -> str:
+    """A cell a spreadsheet shows as text, never runs: one starting like a formula gets a leading apostrophe."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def export_lines(store: Store, status: Status | None = None, for_spreadsheets: bool = False) -> Iterator[str]:
+    """The list as CSV, a line at a time (the header first), read by keyset pages: memory stays flat.
+
+    `for_spreadsheets` guards every text cell against formula injection (for a download someone opens
+    in a spreadsheet); the command's export stays exactly what `subscribers import` reads back.
+    """
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    count = 0
     for row in store.iter_subscribers(status):
-        writer.writerow({k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()})
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        cells = {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
+        if for_spreadsheets:
+            cells = {k: spreadsheet_text(v) if isinstance(v, str) else v for k, v in cells.items()}
+        writer.writerow(cells)
+    yield buffer.getvalue()
+
+
+def export_csv(store: Store, out: TextIO, status: Status | None = None) -> int:
+    """Write the list as CSV to `out`; how many readers it holds."""
+    count = -1  # the header is a line too
+    for line in export_lines(store, status):
+        out.write(line)
         count += 1
     return count
 

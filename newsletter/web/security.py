@@ -31,11 +31,18 @@ REDACTED = "<token>"
 NO_STORE = (b"cache-control", b"no-store")
 
 
+# The desk's queries hold what an editor searched for: readers' addresses, which a log must not keep
+# (a forgotten reader's would outlive them there).
+PRIVATE_QUERY_PATHS = ("/desk",)
+
+
 def redact_token(path: str) -> str:
-    """A request's path (and query) as the access log may keep it: /confirm/<token>."""
+    """A request's path (and query) as the access log may keep it: /confirm/<token>, /desk/readers?<query>."""
     for prefix in SECRET_PATHS:
         if path.startswith(prefix):
             return prefix + REDACTED
+    if path.startswith(PRIVATE_QUERY_PATHS) and "?" in path:
+        return path.split("?", 1)[0] + "?<query>"
     return path
 
 

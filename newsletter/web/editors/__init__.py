@@ -19,7 +19,7 @@ from ...config import Settings
 from ...store.database import Store
 from ...store.editors import Editors
 from ..pages import Pages
-from . import accounts, home, results, sending, today
+from . import accounts, home, results, sending, subscribers, today
 from .access import COOKIE, DESK, Desk, DeskAccess, DeskRefusal
 
 __all__ = ["COOKIE", "DESK", "install_desk"]
@@ -42,7 +42,7 @@ def desk_routes(desk: Desk) -> APIRouter:
     routes.include_router(accounts.public_routes(desk, access))
     editor = APIRouter(dependencies=[Depends(access.signed_in)])  # the desk's access rule
     for part in (accounts.routes(desk), home.routes(desk), today.routes(desk), sending.routes(desk),
-                 results.routes(desk)):
+                 results.routes(desk), subscribers.routes(desk)):
         editor.include_router(part)
     routes.include_router(editor)
     return routes

@@ -2,6 +2,13 @@
 
 Sign-in attempts are counted per account and per client by the shared rate limiter, and a wrong
 address gets the same answer, after the same work, as a wrong password.
+
+Refused sign-ins to an existing account go to the audit log (the account, the client's address; never
+what was typed as a password), at most one line per account, kind (wrong password, throttled) and
+15-minute window: a guesser cannot flood the table, and the editors still see that someone tried.
+An address that is no editor's is not logged there: nothing of ours was at risk, and a stranger
+could otherwise write whatever they like into the log. The line is written after the answer has
+gone, so the answer takes no longer for an existing account than for an unknown one.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import logging
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from ...errors import SubscriberError
@@ -32,6 +40,14 @@ def public_routes(desk: Desk, access: DeskAccess) -> APIRouter:
     by_account = SignupLimiter(desk.store, settings.desk_login_limit, LOGIN_WINDOW_SECONDS, name="desk-account")
     by_client = SignupLimiter(desk.store, settings.desk_login_client_limit, LOGIN_WINDOW_SECONDS, name="desk-client")
     public = APIRouter()
+
+    def audit_refusal(email: str, account: str, action: str, client: str) -> None:
+        """The first refusal of its kind this window for an existing account, into the audit log."""
+        if editors.credentials(email) is None:
+            return
+        _, hits, _ = desk.store.count_request(f"audit-{action}:{account}", LOGIN_WINDOW_SECONDS)
+        if hits == 1:
+            editors.record(email, action, client)
 
     @public.api_route(f"{DESK}/sign-in", methods=GET)
     async def sign_in_page(request: Request, next: str = "") -> Response:  # noqa: A002 (the parameter's name)
@@ -58,13 +74,16 @@ def public_routes(desk: Desk, access: DeskAccess) -> APIRouter:
             log.info("desk: sign-in throttled for %s", client)
             response = page("desk/sign_in", 429, next=target, email=raw_email, error="throttled", done=False)
             response.headers["Retry-After"] = str(wait)
+            response.background = BackgroundTask(audit_refusal, email, account, "sign-in-throttled", client)
             return response
         found = await run_in_threadpool(editors.credentials, email)
         editor_id, stored_hash = found if found else (None, None)
         # Verified even for an unknown account (against a stand-in hash): the same work, the same answer.
         if not await run_in_threadpool(verify_password, stored_hash, fields.get("password", "")) or editor_id is None:
             log.info("desk: sign-in refused from %s", client)
-            return page("desk/sign_in", 422, next=target, email=raw_email, error="wrong", done=False)
+            response = page("desk/sign_in", 422, next=target, email=raw_email, error="wrong", done=False)
+            response.background = BackgroundTask(audit_refusal, email, account, "sign-in-failed", client)
+            return response
         if stored_hash and needs_rehash(stored_hash):
             await run_in_threadpool(editors.replace_hash, editor_id, hash_password(fields.get("password", "")))
         # A new session every time: a cookie planted before sign-in (fixation) is never promoted.
