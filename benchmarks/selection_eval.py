@@ -11,7 +11,8 @@ main events. Each morning's feeds are written out as RSS and read back through
 seeing what the day before sent.
 
 The figures are held out: what makes reports one event (`Tuning`: the
-same-event threshold and the measure penalty) is chosen by leave-one-file-out
+same-event threshold, the measure and conflict penalties, the template
+discount) is chosen by leave-one-file-out
 cross-validation over the files of both corpora. For each file, the tuning with
 the best pairwise F1 on all the other files is chosen, then that file is
 measured with it; a corpus's figures add up its files' held-out measures.
@@ -34,6 +35,7 @@ import argparse
 import datetime as dt
 import email.utils
 import json
+import math
 import random
 import re
 import sys
@@ -61,6 +63,7 @@ SPEED_TARGET = 2.0  # CPU seconds for a 3,000-item morning
 SAME_EVENT_THRESHOLDS = tuple(round(0.06 + 0.005 * n, 3) for n in range(49))
 MEASURE_PENALTIES = (0.0, 0.05, 0.1, 0.2)
 CONFLICT_PENALTIES = (0.0, 0.1, 0.2, 0.4)
+TEMPLATE_DISCOUNTS = (0.0, 0.25, 0.5, 1.0)
 TABLE_BEGIN = "<!-- selection-eval:begin -->"
 TABLE_END = "<!-- selection-eval:end -->"
 
@@ -280,16 +283,61 @@ def _pairs_of(groups: list[list[Story]], day: Day) -> Counter:
     return Counter(tp=right, fp=together - right, fn=sum(n * (n - 1) // 2 for n in gold.values()) - right)
 
 
-def tuning_counts(day: Day) -> dict[Tuning, Counter]:
-    """The day's pairwise counts under every tuning cross-validation chooses among."""
+@dataclass(frozen=True)
+class Outcome:
+    """What one tuning made of one day's reports."""
+
+    pairs: Counter  # pairwise tp, fp, fn
+    # The margin between labelled different events: how far the threshold is from the closest join it
+    # decides right, on either side: below it, the closest join kept out that would have put different
+    # events together (down to the lowest threshold tried); above it, the closest join made of one event's
+    # reports only. Joins it decides wrong (errors the pairs count already) are left out, as in a soft margin.
+    margin: float
+
+
+def _join_kinds(articles: list[Story], merges: list[tuple[float, int, int]],
+                day: Day) -> tuple[list[float], list[float]]:
+    """The averages of the joins (`group_at_thresholds`' merges, in order) that put reports of labelled
+    different events together, and of those that join reports of one event only. Which joins those are
+    does not depend on the threshold: it only cuts the list."""
+    parent = list(range(len(articles)))
+    labels = [Counter([day.event_of(a)]) for a in articles]
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    wrong, right = [], []
+    for average, i, j in merges:
+        a, b = root(i), root(j)
+        one_event = len(labels[a]) == 1 and labels[a].keys() == labels[b].keys()
+        (right if one_event else wrong).append(average)
+        parent[a] = b
+        labels[b] += labels[a]
+    return wrong, right
+
+
+def tuning_counts(day: Day) -> dict[Tuning, Outcome]:
+    """The day's pairwise counts and margin under every tuning cross-validation chooses among."""
     articles = [r for e in select_stories(day.stories, window_end=day.window_end, max_stories=10 ** 6).events
                 for r in e.reports]  # the reports that reach clustering: in the window, one per article
+    lowest = min(SAME_EVENT_THRESHOLDS)
     counts = {}
     for measure_penalty in MEASURE_PENALTIES:
         for conflict_penalty in CONFLICT_PENALTIES:
-            penalties = Tuning(measure_penalty=measure_penalty, conflict_penalty=conflict_penalty)
-            for threshold, groups in group_at_thresholds(articles, SAME_EVENT_THRESHOLDS, penalties).items():
-                counts[replace(penalties, same_event=threshold)] = _pairs_of(groups, day)
+            for template_discount in TEMPLATE_DISCOUNTS:
+                penalties = Tuning(measure_penalty=measure_penalty, conflict_penalty=conflict_penalty,
+                                   template_discount=template_discount)
+                merges: list[tuple[float, int, int]] = []
+                grouped = group_at_thresholds(articles, SAME_EVENT_THRESHOLDS, penalties, merges)
+                wrong, right = _join_kinds(articles, merges, day)
+                for threshold, groups in grouped.items():
+                    kept_out = max((a for a in wrong if a < threshold), default=lowest)
+                    made = min((a for a in right if a >= threshold), default=math.inf)
+                    counts[replace(penalties, same_event=threshold)] = Outcome(
+                        _pairs_of(groups, day), min(threshold - kept_out, made - threshold))
     return counts
 
 
@@ -298,24 +346,35 @@ def _f1(pairs: Counter) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
-def fit(counts: list[dict[Tuning, Counter]]) -> Tuning:
+def fit(counts: list[dict[Tuning, Outcome]]) -> Tuning:
     """The tuning with the best pairwise F1 over these days.
 
-    Ties are common (the F1 is flat over a range of values): the smallest
-    conflict penalty is taken, then the middle (lower middle) of the tied
-    measure penalties and of the tied thresholds, farthest from where
-    precision or recall starts to fall.
+    Ties are common (the F1 is flat over a range of values). Among the tied
+    tunings, whatever parameter they differ in, the one with the widest margin
+    between labelled different events is taken (max margin): the smallest, over
+    the days, of `Outcome.margin`, the distance from its threshold to the
+    closest join it decides right. This rule was chosen after seeing the ties
+    (docs/selection.md says so). Exact ties left (tunings that group the same
+    way) go to the smallest conflict penalty, then the smallest template
+    discount (the weighting closest to plain TF-IDF), then the middle (lower
+    middle) of the measure penalties and of the thresholds.
     """
     totals: dict[Tuning, Counter] = defaultdict(Counter)
+    margins: dict[Tuning, float] = {}
     for day in counts:
-        for tuning, pairs in day.items():
-            totals[tuning] += pairs
+        for tuning, outcome in day.items():
+            totals[tuning] += outcome.pairs
+            margins[tuning] = min(margins.get(tuning, math.inf), outcome.margin)
     best = max(round(_f1(pairs), 6) for pairs in totals.values())
     winners = [t for t, pairs in totals.items() if round(_f1(pairs), 6) == best]
+    widest = max(round(margins[t], 6) for t in winners)
+    winners = [t for t in winners if round(margins[t], 6) == widest]
     conflict = min(t.conflict_penalty for t in winners)
-    measure = _middle([t.measure_penalty for t in winners if t.conflict_penalty == conflict])
-    threshold = _middle([t.same_event for t in winners if (t.conflict_penalty, t.measure_penalty) == (conflict, measure)])
-    return Tuning(threshold, measure, conflict)
+    template = min(t.template_discount for t in winners if t.conflict_penalty == conflict)
+    winners = [t for t in winners if (t.conflict_penalty, t.template_discount) == (conflict, template)]
+    measure = _middle([t.measure_penalty for t in winners])
+    threshold = _middle([t.same_event for t in winners if t.measure_penalty == measure])
+    return Tuning(threshold, measure, conflict, template)
 
 
 def _middle(values: list[float]) -> float:
@@ -460,14 +519,16 @@ def report(held_out: HeldOut, speed: tuple[int, float] | None, crowd: dict[str, 
                           f"< {SPEED_TARGET:g} s") if len(names) == 2 else
                      _row(f"selection over {speed[0]:,} items (CPU, median of 5)", [f"{speed[1]:.2f} s"] * len(names),
                           f"< {SPEED_TARGET:g} s"))
-    lines += ["", "Tuning chosen for each held-out file (same-event threshold, measure penalty, conflict penalty):",
+    lines += ["", "Tuning chosen for each held-out file (same-event threshold, measure penalty, conflict penalty, "
+              "template discount):",
               *(f"- {name}: {_tuning(t)}" for name, t in held_out.folds.items()),
               f"- fitted on every file (shipped): {_tuning(held_out.everything)}"]
     return "\n".join(lines)
 
 
 def _tuning(tuning: Tuning) -> str:
-    return f"{tuning.same_event:.3f}, {tuning.measure_penalty:.2f}, {tuning.conflict_penalty:.2f}"
+    return (f"{tuning.same_event:.3f}, {tuning.measure_penalty:.2f}, {tuning.conflict_penalty:.2f}, "
+            f"{tuning.template_discount:.2f}")
 
 
 def missed_targets(held_out: HeldOut, speed: tuple[int, float] | None = None) -> list[str]:

@@ -45,6 +45,8 @@ class Tuning:
     measure_penalty: float = Space.MEASURE_PENALTY
     # The similarity (below 0) of two reports about different countries: it counts against joining their groups.
     conflict_penalty: float = Space.CONFLICT_PENALTY
+    # How much less template words (shared by reports about different countries) count towards agreement.
+    template_discount: float = Space.TEMPLATE_DISCOUNT
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,7 @@ class _Reports:
         self.stories = list(stories)
         self.sent = list(sent)
         texts = [describe(s.title, s.summary) for s in self.stories] + [describe(s.title, s.summary) for s in self.sent]
-        self.space = Space(texts, tuning.measure_penalty, tuning.conflict_penalty)
+        self.space = Space(texts, tuning.measure_penalty, tuning.conflict_penalty, tuning.template_discount)
         self._pairs: dict[tuple[int, int], float] | None = None
 
     def groups(self, threshold: float, merges: list[tuple[float, int, int]] | None = None) -> list[list[int]]:
@@ -235,7 +237,7 @@ class _Reports:
         """The earlier story these reports continue, and which of them only repeat it."""
         best, best_score = None, FOLLOW_UP_THRESHOLD
         for k in range(len(self.sent)):
-            scores = [self.space.similarity(i, len(self.stories) + k) for i in group]
+            scores = [self.space.similarity(i, len(self.stories) + k, discounted=False) for i in group]
             if max(scores) >= best_score:
                 best, best_score = (k, scores), max(scores)
         if best is None:
@@ -252,12 +254,13 @@ def cluster_events(stories: list[Story], threshold: float = SAME_EVENT_THRESHOLD
     return [reports.event(group) for group in reports.groups(threshold)]
 
 
-def group_at_thresholds(stories: Sequence[Story], thresholds: Iterable[float],
-                        tuning: Tuning = Tuning()) -> dict[float, list[list[Story]]]:
+def group_at_thresholds(stories: Sequence[Story], thresholds: Iterable[float], tuning: Tuning = Tuning(),
+                        merges: list[tuple[float, int, int]] | None = None) -> dict[float, list[list[Story]]]:
     """The events the reports make at each same-event threshold (the tuning's own is not used): the pairs
-    are compared once for all, so `make eval` fits the threshold without rerunning the selection for each."""
+    are compared once for all, so `make eval` fits the threshold without rerunning the selection for each.
+    The joins down to the lowest threshold are added to `merges` if given (as `average_linkage` does)."""
     reports = _Reports(stories, tuning=tuning)
-    merges: list[tuple[float, int, int]] = []
+    merges = [] if merges is None else merges
     reports.groups(min(thresholds), merges)
     return {t: [[reports.stories[i] for i in group] for group in _joined_above(len(stories), merges, t)]
             for t in thresholds}
