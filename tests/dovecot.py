@@ -10,10 +10,9 @@ import mailbox
 import os
 import pwd
 import subprocess
-import tempfile
 from pathlib import Path
 
-from .leftovers import folder_mark
+from .leftovers import server_folder
 from .listening import stop_and_remove, wait_listening
 from .ports import free_port
 
@@ -24,7 +23,7 @@ class DovecotServer:
     def __init__(self, users: dict[str, str], sasl: bool = False) -> None:
         """`sasl`: also answer Postfix's SASL questions (smtpd_sasl_path = inet:127.0.0.1:`auth_port`),
         and failed logins at once, without the growing penalty."""
-        self.dir = Path(tempfile.mkdtemp(prefix=f"newsletter-dovecot-{folder_mark()}-"))
+        self.dir = server_folder("dovecot")
         self.dir.chmod(0o755)
         self.port = free_port()
         self.auth_port = free_port() if sasl else 0

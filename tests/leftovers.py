@@ -12,7 +12,9 @@ another id or none, and are left alone.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -36,17 +38,22 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def folder_mark() -> str:
-    """For the name of a server's temp folder, when the server wipes its environment (Dovecot writes its
-    process titles over it): its command line, which names the folder, then carries the run's id."""
-    return os.environ.get(MARK, "")[:12]
+def _folder_mark(run: str) -> str:
+    return f"-{run[:12]}-"
+
+
+def server_folder(name: str) -> Path:
+    """A new temp folder for a server the tests start, named with the run's id: an interrupted run's
+    folders are removed by it, and a server that wipes its environment (Dovecot writes its process
+    titles over it) is still found by its command line, which names the folder."""
+    return Path(tempfile.mkdtemp(prefix=f"newsletter-{name}{_folder_mark(os.environ.get(MARK, ''))}"))
 
 
 def marked_processes(run: str) -> dict[int, str]:
     """{pid: command line} of every live process but this one whose environment carries `run`,
-    or whose command line names a folder marked with it (folder_mark)."""
+    or whose command line names one of its server folders (server_folder)."""
     needle = f"{MARK}={run}".encode()
-    in_command = f"-{run[:12]}-"
+    in_command = _folder_mark(run)
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -63,7 +70,8 @@ def marked_processes(run: str) -> dict[int, str]:
 
 
 def stop_leftovers(run: str, grace: float = 5) -> dict[int, str]:
-    """TERM what this run left running, then KILL what still carries its id after `grace` seconds; what was found."""
+    """TERM what this run left running, then KILL what still carries its id after `grace` seconds, and
+    remove its server folders; the processes found."""
     found = marked_processes(run)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         remaining = marked_processes(run) if sig == signal.SIGKILL else found
@@ -75,4 +83,6 @@ def stop_leftovers(run: str, grace: float = 5) -> dict[int, str]:
         deadline = time.monotonic() + grace
         while any(_alive(pid) for pid in remaining) and time.monotonic() < deadline:
             time.sleep(0.1)
+    for folder in Path(tempfile.gettempdir()).glob(f"newsletter-*{_folder_mark(run)}*"):
+        shutil.rmtree(folder, ignore_errors=True)
     return found

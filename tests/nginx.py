@@ -12,9 +12,9 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 
+from .leftovers import server_folder
 from .listening import wait_listening
 from .ports import free_port
 
@@ -25,7 +25,7 @@ SHIPPED = PROJECT / "deploy" / "nginx" / "newsletter.conf"
 
 class NginxProxy:
     def __init__(self, upstream_port: int, certificate: Path, key: Path) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="newsletter-nginx-"))
+        self.dir = server_folder("nginx")
         self.dir.chmod(0o755)
         for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.dir / temp).mkdir(mode=0o777)

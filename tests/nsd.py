@@ -7,13 +7,12 @@ used or changed. Zones are given as record lines relative to their origin ("@ TX
 from __future__ import annotations
 
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import dns.exception
 import dns.resolver
 
+from .leftovers import server_folder
 from .listening import stop_and_remove
 from .ports import free_port
 
@@ -27,7 +26,7 @@ def txt(value: str) -> str:
 
 class NsdServer:
     def __init__(self, zones: dict[str, list[str]]) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="newsletter-nsd-"))
+        self.dir = server_folder("nsd")
         self.port = free_port()
         config = [f"""server:
   ip-address: 127.0.0.1@{self.port}

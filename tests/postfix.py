@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-from .leftovers import MARK
+from .leftovers import MARK, server_folder
 from .listening import wait_listening
 from .ports import free_port
 
@@ -51,7 +50,7 @@ class PostfixRelay:
         `tls` (certificate, key) offers STARTTLS; `sasl_path` (Dovecot's auth service, "inet:127.0.0.1:PORT")
         offers AUTH after STARTTLS and relays only for who logged in.
         """
-        self.dir = Path(tempfile.mkdtemp(prefix="newsletter-postfix-"))
+        self.dir = server_folder("postfix")
         self.dir.chmod(0o755)  # its daemons run as postfix
         self.port = free_port()
         conf = self.dir / "conf"

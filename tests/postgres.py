@@ -12,11 +12,11 @@ import os
 import pwd
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from .leftovers import server_folder
 from .ports import free_port
 
 USER = "newsletter"
@@ -32,7 +32,7 @@ def _server_bin() -> Path:
 class PostgresCluster:
     def __init__(self) -> None:
         self.bin = _server_bin()
-        self.root = Path(tempfile.mkdtemp(prefix="newsletter-pg-"))
+        self.root = server_folder("pg")
         self.port = free_port()
         self._names = itertools.count(1)
         # initdb refuses to run as root: the cluster belongs to the postgres user when we are root.

@@ -15,10 +15,9 @@ import signal
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 from pathlib import Path
 
-from .leftovers import MARK
+from .leftovers import MARK, server_folder
 from .listening import wait_listening
 from .ports import free_port
 
@@ -38,7 +37,7 @@ class RoundcubeServer:
             if not Path(path).exists():
                 raise RuntimeError(f"{path} is missing: `make system-deps` installs roundcube-core, "
                                    "roundcube-sqlite3 and php-cli")
-        self.dir = Path(tempfile.mkdtemp(prefix="newsletter-roundcube-"))
+        self.dir = server_folder("roundcube")
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         try:

@@ -15,12 +15,13 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image, ImageChops
+
+from .leftovers import server_folder
 
 HOW = "`make test` installs Debian's thunderbird, xvfb, xdotool and imagemagick"
 
@@ -117,7 +118,7 @@ class Thunderbird:
         self.xdotool = _require("xdotool")
         self.import_ = _require("import")
         xvfb = _require("Xvfb")
-        self.dir = Path(tempfile.mkdtemp(prefix="newsletter-thunderbird-"))
+        self.dir = server_folder("thunderbird")
         self.profile = self.dir / "profile"
         self.profile.mkdir()
         (self.profile / "chrome").mkdir()
