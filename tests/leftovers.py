@@ -72,6 +72,8 @@ def marked_processes(run: str) -> dict[int, str]:
 def stop_leftovers(run: str, grace: float = 5) -> dict[int, str]:
     """TERM what this run left running, then KILL what still carries its id after `grace` seconds, and
     remove its server folders; the processes found."""
+    if len(run) < 12:
+        raise ValueError(f"not a run's id: {run!r}")
     found = marked_processes(run)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         remaining = marked_processes(run) if sig == signal.SIGKILL else found
