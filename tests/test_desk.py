@@ -8,10 +8,12 @@ rightly keep a Secure cookie off plain HTTP).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import re
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -314,12 +316,19 @@ def test_a_session_planted_before_sign_in_is_never_promoted(http, editors):
         assert EDITOR not in page.text, "the planted cookie shows the victim's desk"
 
 
-@pytest.fixture
-def strict_http(desk_settings):
-    """The desk with low sign-in limits: 3 tries per account, 8 per client, each 15 minutes."""
-    limited = desk_settings.model_copy(update={"desk_login_limit": 3, "desk_login_client_limit": 8})
+@contextlib.contextmanager
+def limited_desk(desk_settings, per_account: int, per_client: int) -> Iterator[httpx.Client]:
+    """A client of the desk with low sign-in limits: so many tries per account and per client each 15 minutes."""
+    limited = desk_settings.model_copy(update={"desk_login_limit": per_account,
+                                               "desk_login_client_limit": per_client})
     with live_site(limited, urlsplit(limited.base_url).port) as server, \
             httpx.Client(base_url=server.url, timeout=10, headers={"Origin": server.url}) as client:
+        yield client
+
+
+@pytest.fixture
+def strict_http(desk_settings):
+    with limited_desk(desk_settings, per_account=3, per_client=8) as client:
         yield client
 
 

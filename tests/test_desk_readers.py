@@ -12,7 +12,6 @@ import io
 import re
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -40,10 +39,11 @@ from .test_desk import (  # noqa: F401  (fixtures, used by name)
     desk_settings,
     editors,
     http,
+    limited_desk,
     sign_in,
     signed_in,
 )
-from .test_web import live_site, wait_for_mail
+from .test_web import wait_for_mail
 
 READER = "layla.haddad@example.com"
 
@@ -320,10 +320,7 @@ def test_a_readers_own_tokens_open_nothing_and_posts_need_the_session_and_its_to
 
 @pytest.fixture
 def strict_http(desk_settings):
-    """The desk with low sign-in limits: 3 tries per account, 100 per client, each 15 minutes."""
-    limited = desk_settings.model_copy(update={"desk_login_limit": 3, "desk_login_client_limit": 100})
-    with live_site(limited, urlsplit(limited.base_url).port) as server, \
-            httpx.Client(base_url=server.url, timeout=10, headers={"Origin": server.url}) as client:
+    with limited_desk(desk_settings, per_account=3, per_client=100) as client:
         yield client
 
 
