@@ -20,7 +20,6 @@ import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
 
-import newsletter.mail.outbox
 from newsletter.config import Settings
 from newsletter.store.database import Store
 from newsletter.web.app import UVICORN_OPTIONS
@@ -28,12 +27,6 @@ from newsletter.web.app import UVICORN_OPTIONS
 from .leftovers import mark_this_run, stop_leftovers
 from .ports import free_port
 from .postgres import PostgresCluster
-
-# Every server a test starts takes its port from tests/ports.py: a block of this worker's own, where
-# neither another xdist worker nor an outgoing connection can take it first. The test modules
-# import free_port from the newsletter package (conftest is imported before them), so it is
-# replaced there.
-newsletter.mail.outbox.free_port = free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE_DATE = dt.date(2017, 5, 9)  # the day of the bundled sample feeds

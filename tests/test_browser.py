@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.store.database import Status
 
 from .test_web import live_site, wait_for_mail

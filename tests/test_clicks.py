@@ -169,7 +169,7 @@ def _links(received) -> tuple[list[str], list[str]]:
 @pytest.fixture
 def clicks_site(settings, store, smtp_server):
     """The app under uvicorn with BASE_URL pointing at it, and an issue sent to three readers."""
-    from newsletter.mail.outbox import free_port
+    from .ports import free_port
 
     from .test_web import live_site
 
@@ -332,7 +332,7 @@ class _Outlet:
 def test_in_chromium_the_emails_story_links_reach_the_outlet_and_count(settings, store, smtp_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from newsletter.mail.outbox import free_port
+    from .ports import free_port
 
     from .test_browser import CHROMIUM, QUIET
     from .test_web import live_site
@@ -372,7 +372,7 @@ def test_a_sigterm_in_the_middle_of_the_burst_loses_no_click(env, settings, stor
     import subprocess
     import sys
 
-    from newsletter.mail.outbox import free_port
+    from .ports import free_port
 
     from .conftest import PROJECT
 

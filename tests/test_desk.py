@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 from sqlalchemy import select, update
 
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.passwords import hash_password
 from newsletter.store.editors import Editors
 from newsletter.store.schema import audit_log, editor_sessions, password_links

@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 from newsletter import edition
 from newsletter.config import SAMPLE_FEEDS_DIR
 from newsletter.issue.editorial import editorial_path
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.store.feedback import Feedback
 from newsletter.store.schema import FeedbackKind
 

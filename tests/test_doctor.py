@@ -22,7 +22,7 @@ from newsletter.doctor.records import check_dkim, check_dmarc, check_spf
 from newsletter.doctor.servers import check_mailbox, check_relay, check_site
 from newsletter.doctor.spf import SpfEvaluator, SpfResult
 from newsletter.mail.dkim import load_key
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.store.database import Store
 from newsletter.store.migrate import SCHEMA_HEAD
 from newsletter.web.app import create_app

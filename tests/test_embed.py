@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from newsletter.config import SAMPLE_FEEDS_DIR
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.store.database import Status
 
 from .conftest import LiveApp

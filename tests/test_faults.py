@@ -23,7 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from sqlalchemy import text
 from newsletter.store.database import Status
 

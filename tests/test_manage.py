@@ -17,7 +17,7 @@ from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select, update
 
 from newsletter.config import Tracking
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.store.clicks import Click
 from newsletter.store.database import Status
 from newsletter.store.feedback import Feedback, FeedbackKind

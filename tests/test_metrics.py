@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from newsletter.config import Settings
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.tokens import Tokens
 from newsletter.web.app import create_app
 

@@ -11,7 +11,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from newsletter.edition import send_edition
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 
 from .conftest import SAMPLE_DATE, RecordingHandler
 

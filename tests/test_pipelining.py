@@ -21,7 +21,7 @@ import uvloop
 from aiosmtpd.controller import Controller
 
 from newsletter.config import Settings
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.mail.smtp import SmtpConnection, classify, is_busy, reply_of
 from newsletter.mail.transaction import PreparedMessage
 from newsletter.store.database import Outcome

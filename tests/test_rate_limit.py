@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.web.ratelimit import bucket_of, client_address
 from newsletter.store.schema import rate_counts
 

@@ -214,7 +214,7 @@ def test_asking_for_uvloop_where_it_is_not_installed_names_the_setting(settings,
 
 def test_unreachable_smtp_server_is_one_line_and_exit_75(env, store):
     add_readers(store)
-    from newsletter.mail.outbox import free_port
+    from .ports import free_port
 
     env = {**env, "NEWSLETTER_SMTP_PORT": str(free_port())}
     result = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env)

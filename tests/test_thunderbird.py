@@ -26,7 +26,7 @@ from PIL import Image, ImageChops
 
 from newsletter.config import PROJECT_DIR, Settings
 from newsletter.edition import send_edition
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.store.database import Status, Store
 
 from .conftest import SAMPLE_DATE, RecordingHandler

@@ -10,7 +10,7 @@ from aiosmtpd.smtp import AuthResult
 
 from newsletter.config import Settings
 from newsletter.edition import send_edition
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.store.database import Store
 
 from .conftest import SAMPLE_DATE, RecordingHandler

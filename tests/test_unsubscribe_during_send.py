@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 from aiosmtpd.controller import Controller
 
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.store.database import Status
 from newsletter.tokens import Tokens
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from newsletter.config import Settings
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.store.database import Status
 from newsletter.tokens import Tokens
 from newsletter.web.app import create_app

@@ -26,7 +26,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from newsletter.config import Settings
 from newsletter.edition import send_edition
-from newsletter.mail.outbox import free_port
+from .ports import free_port
 from newsletter.store.database import Store
 
 from .conftest import SAMPLE_DATE, RecordingHandler
