@@ -6,8 +6,11 @@ header). Its pages are for signed-in editors: that is one dependency, `DeskAcces
 the router that holds every part below (it also checks a POST's CSRF token). Signing in and the
 one-time password link are the only pages outside it.
 
-Parts: `accounts` (signing in and out, setting a password), `home` (the first page and the audit
-log); each part is a module with a `routes(desk)` factory, listed in `desk_routes`.
+Parts, each a module with a `routes(desk)` factory, listed in `desk_routes`: `accounts` (signing in
+and out, setting a password), `home` (the first page and the audit log), `today` (steer, approve
+and test the next issue), `sending` (the morning's send live), `results` (issue history, story
+clicks, list growth; SVG from `charts`), `subscribers` (readers: search, history, remove, forget,
+export).
 """
 
 from __future__ import annotations
