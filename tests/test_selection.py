@@ -390,13 +390,18 @@ UN_SOUTH_SUDAN = [
 ]
 
 
+def events_of(*stories: list[tuple[str, str]]) -> set[frozenset[str]]:
+    """The events the selection makes of these stories' reports (each from an outlet of its own), as sets of titles."""
+    reports = [report(*r, source=f"وكالة {i}") for i, r in enumerate(r for story in stories for r in story)]
+    return set(map(frozenset, groups(cluster_events(reports))))
+
+
+def titles(story: list[tuple[str, str]]) -> frozenset[str]:
+    return frozenset(title for title, _ in story)
+
+
 def test_distinct_events_in_the_same_template_words_stay_apart():
-    reports = [report(*r, source=f"وكالة {i}") for i, r in enumerate(UN_SUDAN + UN_SOUTH_SUDAN)]
-
-    events = cluster_events(reports)
-
-    assert set(map(frozenset, groups(events))) == {frozenset(t for t, _ in UN_SUDAN),
-                                                   frozenset(t for t, _ in UN_SOUTH_SUDAN)}
+    assert events_of(UN_SUDAN, UN_SOUTH_SUDAN) == {titles(UN_SUDAN), titles(UN_SOUTH_SUDAN)}
 
 
 def test_copies_of_one_article_and_feeds_of_one_outlet_count_once():
@@ -520,12 +525,7 @@ UN_LIBYA_VOTE = [
 
 
 def test_votes_on_two_countries_stay_apart_though_their_reports_name_a_voter_in_common():
-    reports = [report(*r, source=f"وكالة {i}") for i, r in enumerate(UN_MYANMAR_VOTE + UN_LIBYA_VOTE)]
-
-    events = cluster_events(reports)
-
-    assert set(map(frozenset, groups(events))) == {frozenset(t for t, _ in UN_MYANMAR_VOTE),
-                                                   frozenset(t for t, _ in UN_LIBYA_VOTE)}
+    assert events_of(UN_MYANMAR_VOTE, UN_LIBYA_VOTE) == {titles(UN_MYANMAR_VOTE), titles(UN_LIBYA_VOTE)}
 
 
 
@@ -599,12 +599,7 @@ UN_SAHARA_US_DRAFT = [
 
 
 def test_two_earthquakes_of_other_magnitudes_in_other_places_stay_apart():
-    reports = [report(*r, source=f"وكالة {i}") for i, r in enumerate(QUAKE_MAZAR + QUAKE_CEBU)]
-
-    events = cluster_events(reports)
-
-    assert set(map(frozenset, groups(events))) == {frozenset(t for t, _ in QUAKE_MAZAR),
-                                                   frozenset(t for t, _ in QUAKE_CEBU)}
+    assert events_of(QUAKE_MAZAR, QUAKE_CEBU) == {titles(QUAKE_MAZAR), titles(QUAKE_CEBU)}
 
 
 def test_one_event_told_by_egyptian_and_gulf_outlets_in_other_words_is_one_event():
