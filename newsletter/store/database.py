@@ -31,6 +31,7 @@ from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue a
     Status,
     StoredIssue,
     Subscriber,
+    as_utc,
     deliveries,
     insert_ignoring_duplicates,
     db_epoch_seconds,
@@ -470,6 +471,5 @@ class Store:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        # SQLite gives the stored UTC time back without its zone.
-        return [(date, frozen if frozen.tzinfo else frozen.replace(tzinfo=dt.timezone.utc), story)
+        return [(date, as_utc(frozen), story)
                 for date, frozen, stories in rows for story in json.loads(stories)]

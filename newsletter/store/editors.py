@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from ..errors import EditorError
-from .schema import audit_log, db_epoch_seconds, editor_sessions, editors, password_links, utcnow
+from .schema import as_utc, audit_log, db_epoch_seconds, editor_sessions, editors, password_links, utcnow
 
 TOKEN_BYTES = 32
 PASSWORD_LINK_HOURS = 24
@@ -234,5 +234,5 @@ class Editors:
         query = (select(audit_log.c.at, audit_log.c.actor, audit_log.c.action, audit_log.c.detail)
                  .order_by(audit_log.c.id.desc()).limit(limit))
         with self.engine.connect() as conn:
-            return [AuditEntry(at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc), actor, action, detail)
+            return [AuditEntry(as_utc(at), actor, action, detail)
                     for at, actor, action, detail in conn.execute(query)]

@@ -19,6 +19,7 @@ from .schema import (
     Status,
     Subscriber,
     address_changes,
+    as_utc,
     click_history,
     deliveries,
     feedback,
@@ -199,8 +200,8 @@ class ReaderChoices:
 def _iso(value) -> str | None:
     if value is None:
         return None
-    if isinstance(value, dt.datetime) and value.tzinfo is None:  # SQLite gives UTC back without its zone
-        value = value.replace(tzinfo=dt.timezone.utc)
+    if isinstance(value, dt.datetime):
+        value = as_utc(value)
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 
-from .schema import Status, click_history, deliveries, feedback, issues, subscribers
+from .schema import Status, as_utc, click_history, deliveries, feedback, issues, subscribers
 
 SEARCH_PAGE = 50
 HISTORY_ROWS = 30
@@ -77,13 +77,6 @@ class ReaderRecord:
     clicks: list[ClickLine]
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite gives a stored UTC time back without its zone."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value
-
-
 class ReaderRecords:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -98,7 +91,7 @@ class ReaderRecords:
         if status is not None:
             query = query.where(subscribers.c.status == status.value)
         with self.engine.connect() as conn:
-            rows = [ReaderRow(id_, email, state, _utc(at)) for id_, email, state, at in conn.execute(query)]
+            rows = [ReaderRow(id_, email, state, as_utc(at)) for id_, email, state, at in conn.execute(query)]
         more = len(rows) > limit
         rows = rows[:limit]
         return SearchPage(rows, rows[-1].id if more else None)
@@ -127,8 +120,8 @@ class ReaderRecords:
                 .order_by(click_history.c.clicked_at.desc()).limit(limit)).all() if with_clicks else []
         reader = row._mapping
         return ReaderRecord(
-            reader["id"], reader["email"], reader["name"], reader["status"], _utc(reader["created_at"]),
-            _utc(reader["confirmation_sent_at"]), _utc(reader["confirmed_at"]), _utc(reader["unsubscribed_at"]),
-            [DeliveryLine(day, outcome, reply, _utc(at)) for day, outcome, reply, at in sent],
-            [ReportLine(kind, code, reason, day, _utc(at)) for kind, code, reason, day, at in reports],
-            [ClickLine(day, place, bool(machine), _utc(at)) for day, place, machine, at in clicks])
+            reader["id"], reader["email"], reader["name"], reader["status"], as_utc(reader["created_at"]),
+            as_utc(reader["confirmation_sent_at"]), as_utc(reader["confirmed_at"]), as_utc(reader["unsubscribed_at"]),
+            [DeliveryLine(day, outcome, reply, as_utc(at)) for day, outcome, reply, at in sent],
+            [ReportLine(kind, code, reason, day, as_utc(at)) for kind, code, reason, day, at in reports],
+            [ClickLine(day, place, bool(machine), as_utc(at)) for day, place, machine, at in clicks])

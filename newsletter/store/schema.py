@@ -324,6 +324,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A stored time as an aware UTC one: SQLite gives the stored UTC time back without its zone."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
 SUBSCRIBER_COLUMNS = (subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status)
 
 
