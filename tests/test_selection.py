@@ -342,15 +342,18 @@ def test_new_events_are_not_taken_for_follow_ups():
 # --- synthetic reports: clustering -----------------------------------------
 
 
-def test_reports_of_one_event_in_different_words_cluster_among_other_news():
-    quake_a = report(*QUAKE_A, source="وكالة أ")
-    quake_b = report(*QUAKE_B, source="وكالة ب", position=2)
+def clustered_among_other_news(first, second) -> None:
+    """`first` and `second`, with OTHER_NEWS between them, make one event, and every other report one of its own."""
     others = [report(t, s, source=f"مصدر {i}") for i, (t, s) in enumerate(OTHER_NEWS)]
 
-    events = cluster_events([quake_a, *others, quake_b])
+    events = cluster_events([first, *others, second])
 
-    assert groups(events)[0] == {quake_a.title, quake_b.title}
+    assert groups(events)[0] == {first.title, second.title}
     assert len(events) == 1 + len(others)
+
+
+def test_reports_of_one_event_in_different_words_cluster_among_other_news():
+    clustered_among_other_news(report(*QUAKE_A, source="وكالة أ"), report(*QUAKE_B, source="وكالة ب", position=2))
 
 
 @pytest.mark.parametrize("unrelated", [0, 1], ids=["only-the-two-reports", "plus-one-unrelated"])
@@ -603,14 +606,8 @@ def test_two_earthquakes_of_other_magnitudes_in_other_places_stay_apart():
 
 
 def test_one_event_told_by_egyptian_and_gulf_outlets_in_other_words_is_one_event():
-    egyptian = report(*FED_EGYPTIAN, source="اليوم السابع")
-    gulf = report(*FED_GULF, source="الخليج", position=3)
-    others = [report(t, s, source=f"مصدر {i}") for i, (t, s) in enumerate(OTHER_NEWS)]
-
-    events = cluster_events([egyptian, *others, gulf])
-
-    assert groups(events)[0] == {egyptian.title, gulf.title}
-    assert len(events) == 1 + len(others)
+    clustered_among_other_news(report(*FED_EGYPTIAN, source="اليوم السابع"),
+                               report(*FED_GULF, source="الخليج", position=3))
 
 
 @pytest.mark.xfail(strict=True, reason="issue 27, item 3: both headlines name the US (the draft's sponsor), so the "
