@@ -16,6 +16,10 @@ discount) is chosen by leave-one-file-out
 cross-validation over the files of both corpora. For each file, the tuning with
 the best pairwise F1 on all the other files is chosen, then that file is
 measured with it; a corpus's figures add up its files' held-out measures.
+The ranking's home weight is the desk's own (`learn_home_weight`): for each
+file, it is learned from the leads of the corpus's other files, as a desk's
+is from the issues it sent before; the made-up corpus's desk and the real
+corpus's are two desks.
 
 Measured:
 - clustering: pairwise and B-cubed precision, recall and F1 over distinct articles;
@@ -51,6 +55,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(PROJECT))
 
 from newsletter.issue.feeds import Story, link_key, parse_feed, site_of  # noqa: E402
+from newsletter.issue.ranking import Ranking, Standing, learn_home_weight  # noqa: E402
 from newsletter.issue.selection import SentStory, Tuning, group_at_thresholds, select_stories  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -207,9 +212,11 @@ def _score_clustering(day: Day, scores: Scores, tuning: Tuning, crowd: list[Stor
             scores.outlets_right += len(real) == len(shown)
 
 
-def _score_issue(day: Day, sent: list[SentStory], scores: Scores, tuning: Tuning) -> list[SentStory]:
+def _score_issue(day: Day, sent: list[SentStory], scores: Scores, tuning: Tuning,
+                 ranking: Ranking = Ranking()) -> list[SentStory]:
     """The issue as it would go out, after the days before it; returns what it sent."""
-    issue = select_stories(day.stories, window_end=day.window_end, max_stories=MAX_STORIES, sent=sent, tuning=tuning)
+    issue = select_stories(day.stories, window_end=day.window_end, max_stories=MAX_STORIES, sent=sent, tuning=tuning,
+                           ranking=ranking)
     everything = select_stories(day.stories, window_end=day.window_end, max_stories=10 ** 6, sent=sent, tuning=tuning)
     shown = [day.event_of(e.story) for e in issue.events]
     for event in issue.events:
@@ -246,16 +253,34 @@ def _score_issue(day: Day, sent: list[SentStory], scores: Scores, tuning: Tuning
     return [SentStory(e.story.url, e.story.title, e.story.summary, day.date.isoformat()) for e in issue.events]
 
 
-def evaluate(days: list[Day], tuning: Tuning = Tuning(), scores: Scores | None = None) -> Scores:
-    """The measures of these days with this tuning (added to `scores` if given)."""
+def evaluate(days: list[Day], tuning: Tuning = Tuning(), scores: Scores | None = None,
+             ranking: Ranking = Ranking()) -> Scores:
+    """The measures of these days with this tuning and ranking (added to `scores` if given)."""
     scores = scores or Scores()
     sent: list[SentStory] = []
     for number, day in enumerate(days):
         if number and days[number - 1].sequence != day.sequence:
             sent = []  # another file's mornings: they do not continue these
         _score_clustering(day, scores, tuning)
-        sent = sent + _score_issue(day, sent, scores, tuning)
+        sent = sent + _score_issue(day, sent, scores, tuning, ranking)
     return scores
+
+
+def desk_issue(day: Day, tuning: Tuning) -> list[Standing]:
+    """What the store keeps of the issue the desk sent that morning, for its leads to be learned from:
+    the labelled lead first (where the selection did not rank it first, the desk put it there), then
+    the rest of the issue as ranked by coverage; [] when no event is labelled the lead."""
+    events = select_stories(day.stories, window_end=day.window_end, max_stories=10 ** 6, tuning=tuning).events
+    leads = [e for e in events if Counter(map(day.event_of, e.reports)).most_common(1)[0][0] == day.lead]
+    if not leads:
+        return []
+    lead = max(leads, key=lambda e: len(e.reports))
+    return [lead.standing, *(e.standing for e in events if e is not lead)][:MAX_STORIES]
+
+
+def learned_ranking(days: list[Day], tuning: Tuning) -> Ranking:
+    """The ranking a desk learns from the issues it sent on these mornings."""
+    return Ranking(home_weight=learn_home_weight(desk_issue(day, tuning) for day in days))
 
 
 def evaluate_in_crowd(days: list[Day], size: int, tuning: Tuning = Tuning(), scores: Scores | None = None,
@@ -390,6 +415,7 @@ class HeldOut:
     scores: dict[str, Scores]
     folds: dict[str, Tuning]  # file -> the tuning it was measured with
     everything: Tuning  # fitted on every file: the one to ship
+    home_weights: dict[str, float] = field(default_factory=dict)  # file -> the weight its desk learned without it
 
 
 def cross_validate(corpora: dict[str, list[Day]]) -> HeldOut:
@@ -397,14 +423,16 @@ def cross_validate(corpora: dict[str, list[Day]]) -> HeldOut:
     counts = [tuning_counts(day) for day in days]
     files = sorted({day.sequence for day in days})
     scores = {name: Scores() for name in corpora}
-    folds = {}
+    folds, home_weights = {}, {}
     for held_out in files:
         folds[held_out] = tuning = fit([c for c, day in zip(counts, days) if day.sequence != held_out])
         for name, corpus in corpora.items():
             tested = [day for day in corpus if day.sequence == held_out]
             if tested:
-                evaluate(tested, tuning, scores[name])
-    return HeldOut(corpora, scores, folds, fit(counts))
+                ranking = learned_ranking([day for day in corpus if day.sequence != held_out], tuning)
+                home_weights[held_out] = ranking.home_weight
+                evaluate(tested, tuning, scores[name], ranking)
+    return HeldOut(corpora, scores, folds, fit(counts), home_weights)
 
 
 def crowd_scores(held_out: HeldOut, size: int) -> dict[str, Scores]:
@@ -522,7 +550,10 @@ def report(held_out: HeldOut, speed: tuple[int, float] | None, crowd: dict[str, 
     lines += ["", "Tuning chosen for each held-out file (same-event threshold, measure penalty, conflict penalty, "
               "template discount):",
               *(f"- {name}: {_tuning(t)}" for name, t in held_out.folds.items()),
-              f"- fitted on every file (shipped): {_tuning(held_out.everything)}"]
+              f"- fitted on every file (shipped): {_tuning(held_out.everything)}",
+              "", "Home weight each held-out file's desk learned from the leads of its corpus's other files (outlets a "
+              "story about an Arab League country counts more):",
+              *(f"- {name}: {weight:g}" for name, weight in held_out.home_weights.items())]
     return "\n".join(lines)
 
 

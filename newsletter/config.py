@@ -20,6 +20,8 @@ from pydantic import Field, IPvAnyNetwork, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError, NewsletterError
+from .issue.ranking import ARAB_LEAGUE
+from .issue.similarity import gazetteer
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
@@ -94,6 +96,8 @@ class Settings(BaseSettings):
     )
     feed_outlets: dict[str, str] = Field(default_factory=dict)
     max_stories: int = Field(default=6, ge=1, le=MAX_STORIES_LIMIT)
+    # The newsroom's region: the desk's past leads teach how much more a story about it weighs for the lead.
+    home_countries: Annotated[list[str], NoDecode] = Field(default_factory=lambda: sorted(ARAB_LEAGUE))
     timezone: str = "Europe/Paris"
     edition_time: dt.time = dt.time(7, 0)
     approval: Approval = Approval.none
@@ -205,7 +209,8 @@ class Settings(BaseSettings):
     metrics_token: str = ""
     metrics_file: Path | None = None
 
-    @field_validator("feeds", "sections", "trusted_proxies", "allowed_origins", "ses_topic_arns", mode="before")
+    @field_validator("feeds", "sections", "home_countries", "trusted_proxies", "allowed_origins", "ses_topic_arns",
+                     mode="before")
     @classmethod
     def _json_or_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -230,6 +235,16 @@ class Settings(BaseSettings):
             if not equals or not domain.strip() or rates[domain.strip().lower()] <= 0:
                 raise ValueError(f"{item!r} is not domain=number, like gmail.com=20")
         return rates
+
+    @field_validator("home_countries")
+    @classmethod
+    def _known_countries(cls, value: list[str]) -> list[str]:
+        known = gazetteer().places
+        unknown = [country for country in value if country not in known]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)}: use the country names of newsletter/issue/places.tsv "
+                             "(such as egypt, saudi-arabia, united-arab-emirates)")
+        return value
 
     @field_validator("feeds")
     @classmethod

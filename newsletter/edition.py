@@ -22,6 +22,7 @@ from .config import EventLoop, Settings
 from .errors import ConfigError, NewsletterError, NoStoriesError, NotApprovedError
 from .issue.editorial import Editorial, apply_editorial, load_editorial
 from .issue.feeds import FeedBatch, read_feeds
+from .issue.ranking import Ranking, Standing, learn_home_weight, standing_from_json
 from .issue.render import Issue, RenderedIssue, Renderer, issue_from_selection
 from .issue.selection import Selection, SentStory, select_stories
 from .issue.steering import current_version
@@ -60,6 +61,8 @@ class Draft:
 
 # How far back today's reports are compared with what earlier issues told.
 FOLLOW_UP_DAYS = 7
+# How far back the desk's leads teach the ranking: a season of mornings, so one odd lead weighs little.
+LEAD_HISTORY_DAYS = 90
 
 
 def recent_stories(store: Store, date: dt.date) -> list[SentStory]:
@@ -67,6 +70,18 @@ def recent_stories(store: Store, date: dt.date) -> list[SentStory]:
     since = date - dt.timedelta(days=FOLLOW_UP_DAYS)
     return [SentStory(s["url"], s["title"], s.get("summary", ""), issue_date, frozen)
             for issue_date, frozen, s in store.recent_stories(before_date=date.isoformat(), since_date=since.isoformat())]
+
+
+def desk_ranking(settings: Settings, store: Store, date: dt.date) -> Ranking:
+    """The ranking as the desk's leads of the last LEAD_HISTORY_DAYS teach it (each issue's stories in the
+    order sent; issues from before stories kept their standing are left out)."""
+    since = date - dt.timedelta(days=LEAD_HISTORY_DAYS)
+    issues: dict[str, list[Standing]] = {}
+    for issue_date, _, story in store.recent_stories(before_date=date.isoformat(), since_date=since.isoformat()):
+        if "standing" in story:
+            issues.setdefault(issue_date, []).append(standing_from_json(story["standing"]))
+    home = frozenset(settings.home_countries)
+    return Ranking(home, learn_home_weight(issues.values(), home))
 
 
 def draft_edition(settings: Settings, store: Store, date: dt.date, batch: FeedBatch | None = None) -> Draft:
@@ -83,6 +98,7 @@ def draft_edition(settings: Settings, store: Store, date: dt.date, batch: FeedBa
         max_stories=settings.max_stories,
         already_sent=store.sent_story_urls(before_date=date.isoformat()),
         sent=recent_stories(store, date),
+        ranking=desk_ranking(settings, store, date),
     )
     editorial = load_editorial(settings.editorial_dir, date)
     if editorial is not None:

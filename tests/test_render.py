@@ -109,7 +109,9 @@ def test_issue_from_selection_keeps_the_chosen_report_and_its_outlets(sample_iss
     assert sorted(lead.sources) == sorted(["فرانس 24 - دولي", "الصباح الدولي", "صوت العالم", "المرصد - أخبار العالم"])
     assert not lead.follow_up
     assert sample_issue.manifest()[0] == {"url": lead.url, "title": lead.title, "summary": lead.summary,
-                                          "source": "الصباح الدولي"}
+                                          "source": "الصباح الدولي", "standing": lead.standing.as_json()}
+    # What the desk's leads are learned from: the event's coverage, not only the report shown.
+    assert lead.standing.outlets == 4 and lead.standing.best_position == 1
 
 
 # --- the HTML part ---------------------------------------------------------

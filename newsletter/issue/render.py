@@ -19,6 +19,7 @@ import jinja2
 
 from ..errors import EmailTooLargeError, TemplateError
 from .editorial import Editorial
+from .ranking import Standing
 from .selection import Selection
 from .subject_line import SUBJECT_LIMIT, cut_at_phrase
 
@@ -48,6 +49,7 @@ class IssueStory:
     image: str | None
     image_alt: str
     follow_up: bool = False  # continues a story an earlier issue told
+    standing: Standing | None = None  # what the ranking knew of its event: the desk's leads are learned from it
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class Issue:
     intro: str = ""
 
     def manifest(self) -> list[dict]:
-        return [{"url": s.url, "title": s.title, "summary": s.summary, "source": s.sources[0]} for s in self.stories]
+        return [{"url": s.url, "title": s.title, "summary": s.summary, "source": s.sources[0],
+                 **({"standing": s.standing.as_json()} if s.standing else {})} for s in self.stories]
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def issue_from_selection(selection: Selection, date: dt.date, editorial: Editori
         title = override.title if override and override.title else story.title
         summary = override.summary if override and override.summary else story.summary
         stories.append(IssueStory(story.url, title, summary, sources, story.image, story.image_alt or title,
-                                  follow_up=event.follow_up_of is not None))
+                                  follow_up=event.follow_up_of is not None, standing=event.standing))
     return Issue(date, stories, editorial.intro if editorial else "")
 
 

@@ -19,10 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .feeds import Story, link_key, site_of
+from .ranking import Ranking, Standing, countries_most_about
 from .similarity import Space, describe, normalise_arabic
 
-__all__ = ["Dropped", "Event", "Selection", "SentStory", "Tuning", "cluster_events", "group_at_thresholds",
-           "normalise_arabic", "select_stories", "selection_json"]
+__all__ = ["Dropped", "Event", "Ranking", "Selection", "SentStory", "Tuning", "cluster_events",
+           "group_at_thresholds", "normalise_arabic", "select_stories", "selection_json"]
 
 # Two groups of reports are one event when their reports' average similarity reaches this.
 SAME_EVENT_THRESHOLD = 0.175
@@ -77,6 +78,9 @@ class Event:
     # Reports that only repeat what `follow_up_of` said: they count, but are not shown.
     repeats: list[Story] = field(default_factory=list)
     chosen: Story | None = None  # the report an editor named, shown whatever the rules say
+    # The countries most of its reports are about (set by the selection; found from the reports otherwise).
+    about: frozenset[str] | None = None
+    home_weight: float = 0.0  # the outlets it counts more for being about a home country (set by the ranking)
 
     @property
     def sources(self) -> list[str]:
@@ -101,13 +105,18 @@ class Event:
         return max(r.published for r in self.reports if r.published)
 
     @property
-    def rank_key(self) -> tuple[int, int, float]:
-        return (-self.outlets, self.best_position, -self.latest.timestamp())
+    def standing(self) -> Standing:
+        """What the ranking orders it by, and what an issue keeps of it for the desk's leads to be learned."""
+        about = self.about
+        if about is None:  # built by hand (an editor's pin)
+            about = countries_most_about([describe(r.title, r.summary).subject for r in self.reports])
+        return Standing(self.outlets, self.best_position,
+                        self.latest if any(r.published for r in self.reports) else None, about)
 
     @property
     def score(self) -> float:
-        """One number for people: outlets first, position breaks ties, as in rank_key."""
-        return round(self.outlets + 1 / (1 + self.best_position), 3)
+        """One number for people: outlets (a home event's counting more for the lead), position breaks ties."""
+        return round(self.outlets + self.home_weight + 1 / (1 + self.best_position), 3)
 
     @property
     def story(self) -> Story:
@@ -128,8 +137,11 @@ class Event:
 
     def reasons(self) -> str:
         latest = f"latest {self.latest:%Y-%m-%d %H:%M} UTC" if any(r.published for r in self.reports) else "undated"
-        reasons = (f"{self.outlets} outlet(s): {', '.join(self.sources)}; best feed position {self.best_position}; "
-                   f"{latest}")
+        reasons = f"{self.outlets} outlet(s): {', '.join(self.sources)}; "
+        if self.home_weight:
+            reasons += (f"about {', '.join(sorted(self.about or ()))}: counts {self.home_weight:g} more for the lead "
+                        "(the desk's leads); ")
+        reasons += f"best feed position {self.best_position}; {latest}"
         if self.chosen is not None and len(self.reports) > 1:
             reasons += f"; shown: the report the editor named ({self.chosen.source})"
         elif len(self.reports) > 1 and self.central:
@@ -314,11 +326,13 @@ def select_stories(
     already_sent: frozenset[str] = frozenset(),
     sent: Sequence[SentStory] = (),
     tuning: Tuning = Tuning(),
+    ranking: Ranking = Ranking(),
 ) -> Selection:
     """Pick at most `max_stories` events, explaining every report left out.
 
     `already_sent` are links earlier issues carried; `sent` the stories they
-    told, to recognise today's reports of the same events.
+    told, to recognise today's reports of the same events. `ranking` orders
+    the events (its home weight learned from the desk's leads).
     """
     window_start = window_end - window
     wanted_sections = frozenset(normalise_arabic(s) for s in sections)
@@ -343,7 +357,8 @@ def select_stories(
     groups: dict[int, list[int]] = {}  # id(event) -> its reports' indexes
     for group in reports.groups(tuning.same_event):
         # Which report is central is found for the chosen events only: on a big morning, most are not.
-        event = Event([reports.stories[i] for i in group])
+        event = Event([reports.stories[i] for i in group],
+                      about=countries_most_about([reports.space.texts[i].subject for i in group]))
         groups[id(event)] = group
         told = reports.told_before(group)
         if told is None:
@@ -356,14 +371,20 @@ def select_stories(
         else:
             event.follow_up_of, event.repeats = earlier, repeats
             events.append(event)
-    events.sort(key=lambda e: e.rank_key)
+    standings = {id(e): e.standing for e in events}
+    events.sort(key=lambda e: ranking.coverage_key(standings[id(e)]))
     for rank, event in enumerate(events[max_stories:], start=max_stories + 1):
         dropped.extend(Dropped(r, f"over the limit of {max_stories} stories (ranked {rank})") for r in event.reports)
     chosen = events[:max_stories]
     for event in chosen:
         event.central = reports.central(groups[id(event)])
+        if ranking.home_weight and ranking.is_home(standings[id(event)]):
+            event.home_weight = ranking.home_weight
     if chosen:
-        chosen[0].lead_candidate = True
+        # `min` keeps coverage's order among equals.
+        lead = min(chosen, key=lambda e: ranking.key(standings[id(e)]))
+        chosen = [lead, *(e for e in chosen if e is not lead)]
+        lead.lead_candidate = True
     return Selection(chosen, dropped, window_start, window_end)
 
 

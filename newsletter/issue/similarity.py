@@ -146,6 +146,11 @@ class Gazetteer:
                     forms.setdefault((words[0][2:], *words[1:]), key.strip())
         return cls(forms)
 
+    @property
+    def places(self) -> frozenset[str]:
+        """Every place key it knows."""
+        return frozenset(self.forms.values())
+
     def places_in(self, words: Sequence[str]) -> frozenset[str]:
         """The places a normalised text names, longest names first ("جنوب السودان" is not "السودان")."""
         found, i = set(), 0
