@@ -24,6 +24,11 @@ from functools import cache
 from itertools import chain
 from operator import mul
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # scipy is imported where a big morning is compared, not when the CLI starts
+    import numpy as np
+    from scipy.sparse import csr_matrix
 
 PLACES_FILE = Path(__file__).with_name("places.tsv")
 # A word in more than this share of the reports (or this many, if more) links nothing worth
@@ -153,14 +158,15 @@ class Gazetteer:
 
     def places_in(self, words: Sequence[str]) -> frozenset[str]:
         """The places a normalised text names, longest names first ("جنوب السودان" is not "السودان")."""
-        found, i = set(), 0
-        while i < len(words):
+        found, after = set(), 0  # after: the first word not inside a name found
+        starts = self._starts
+        for i in [i for i, word in enumerate(words) if starts.get(word) != ()]:  # most words begin no name
+            if i < after:
+                continue
             match = self._name_at(words, i)
             if match:
                 found.add(match[0])
-                i += match[1]
-            else:
-                i += 1
+                after = i + match[1]
         return frozenset(found)
 
     def _starts_of(self, word: str) -> tuple[tuple[str, list[int]], ...]:
@@ -345,14 +351,18 @@ class Space:
     def similarity(self, i: int, j: int, discounted: bool = True) -> float:
         """How alike texts i and j are; `discounted=False` counts template words in full (a report against
         a story sent before: the follow-up thresholds were measured so)."""
-        a, b = self.texts[i], self.texts[j]
+        vectors = self.agreement if discounted else self.vectors
+        return self._adjusted(self.texts[i], self.texts[j],
+                              _keyed_dot(vectors[i], self.keys[i], vectors[j], self.keys[j]))
+
+    def _adjusted(self, a: Text, b: Text, dot_product: float) -> float:
+        """Two texts' similarity from their vectors' dot product: places and measures weigh in."""
         if places_conflict(a, b):
             return -self.conflict_penalty
         bonus = self.PLACE_BONUS if not a.places.isdisjoint(b.places) else 0.0
         if measures_differ(a, b):
             bonus -= self.measure_penalty
-        vectors = self.agreement if discounted else self.vectors
-        return _keyed_dot(vectors[i], self.keys[i], vectors[j], self.keys[j]) + bonus
+        return dot_product + bonus
 
     def similar_pairs(self, among: int, floor: float) -> dict[tuple[int, int], float]:
         """Similarity of the pairs among the first `among` texts (i < j) that reach `floor`, and of those
@@ -361,29 +371,20 @@ class Space:
         Comparing all pairs is quadratic (4.5 million for a 3,000-item morning).
         Reports of one event share rarer words (names, places, the event's own
         nouns), so each report is compared with the NEIGHBOURS reports that
-        share the most weight of rarer words with it.
+        share the most weight of rarer words with it. Both steps are sparse
+        matrix products (scipy): in Python loops they were most of a big
+        morning's time.
         """
-        postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        for i in range(among):
-            for term, weight in self.words[i].items():
-                postings[term].append((i, weight))
-        common = max(COMMON_TERM_MIN_REPORTS, COMMON_TERM_SHARE * among)
-        shared: list[dict[int, float]] = [defaultdict(float) for _ in range(among)]
-        for members in postings.values():
-            if len(members) > common:
-                continue
-            for position, (i, weight_i) in enumerate(members):
-                for j, weight_j in members[position + 1:]:
-                    shared[i][j] += weight_i * weight_j
-                    shared[j][i] += weight_i * weight_j
-        candidates = {
-            (i, j) if i < j else (j, i)
-            for i, weights in enumerate(shared)
-            for j in sorted(weights, key=weights.__getitem__, reverse=True)[:NEIGHBOURS]  # = heapq.nlargest, faster
-        }
+        import numpy as np
+
+        agreement, terms = _sparse_rows(self.agreement[:among])
+        # The word vectors are the agreement vectors' word terms ("=stem"; the rest are n-grams).
+        words = agreement[:, [column for column, term in enumerate(terms) if term.startswith("=")]]
+        firsts, seconds = _neighbour_pairs(words, among)
+        dots = np.asarray(agreement[firsts].multiply(agreement[seconds]).sum(axis=1)).ravel()
         pairs = {}
-        for i, j in candidates:
-            similarity = self.similarity(i, j)
+        for i, j, dot_product in zip(firsts.tolist(), seconds.tolist(), dots.tolist()):
+            similarity = self._adjusted(self.texts[i], self.texts[j], dot_product)
             if similarity >= floor or similarity < 0:
                 pairs[i, j] = similarity
         return pairs
@@ -392,6 +393,51 @@ class Space:
         """How close each member is to the group's centre (the sum of its vectors)."""
         middle = _sum(self.vectors[i] for i in group)
         return {i: dot(self.vectors[i], middle) for i in group}
+
+
+def _sparse_rows(vectors: Sequence[dict[str, float]]) -> tuple["csr_matrix", list[str]]:
+    """The vectors as the rows of a sparse matrix, and its columns' terms."""
+    import numpy as np
+    from scipy.sparse import csr_matrix
+
+    columns: defaultdict[str, int] = defaultdict()
+    columns.default_factory = columns.__len__  # a new term gets the next column, without a Python call
+    indices: list[int] = []
+    weights: list[float] = []
+    ends = [0]
+    for vector in vectors:
+        indices.extend(map(columns.__getitem__, vector))
+        weights.extend(vector.values())
+        ends.append(len(indices))
+    matrix = csr_matrix((np.array(weights, dtype=float), np.array(indices, dtype=np.int64), np.array(ends)),
+                        shape=(len(vectors), max(len(columns), 1)))
+    return matrix, list(columns)
+
+
+def _neighbour_pairs(words: "csr_matrix", among: int) -> tuple["np.ndarray", "np.ndarray"]:
+    """The pairs (i < j, as two arrays) of each text and the NEIGHBOURS texts sharing most weight of rarer
+    words with it (in fewer than COMMON_TERM_SHARE of the texts, or COMMON_TERM_MIN_REPORTS)."""
+    import numpy as np
+
+    reports_using = np.bincount(words.indices, minlength=words.shape[1])
+    rarer = words[:, np.flatnonzero(reports_using <= max(COMMON_TERM_MIN_REPORTS, COMMON_TERM_SHARE * among))]
+    shared = (rarer @ rarer.T).tocsr()
+    shared.setdiag(0)
+    shared.eliminate_zeros()
+    firsts, seconds = [], []
+    for i in range(among):
+        start, end = shared.indptr[i], shared.indptr[i + 1]
+        nearest = shared.indices[start:end]
+        if end - start > NEIGHBOURS:
+            nearest = nearest[np.argpartition(-shared.data[start:end], NEIGHBOURS - 1)[:NEIGHBOURS]]
+        firsts.append(np.full(len(nearest), i))
+        seconds.append(nearest)
+    if not firsts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    one, other = np.concatenate(firsts), np.concatenate(seconds)
+    # Each pair once, i < j: i's neighbour j and j's neighbour i are one comparison.
+    keys = np.unique(np.minimum(one, other).astype(np.int64) * among + np.maximum(one, other))
+    return keys // among, keys % among
 
 
 def template_shares(texts: Sequence[Text]) -> dict[str, float]:
