@@ -20,6 +20,7 @@ from newsletter.issue.render import issue_from_selection
 from newsletter.issue.selection import (
     Selection, SentStory, cluster_events, normalise_arabic, select_stories, selection_json,
 )
+from newsletter.issue.similarity import describe, places_conflict
 
 from .conftest import SAMPLE_DATE, run_cli
 
@@ -622,3 +623,27 @@ def test_votes_on_two_us_drafts_stay_apart():
     events = cluster_events(reports)
 
     assert frozenset(t for t, _ in UN_GAZA_US_DRAFT) in set(map(frozenset, groups(events)))
+
+
+# Two central banks hold their rates on one day, in one template; the euro area is no country, but it is
+# where the European Central Bank decides, as the United Kingdom is the Bank of England's.
+ECB_HOLD = [
+    ("المركزي الأوروبي يبقي الفائدة عند 2% للمرة الخامسة",
+     "أبقى البنك المركزي الأوروبي سعر الفائدة على الودائع دون تغيير، قائلاً إن اقتصاد منطقة اليورو يصمد رغم الرسوم."),
+    ("لاغارد: الفائدة الأوروبية باقية عند 2% والتضخم قرب الهدف",
+     "قرر مجلس محافظي المركزي الأوروبي تثبيت الفائدة في منطقة اليورو، وقالت رئيسة البنك إن التضخم مستقر."),
+]
+BOE_HOLD = [
+    ("بنك إنجلترا يبقي الفائدة عند 3.75% بأغلبية 5 أصوات مقابل 4",
+     "أبقى بنك إنجلترا سعر الفائدة دون تغيير، وخفض توقعاته لنمو الاقتصاد البريطاني هذا العام."),
+    ("تثبيت الفائدة البريطانية عند 3.75% والجنيه يتراجع",
+     "ترك المركزي البريطاني سعره الرئيسي بلا تعديل، وتراجع الإسترليني أمام الدولار بعد الإعلان في لندن."),
+]
+
+
+def test_the_european_union_is_a_place_of_its_own():
+    ecb, boe = (describe(*r) for r in (ECB_HOLD[0], BOE_HOLD[0]))
+
+    assert ecb.subject == {"european-union"} and boe.subject == {"united-kingdom"}
+    assert places_conflict(ecb, boe)
+    assert events_of(ECB_HOLD, BOE_HOLD) == {titles(ECB_HOLD), titles(BOE_HOLD)}
