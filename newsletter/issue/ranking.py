@@ -94,10 +94,16 @@ class Ranking:
 
 def learn_home_weight(issues: Iterable[Sequence[Standing]], home: frozenset[str] = ARAB_LEAGUE) -> float:
     """The weight under which most of the desk's issues (each its stories in the order sent) open with
-    their own lead: 0 if coverage alone does as well, else the middle of the weights that do best, as far
-    as it can be from the leads they would get wrong on either side (on the edge of that range a lead is
-    a tie, decided by feed position and time, that the desk's choice did not depend on)."""
+    their own lead: 0 if coverage alone does as well. Else, where a lead the desk gave a better-covered
+    foreign story bounds the weights that do best from above, their middle, as far as can be from the
+    leads they would get wrong on either side; where nothing does, the smallest of them and half a step
+    (coverage decides beyond what the desk's leads show; at the smallest itself, the desk's own leads are
+    ties, decided by feed position and time)."""
     issues = [issue for issue in issues if len(issue) > 1]
     right = {weight: sum(Ranking(home, weight).leads(issue) for issue in issues) for weight in HOME_WEIGHTS}
     best = [weight for weight, count in right.items() if count == max(right.values())]
-    return 0.0 if best[0] == 0.0 else (best[0] + best[-1]) / 2
+    if best[0] == 0.0:
+        return 0.0
+    if best[-1] < HOME_WEIGHTS[-1]:
+        return (best[0] + best[-1]) / 2
+    return best[0] + (HOME_WEIGHTS[1] - HOME_WEIGHTS[0]) / 2
