@@ -12,26 +12,39 @@ import pytest
 
 from benchmarks import selection_eval
 
-# The selection ranks events by coverage (outlets, then feed position, then recency). The label audit
-# (benchmarks/corpus/real/SOURCES.md) leads two real mornings by news judgment with an event fewer
-# outlets covered: no signal the items carry tells that apart (docs/selection.md, "The lead").
+# What the held-out evaluation shows the selection cannot do yet (docs/selection.md, "What the held-out
+# figures say"). Each is a strict expected failure: a change that mends one makes its test fail until
+# the mark goes, and every other target stays asserted.
+REAL_TWINS_MERGED = pytest.mark.xfail(
+    strict=True,
+    reason="issue 27: held out, real template twins about one place or with a report naming both still merge: "
+           "the Security Council's resolutions 2728 and 2735 on Gaza (same place, same template, 14 votes "
+           "each), the US strike on Fordow and Israel's strikes on Iran (both about Iran), the Noto and "
+           "Hualien quakes (a Taiwanese report names Japan's tsunami warning), the ECB and the Bank of England "
+           "(one report gives both), and on 2025-09-19 the Fed with the Gulf banks and Italy's strike for Gaza "
+           "with the US veto on Gaza (precision about 0.85)",
+)
+MADE_UP_FOLD_MERGES = pytest.mark.xfail(
+    strict=True,
+    reason="issue 27: since the real corpus has eight mornings, the tuning fitted without the made-up "
+           "corpus's 2026-03-12 file (threshold 0.160, conflict penalty 0.1) merges that file's Israeli "
+           "strikes on Lebanon with the Arab foreign ministers' meeting about them",
+)
+REAL_EVENTS_SPLIT = pytest.mark.xfail(
+    strict=True,
+    reason="issue 27: held out, real events told from several angles split (the US election's reactions, "
+           "Valencia's toll, NATO's summit, Bulgaria's resignation): recall about 0.90",
+)
 LEADS_BY_NEWS_JUDGMENT = pytest.mark.xfail(
     strict=True,
-    reason="issue 27: on 2025-09-01 an editor leads with Israel's strike on Hamas's negotiators in Doha "
-           "(4 outlets), not the Kunar earthquake (5), and on 2025-12-12 with the Security Council's Syria "
-           "sanctions vote (4), not the Bulgarian government's resignation (5); ranking by coverage cannot "
-           "see news judgment, and no held-out signal in the items (position, time, outlet, place) does",
+    reason="issue 27: the lead learned from the desk's other mornings (a home-region weight) gets 4 of 8 real "
+           "mornings right: it cannot lead with Iran-US talks over an Egyptian rate cut of equal coverage "
+           "(2026-02-10), so without 2025-09-01 the other mornings' leads are as well explained by weight 0 "
+           "(the Kunar quake leads), and merged twins inflate an event's coverage (2024-11-08, 2025-09-19)",
 )
-
-# The label audit made the Gulf central banks' cuts (2025-09-19) an event of their own again. Held out,
-# that morning's fold fits no template discount (its training files tie on F1, and the widest margin
-# has none), and at that tuning the Fed's cut and the Gulf banks' cuts, which name the Fed, merge.
-FED_AND_GULF_BANKS_MERGED = pytest.mark.xfail(
-    strict=True,
-    reason="issue 27: held out, 2025-09-19 merges the Fed's rate cut with the Gulf central banks' cuts that "
-           "follow it (precision 0.965, purity 29/30); the template discount that keeps them apart is not "
-           "chosen by cross-validation on the other files, which have no such pair to learn it from",
-)
+# Today's held-out figures, a floor a change must not fall below (the targets themselves are above).
+FLOORS = {"made-up": {"precision": 0.96, "recall": 0.94, "lead": 1.0},
+          "real": {"precision": 0.84, "recall": 0.89, "lead": 0.5}}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +54,8 @@ def held_out() -> selection_eval.HeldOut:
     return selection_eval.cross_validate(corpora)
 
 
-@pytest.mark.parametrize("corpus", ["made-up", pytest.param("real", marks=FED_AND_GULF_BANKS_MERGED)])
+@pytest.mark.parametrize("corpus", [pytest.param("made-up", marks=MADE_UP_FOLD_MERGES),
+                                    pytest.param("real", marks=REAL_TWINS_MERGED)])
 def test_held_out_distinct_events_are_never_merged(held_out, corpus):
     scores = held_out.scores[corpus]
 
@@ -49,7 +63,7 @@ def test_held_out_distinct_events_are_never_merged(held_out, corpus):
     assert scores.chosen_pure == scores.chosen_total, [m for m in scores.mistakes if "chosen event" in m]
 
 
-@pytest.mark.parametrize("corpus", ["made-up", "real"])
+@pytest.mark.parametrize("corpus", ["made-up", pytest.param("real", marks=REAL_EVENTS_SPLIT)])
 def test_held_out_reports_of_one_event_are_kept_together(held_out, corpus):
     scores = held_out.scores[corpus]
 
@@ -61,6 +75,22 @@ def test_held_out_leads_are_right_every_day(held_out, corpus):
     scores = held_out.scores[corpus]
 
     assert all(scores.leads), [m for m in scores.mistakes if "lead" in m]
+
+
+@pytest.mark.parametrize("corpus", ["made-up", "real"])
+def test_held_out_figures_stay_above_todays(held_out, corpus):
+    scores = held_out.scores[corpus]
+
+    for measure, floor in FLOORS[corpus].items():
+        assert scores.ratio(measure) >= floor, (measure, scores.ratio(measure), dict.fromkeys(scores.mistakes))
+
+
+def test_the_desk_of_each_corpus_learns_its_own_lead_weight(held_out):
+    """The made-up corpus's desk leads by coverage (weight 0); the real corpus's leads with Arab stories."""
+    weights = {day.sequence: held_out.home_weights[day.sequence] for days in held_out.corpora.values() for day in days}
+
+    assert all(weights[f] == 0 for f in weights if f.startswith("corpus/"))
+    assert sum(weights[f] > 0 for f in weights if f.startswith("real/")) >= 6
 
 
 def test_every_file_is_measured_with_a_tuning_fitted_without_it(held_out):
