@@ -28,7 +28,7 @@ __all__ = ["Dropped", "Event", "Ranking", "Selection", "SentStory", "Tuning", "c
            "group_at_thresholds", "normalise_arabic", "select_stories", "selection_json"]
 
 # Two groups of reports are one event when their reports' average similarity reaches this.
-SAME_EVENT_THRESHOLD = 0.175
+SAME_EVENT_THRESHOLD = 0.19
 # Pairs below this are left out (as 0) of the averages: they are most pairs, and nearly 0.
 _PAIR_FLOOR = 0.05
 # An event continues a story an earlier issue carried when one of its reports is this close to it

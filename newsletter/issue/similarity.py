@@ -320,7 +320,7 @@ class Space:
     PLACE_BONUS = 0.1
     MEASURE_PENALTY = 0.05
     CONFLICT_PENALTY = 0.0
-    TEMPLATE_DISCOUNT = 0.5
+    TEMPLATE_DISCOUNT = 0.0
 
     def __init__(self, texts: Sequence[Text], measure_penalty: float = MEASURE_PENALTY,
                  conflict_penalty: float = CONFLICT_PENALTY, template_discount: float = TEMPLATE_DISCOUNT) -> None:
