@@ -20,7 +20,7 @@ from newsletter.issue.render import issue_from_selection
 from newsletter.issue.selection import (
     Selection, SentStory, cluster_events, normalise_arabic, select_stories, selection_json,
 )
-from newsletter.issue.similarity import describe, places_conflict
+from newsletter.issue.similarity import Space, describe, places_conflict
 
 from .conftest import SAMPLE_DATE, run_cli
 
@@ -647,3 +647,25 @@ def test_the_european_union_is_a_place_of_its_own():
     assert ecb.subject == {"european-union"} and boe.subject == {"united-kingdom"}
     assert places_conflict(ecb, boe)
     assert events_of(ECB_HOLD, BOE_HOLD) == {titles(ECB_HOLD), titles(BOE_HOLD)}
+
+
+def test_the_template_discount_lowers_twins_not_one_events_reports():
+    """Cross-validation may choose the template discount (docs/selection.md): words shared by reports about
+    different countries agree for less, so template twins lose more of their similarity than one event's
+    reports, which share names and words the twins do not."""
+    texts = [describe(*r) for r in (FED_EGYPTIAN, FED_GULF, UN_SAHARA_US_DRAFT[0], ECB_HOLD[0], BOE_HOLD[0],
+                                    BOE_HOLD[1])]
+    plain, discounted = Space(texts, template_discount=0.0), Space(texts, template_discount=1.0)
+
+    ecb, boe, boe_again = 3, 4, 5
+    # The ECB's and the Bank of England's holds share their template ("يبقي الفائدة عند"): they conflict,
+    # so those words are template words this morning, and the twins' vectors agree for less.
+    assert discounted.agreement[ecb] != plain.agreement[ecb]
+    ecb_boe = _dot(discounted, ecb, boe), _dot(plain, ecb, boe)
+    assert ecb_boe[0] < ecb_boe[1]
+    # Two reports of one hold by the Bank of England keep in full what no conflicting pair shares.
+    assert _dot(discounted, boe, boe_again) / _dot(plain, boe, boe_again) > ecb_boe[0] / ecb_boe[1]
+
+
+def _dot(space: Space, i: int, j: int) -> float:
+    return sum(w * space.agreement[j].get(t, 0.0) for t, w in space.agreement[i].items())
