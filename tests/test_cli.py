@@ -28,7 +28,10 @@ def test_render_writes_html_text_and_json_in_story_order(env, tmp_path):
     manifest = json.loads((out / "issue.json").read_text(encoding="utf-8"))
     assert manifest["subject"] == "التحالف الدولي يجتمع في كوبنهاغن…", "the lead, cut after a phrase"
     assert manifest["preheader"]
-    assert [set(s) for s in manifest["stories"]] == [{"url", "title", "summary", "source"}] * 6
+    assert [set(s) for s in manifest["stories"]] == [{"url", "title", "summary", "source", "standing"}] * 6
+    # Each story's standing (what the desk's leads are learned from): the lead is the best covered here.
+    outlets = [s["standing"]["outlets"] for s in manifest["stories"]]
+    assert outlets[0] == max(outlets) and all(n >= 1 for n in outlets)
     assert "كوبنهاغن" in manifest["stories"][0]["title"]
     html = (out / "issue.html").read_text(encoding="utf-8")
     text = (out / "issue.txt").read_text(encoding="utf-8")
