@@ -292,51 +292,49 @@ def approve(
 @app.command()
 def status(date: DateOption = None) -> None:
     """Show an issue's delivery: delivered, pending, retrying, bounced, and the commonest replies."""
+    from .send_progress import send_progress
+
     settings = _settings()
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
-    issue = store.get_issue(issue_date.isoformat())
-    approval = store.approvals.of(issue_date.isoformat())
-    waiting_for_approval = settings.approval.value == "required" and approval is None
-    if issue is None:
+    progress = send_progress(store, issue_date, dt.timedelta(seconds=settings.stale_run_seconds))
+    waiting_for_approval = settings.approval.value == "required" and progress.approved_at is None
+    if progress.state == "none":
         if waiting_for_approval:
             err.print(f"No issue for {issue_date} yet: it is waiting for an editor's approval (the preview's button, "
                       f"or `newsletter approve --date {issue_date}`).")
             raise typer.Exit(NotApprovedError.exit_code)
         err.print(f"No issue for {issue_date} yet: `newsletter send --date {issue_date}` builds and sends it.")
         raise typer.Exit(1)
-    counts = store.log.delivery_counts(issue.id)
-    pending = counts.get("sending", 0) + (0 if issue.log_folded_at else store.log.never_claimed(issue.id))
-    out.print(f"Issue {issue.issue_date}: {issue.subject}", markup=False)
-    if approval is not None:
-        out.print(f"approved by {approval.approved_by} at {approval.approved_at:%Y-%m-%d %H:%M} UTC", markup=False)
+    issue = store.get_issue(progress.issue_date)
+    out.print(f"Issue {progress.issue_date}: {progress.subject}", markup=False)
+    if progress.approved_at is not None:
+        out.print(f"approved by {progress.approved_by} at {progress.approved_at:%Y-%m-%d %H:%M} UTC", markup=False)
     elif waiting_for_approval:
         out.print("waiting for an editor's approval (NEWSLETTER_APPROVAL=required): nothing is sent until then")
     if issue.log_folded_at:
         out.print(f"(delivery log folded into totals on {issue.log_folded_at:%Y-%m-%d}: final, never sent again)")
-    out.print(f"delivered {counts.get('sent', 0)}, pending {pending}, retrying {counts.get('failed', 0)}, "
-              f"refused during the send {counts.get('refused', 0)}")
-    if not issue.log_folded_at:
-        out.print(f"paused {store.log.paused(issue.id)} (readers who paused their subscription past this date)")
+    out.print(f"delivered {progress.delivered}, pending {progress.pending}, retrying {progress.retrying}, "
+              f"refused during the send {progress.refused}")
+    if not progress.folded:
+        out.print(f"paused {progress.paused} (readers who paused their subscription past this date)")
     for outcome, reply, count in store.log.common_replies(issue.id):
         label = {"failed": "retrying", "sending": "in flight"}.get(outcome, outcome)
         out.print(f"  {count:>7}  {label:<9} {reply or '(no reply yet)'}", markup=False)
-    feedback = store.feedback.counts_by_issue(issue.issue_date)
-    delivered = counts.get("sent", 0)
-    rates = {kind: (feedback.get(kind, 0) / delivered if delivered else 0.0)
-             for kind in ("hard", "soft", "blocked", "complaint")}
+    delivered = progress.delivered
+    reported = {"hard bounces": progress.hard_bounces, "soft bounces": progress.soft_bounces,
+                "policy blocks": progress.blocked, "complaints": progress.complained}
     out.print("reported after the send (`newsletter bounces`): " + ", ".join(
-        f"{label} {feedback.get(kind, 0)} ({rates[kind]:.2%})"
-        for kind, label in (("hard", "hard bounces"), ("soft", "soft bounces"), ("blocked", "policy blocks"),
-                            ("complaint", "complaints")))
-        + f"; delay warnings {feedback.get('delayed', 0)}")
-    for domain, readers in store.feedback.blocked_by_domain(issue.issue_date):
+        f"{label} {count} ({(count / delivered if delivered else 0.0):.2%})" for label, count in reported.items())
+        + f"; delay warnings {progress.delayed}")
+    for domain, readers in store.feedback.blocked_by_domain(progress.issue_date):
         err.print(blocked_warning(domain, readers), markup=False)
-    if rates["complaint"] > COMPLAINT_RATE_WARNING:
-        err.print(f"warning: {rates['complaint']:.2%} of this issue's readers marked it as spam; Gmail and Yahoo "
+    complaint_rate = progress.complained / delivered if delivered else 0.0
+    if complaint_rate > COMPLAINT_RATE_WARNING:
+        err.print(f"warning: {complaint_rate:.2%} of this issue's readers marked it as spam; Gmail and Yahoo "
                   f"want bulk senders under {COMPLAINT_RATE_WARNING:.1%} and start refusing mail at 0.3%")
     _print_clicks(store, issue, delivered, settings)
-    if (pending or counts.get("failed", 0)) and not issue.log_folded_at:
+    if progress.incomplete:
         raise typer.Exit(EXIT_INCOMPLETE)
 
 
