@@ -327,6 +327,8 @@ def test_the_morning_send_is_watched_on_the_desk_until_it_is_done(browser, desk,
 
     page.goto(f"{desk.url}/desk/today")  # frozen now: read only, with the way to the send
     assert store.get_issue(today_of(desk_settings)).subject[:20] in frame_text(page)
+    frozen = page.frame_locator("iframe.desk-email").locator("body").inner_html()
+    assert "NLUNSUBSCRIBE" not in frozen and "/unsubscribe\"" in frozen, "the shared copy: no reader's token"
     assert page.locator("#started").is_visible()
     assert page.locator("#subject").inner_text() == store.get_issue(today_of(desk_settings)).subject
     assert page.get_by_role("button", name="احذفه من الرسالة").count() == 0

@@ -122,6 +122,15 @@ def with_outlet_links(text: str, stories: list[dict], escape: bool) -> str:
     return LINK_SLOT.sub(url, text)
 
 
+def shared_copy(html: str, stories: list[dict]) -> str:
+    """An issue's HTML as anyone may see it (the archive, the desk's frozen issue): story links straight to
+    the outlets, and no reader's token: the unsubscribe and manage links go to the pages that ask for an
+    address."""
+    html = with_outlet_links(html, stories, escape=True)
+    return html.replace(f"/unsubscribe/{UNSUBSCRIBE_SLOT}", "/unsubscribe").replace(
+        f"/manage/{UNSUBSCRIBE_SLOT}", "/manage")
+
+
 def issue_from_selection(selection: Selection, date: dt.date, editorial: Editorial | None = None) -> Issue:
     overrides = editorial.overrides if editorial else {}
     stories = []

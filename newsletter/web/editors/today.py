@@ -31,7 +31,7 @@ from ...editing import APPROVE, EditedIssue, apply_steering, read_configured_fee
 from ...errors import NewsletterError
 from ...issue.editorial import EditorialError
 from ...issue.feeds import FeedBatch
-from ...issue.render import UNSUBSCRIBE_SLOT, RenderedIssue, with_outlet_links
+from ...issue.render import RenderedIssue, shared_copy
 from ...issue.steering import StaleVersion
 from ...store.database import StoredIssue, Store
 from ...store.editors import EditorSession
@@ -89,11 +89,6 @@ def _data_uri(picture: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode("ascii")
 
 
-def frozen_email_html(stored: StoredIssue) -> str:
-    html = with_outlet_links(stored.html, stored.stories, escape=True)
-    return html.replace(UNSUBSCRIBE_SLOT, "preview")
-
-
 @dataclass(frozen=True)
 class Problem:
     """Why an action of the page did not happen: a key the template words in Arabic, and the detail."""
@@ -140,7 +135,7 @@ def routes(desk: Desk) -> APIRouter:
         """The email alone, for the today page's frame."""
         date = next_issue_date(settings)
         started = await run_in_threadpool(started_issue, store, date)
-        html = frozen_email_html(started) if started else (await edited_issue(date)).email_html(_data_uri)
+        html = shared_copy(started.html, started.stories) if started else (await edited_issue(date)).email_html(_data_uri)
         return HTMLResponse(html, headers={"Content-Security-Policy": EMAIL_CSP, "X-Frame-Options": "SAMEORIGIN"})
 
     @router.post(f"{TODAY}/steer")

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...config import Settings
 from ...errors import SubscriberError
-from ...issue.render import UNSUBSCRIBE_SLOT, with_outlet_links
+from ...issue.render import shared_copy
 from ...mail.confirmations import ConfirmationMailer
 from ...store.database import Status, Store
 from ...store.subscribers import normalise_email
@@ -226,11 +226,7 @@ def reader_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
         issue = await run_in_threadpool(store.get_issue, day)
         if issue is None:
             return notice("لا رسالة في هذا اليوم", "لم تُرسل رسالة في هذا التاريخ.", 404)
-        # The web copy is shared: no reader's unsubscribe token in it, and its links go straight to the outlets.
-        html = with_outlet_links(issue.html, issue.stories, escape=True)
-        html = html.replace(f"/unsubscribe/{UNSUBSCRIBE_SLOT}", "/unsubscribe") \
-            .replace(f"/manage/{UNSUBSCRIBE_SLOT}", "/manage")
-        return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP})
+        return HTMLResponse(shared_copy(issue.html, issue.stories), headers={"Content-Security-Policy": ARCHIVE_CSP})
 
     return router
 
