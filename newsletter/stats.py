@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .store.clicks import ANY_STORY
-from .store.database import Store, StoredIssue
+from .store.database import IssueOutline, Store, StoredIssue
+
+# An issue as the figures read it: its outline is enough (an issue's page has the whole of it at hand).
+Issue = IssueOutline | StoredIssue
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,12 @@ class OutletClicks:
     clicks: int
 
 
-def issues_between(store: Store, first: dt.date, last: dt.date) -> list[StoredIssue]:
+def issues_between(store: Store, first: dt.date, last: dt.date) -> list[IssueOutline]:
     """Every frozen issue dated from `first` to `last`, oldest first."""
-    dates = sorted(day for day, _ in store.list_issue_dates() if first.isoformat() <= day <= last.isoformat())
-    return [issue for issue in map(store.get_issue, dates) if issue is not None]
+    return store.issue_outlines(first.isoformat(), last.isoformat())
 
 
-def issue_stats(store: Store, issues: list[StoredIssue], after_last: str | None = None) -> Iterator[IssueStats]:
+def issue_stats(store: Store, issues: Sequence[Issue], after_last: str | None = None) -> Iterator[IssueStats]:
     """Each issue's figures (`issues` oldest first, as issues_between gives them).
 
     `after_last`: the date of the issue that followed the last of them, if any (a page of the
@@ -66,7 +68,7 @@ def issue_stats(store: Store, issues: list[StoredIssue], after_last: str | None 
                          clicks[top_place].unique_readers if top_place else 0)
 
 
-def outlet_clicks(store: Store, issues: list[StoredIssue]) -> list[OutletClicks]:
+def outlet_clicks(store: Store, issues: Sequence[Issue]) -> list[OutletClicks]:
     """Per outlet, over `issues`: readers who clicked its stories; most read first."""
     stories, readers, clicks = Counter(), Counter(), Counter()
     for issue in issues:

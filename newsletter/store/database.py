@@ -27,6 +27,7 @@ from .migrate import prepare_schema
 from .reader_choices import ReaderChoices
 from .schema import (  # noqa: F401  (Outcome, Status, Subscriber, StoredIssue are part of the store's API)
     SUBSCRIBER_COLUMNS,
+    IssueOutline,
     Outcome,
     Status,
     StoredIssue,
@@ -435,6 +436,15 @@ class Store:
                 issues.c.issue_date < before_date, issues.c.log_folded_at.is_(None))
                 .order_by(issues.c.issue_date)).scalars().all()
         return [issue for issue in map(self.get_issue, dates) if issue is not None]
+
+    def issue_outlines(self, first_date: str, last_date: str) -> list[IssueOutline]:
+        """Every frozen issue dated from `first_date` to `last_date`, oldest first, without its HTML and text."""
+        query = (select(issues.c.id, issues.c.issue_date, issues.c.subject, issues.c.stories)
+                 .where(issues.c.issue_date >= first_date, issues.c.issue_date <= last_date)
+                 .order_by(issues.c.issue_date))
+        with self.engine.connect() as conn:
+            return [IssueOutline(i, day, subject, json.loads(stories))
+                    for i, day, subject, stories in conn.execute(query)]
 
     def list_issue_dates(self) -> list[tuple[str, str]]:
         """(date, subject) of every frozen issue, newest first."""

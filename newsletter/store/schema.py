@@ -354,6 +354,16 @@ class StoredIssue:
     log_folded_at: dt.datetime | None = None
 
 
+@dataclass(frozen=True)
+class IssueOutline:
+    """What an issue's history and figures read of it: not its HTML and text, the bulk of its row."""
+
+    id: int
+    issue_date: str
+    subject: str
+    stories: list[dict]
+
+
 def upsert_insert(engine: Engine, table: Table):
     """The engine's dialect's INSERT, which has ON CONFLICT clauses (SQLite and PostgreSQL alike)."""
     # Imported here: the PostgreSQL dialect's modules cost a SQLite store's every start-up ~40 ms.

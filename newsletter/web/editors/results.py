@@ -44,7 +44,7 @@ def history_page(store: Store, before: str | None, size: int = PAGE_ISSUES) -> H
     history = IssueHistory(store.engine)
     dates = history.dates_before(before, size + 1)
     shown = dates[:size]
-    issues = [issue for issue in map(store.get_issue, reversed(shown)) if issue is not None]
+    issues = store.issue_outlines(shown[-1], shown[0]) if shown else []  # `shown` is newest first
     after_last = history.date_after(shown[0]) if shown else None
     rows = list(issue_stats(store, issues, after_last))
     return HistoryPage(rows[::-1], shown[-1] if len(dates) > size else None)
