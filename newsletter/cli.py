@@ -134,6 +134,11 @@ def select(
               f"{len(draft.feeds.stories)} item(s) from {len(settings.feeds) - len(draft.feeds.failures)} feed(s)")
     for failure in draft.feeds.failures:
         out.print(f"[red]feed failed[/red] {failure}")
+    weight = selection.ranking.home_weight
+    out.print(f"Lead: a story about NEWSLETTER_HOME_COUNTRIES counts {weight:g} more outlet(s), as the desk's leads of "
+              f"the last {edition.LEAD_HISTORY_DAYS} days teach" if weight else
+              f"Lead: by coverage (the desk's leads of the last {edition.LEAD_HISTORY_DAYS} days show no preference "
+              "for NEWSLETTER_HOME_COUNTRIES)")
     out.print("\n[bold]Chosen[/bold]")
     for rank, event in enumerate(selection.events, start=1):
         out.print(f"{rank}. {event.story.title}", markup=False)

@@ -15,6 +15,7 @@ def test_select_explains_the_choice_and_what_was_left_out(env):
     assert chosen.index("كوبنهاغن") < chosen.index("كوريا الجنوبية")
     assert "4 outlet(s)" in chosen and "+ same event:" in chosen
     assert "shown: the report closest to the event's centre" in chosen
+    assert "Lead: by coverage (the desk's leads of the last 90 days show no preference" in chosen
     assert "not international (section: رياضة)" in left_out
     assert "outside the 24-hour window" in left_out
     assert "over the limit of 6 stories" in left_out

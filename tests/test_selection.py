@@ -564,6 +564,8 @@ def test_select_json_prints_the_selection_for_other_tools(env):
     assert len(data["events"]) == 6 and "كوبنهاغن" in data["events"][0]["reports"][0]["title"]
     assert sum(len(e["reports"]) for e in data["events"]) + len(data["left_out"]) == data["feeds"]["items"]
     assert any("over the limit of 6 stories" in r["reason"] for r in data["left_out"])
+    # No issue sent yet: nothing teaches the lead, coverage decides; the desk's tools see which way.
+    assert data["lead"] == {"home_countries": sorted(Settings(_env_file=None).home_countries), "home_weight": 0.0}
 
 
 # --- template twins and one event in other words (issue 27, item 3) --------

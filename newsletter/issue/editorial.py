@@ -180,4 +180,4 @@ def apply_editorial(selection: Selection, offered: list[Story], editorial: Edito
             event.editor_note = "placed by the editor"
     if ordered:
         ordered[0].lead_candidate = True
-    return Selection(ordered, dropped, selection.window_start, selection.window_end)
+    return Selection(ordered, dropped, selection.window_start, selection.window_end, selection.ranking)

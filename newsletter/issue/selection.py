@@ -169,6 +169,7 @@ class Selection:
     dropped: list[Dropped] = field(default_factory=list)
     window_start: dt.datetime | None = None
     window_end: dt.datetime | None = None
+    ranking: Ranking = Ranking()  # how the lead was chosen (the home weight the desk's leads taught)
 
     @property
     def stories(self) -> list[Story]:
@@ -402,7 +403,7 @@ def select_stories(
         lead = min(chosen, key=lambda e: ranking.key(standings[id(e)]))
         chosen = [lead, *(e for e in chosen if e is not lead)]
         lead.lead_candidate = True
-    return Selection(chosen, dropped, window_start, window_end)
+    return Selection(chosen, dropped, window_start, window_end, ranking)
 
 
 def _report_json(story: Story) -> dict[str, object]:
@@ -439,6 +440,7 @@ def selection_json(selection: Selection) -> dict[str, object]:
             "start": selection.window_start.isoformat() if selection.window_start else None,
             "end": selection.window_end.isoformat() if selection.window_end else None,
         },
+        "lead": {"home_countries": sorted(selection.ranking.home), "home_weight": selection.ranking.home_weight},
         "events": [_event_json(rank, event) for rank, event in enumerate(selection.events, start=1)],
         "left_out": [{**_report_json(d.story), "reason": d.reason} for d in selection.dropped],
     }
