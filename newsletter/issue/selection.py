@@ -4,7 +4,9 @@ Reports of one event by several outlets are merged: average-linkage clustering
 of TF-IDF vectors (`similarity`), which does not chain distinct events through
 shared template words as single linkage did, and never joins reports that name
 different countries. Events are ranked by how many outlets (not feeds) cover
-them, then by the best position any outlet gave them, then by recency. An event
+them, then by the best position any outlet gave them, then by recency; the
+lead among the chosen is the desk's (`ranking`: a home-region weight learned
+from the leads it sent). An event
 an earlier issue told already is left out, unless today's reports bring news:
 then it returns as a follow-up. What is one event (`Tuning`) is chosen by
 cross-validation on the labelled corpora in benchmarks/corpus (`make eval`).
@@ -82,7 +84,7 @@ class Event:
     chosen: Story | None = None  # the report an editor named, shown whatever the rules say
     # The countries most of its reports are about (set by the selection; found from the reports otherwise).
     about: frozenset[str] | None = None
-    home_weight: float = 0.0  # the outlets it counts more for being about a home country (set by the ranking)
+    home_weight: float = 0.0  # set on a lead the home weight raised above better-covered events: by how much
 
     @property
     def sources(self) -> list[str]:
@@ -117,7 +119,7 @@ class Event:
 
     @property
     def score(self) -> float:
-        """One number for people: outlets (a home event's counting more for the lead), position breaks ties."""
+        """One number for people: outlets (and the home weight that made it the lead), position breaks ties."""
         return round(self.outlets + self.home_weight + 1 / (1 + self.best_position), 3)
 
     @property
@@ -396,11 +398,11 @@ def select_stories(
     chosen = events[:max_stories]
     for event in chosen:
         event.central = reports.central(groups[id(event)])
-        if ranking.home_weight and ranking.is_home(standings[id(event)]):
-            event.home_weight = ranking.home_weight
     if chosen:
         # `min` keeps coverage's order among equals.
         lead = min(chosen, key=lambda e: ranking.key(standings[id(e)]))
+        if lead is not chosen[0]:  # the desk's leads raised it: its score and reasons say by how much
+            lead.home_weight = ranking.home_weight
         chosen = [lead, *(e for e in chosen if e is not lead)]
         lead.lead_candidate = True
     return Selection(chosen, dropped, window_start, window_end, ranking)
