@@ -671,3 +671,12 @@ def test_the_template_discount_lowers_twins_not_one_events_reports():
 
 def _dot(space: Space, i: int, j: int) -> float:
     return sum(w * space.agreement[j].get(t, 0.0) for t, w in space.agreement[i].items())
+
+
+def test_muscat_is_omans_capital_but_a_birthplace_is_no_place():
+    """«مسقط» is Oman's capital; «مسقط رأسه» is someone's birthplace: a "-" line of places.tsv says so."""
+    talks = describe("جولة تفاوض إيرانية أمريكية في مسقط", "وصل الوفدان إلى العاصمة بعد أسابيع من التهديد.")
+    birthplace = describe("تشييع الفنان الراحل في مسقط رأسه", "دفن في قريته بعد صلاة الجنازة.")
+
+    assert talks.subject == {"iran", "united-states", "oman"}
+    assert birthplace.places == frozenset()

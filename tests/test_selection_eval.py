@@ -37,14 +37,14 @@ REAL_EVENTS_SPLIT = pytest.mark.xfail(
 )
 LEADS_BY_NEWS_JUDGMENT = pytest.mark.xfail(
     strict=True,
-    reason="issue 27: the lead learned from the desk's other mornings (a home-region weight) gets 4 of 8 real "
-           "mornings right: it cannot lead with Iran-US talks over an Egyptian rate cut of equal coverage "
-           "(2026-02-10), so without 2025-09-01 the other mornings' leads are as well explained by weight 0 "
-           "(the Kunar quake leads), and merged twins inflate an event's coverage (2024-11-08, 2025-09-19)",
+    reason="issue 27: the lead learned from the desk's other mornings (a home-region weight) gets 6 of 8 real "
+           "mornings right; on the other two, merged twins inflate an event's coverage (resolutions 2728 and "
+           "2735 outrank the US election on 2024-11-08; the Gaza veto, merged with Italy's strike for Gaza, "
+           "outranks the Iran snapback vote on 2025-09-19)",
 )
 # Today's held-out figures, a floor a change must not fall below (the targets themselves are above).
 FLOORS = {"made-up": {"precision": 0.96, "recall": 0.94, "lead": 1.0},
-          "real": {"precision": 0.84, "recall": 0.89, "lead": 0.5}}
+          "real": {"precision": 0.84, "recall": 0.89, "lead": 0.75}}
 
 
 @pytest.fixture(scope="module")

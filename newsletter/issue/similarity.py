@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # scipy is imported where a big morning is compared, not when
     from scipy.sparse import csr_matrix
 
 PLACES_FILE = Path(__file__).with_name("places.tsv")
+NOT_A_PLACE = "-"  # places.tsv's key for phrases that hold a place's form but name none ("مسقط رأسه")
 # A word in more than this share of the reports (or this many, if more) links nothing worth
 # comparing: reports are compared when they share rarer words, and each with its NEIGHBOURS
 # nearest by those words only, so a 3,000-item morning costs thousands of comparisons, not millions.
@@ -154,7 +155,7 @@ class Gazetteer:
     @property
     def places(self) -> frozenset[str]:
         """Every place key it knows."""
-        return frozenset(self.forms.values())
+        return frozenset(self.forms.values()) - {NOT_A_PLACE}
 
     def places_in(self, words: Sequence[str]) -> frozenset[str]:
         """The places a normalised text names, longest names first ("جنوب السودان" is not "السودان")."""
@@ -167,7 +168,7 @@ class Gazetteer:
             if match:
                 found.add(match[0])
                 after = i + match[1]
-        return frozenset(found)
+        return frozenset(found - {NOT_A_PLACE})
 
     def _starts_of(self, word: str) -> tuple[tuple[str, list[int]], ...]:
         """The readings of `word` that begin a place name, with those names' lengths (most words: none)."""
