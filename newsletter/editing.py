@@ -18,7 +18,7 @@ from .config import Settings
 from .errors import NewsletterError
 from .issue.editorial import EditorialError
 from .issue.feeds import FeedBatch, read_feeds_async
-from .issue.render import GMAIL_CLIP_BYTES, UNSUBSCRIBE_SLOT, RenderedIssue
+from .issue.render import GMAIL_CLIP_BYTES, UNSUBSCRIBE_SLOT, RenderedIssue, html_digest
 from .issue.steering import Change, StaleVersion, can_undo, current_version, steer, undo
 from .sample_pictures import with_sample_pictures
 from .stats import issues_between, outlet_clicks
@@ -67,6 +67,10 @@ class EditedIssue:
         html = with_sample_pictures(html, sample_picture_url)
         return html.replace(UNSUBSCRIBE_SLOT, "preview")
 
+    def shown_digest(self) -> str:
+        """What the approve form says the page showed: the email's SHA-256 ("" when it cannot be built)."""
+        return html_digest(self.rendered.html) if self.rendered else ""
+
     def email_text(self) -> str:
         return self.rendered.with_outlet_links(self.rendered.text, escape=False) if self.rendered else ""
 
@@ -104,11 +108,20 @@ class EditedIssue:
             "email_text": self.email_text(),
             "yesterday": self.yesterdays_readers_by_outlet(),
             "file_version": current_version(self.settings.editorial_dir, self.date),
+            "shown_digest": self.shown_digest(),
             "approval": self.store.approvals.of(self.date.isoformat()),
             "approval_required": self.settings.approval.value == "required",
             "can_undo": can_undo(self.settings.editorial_dir, self.date),
             "intro": draft.issue.intro if draft else "",
         }
+
+
+class ShownIssueChanged(StaleVersion):
+    """The issue rebuilt for the approval is not the one the page showed (the feeds brought news since)."""
+
+    def __init__(self, current: str) -> None:
+        super().__init__(current, "the issue changed since the page was loaded (the feeds brought news): the page "
+                                  "now shows it as it is; approve it again if it is right")
 
 
 @dataclass(frozen=True)
@@ -124,7 +137,9 @@ def apply_steering(issue: EditedIssue, fields: Mapping[str, str], approved_by: s
     """Apply one posted steering form (action, version, url, title, summary, intro) to the day's editorial file.
 
     The form names the file's version it was made on: StaleVersion when the file changed since.
-    `approve` freezes the issue as the page showed it and records `approved_by`; any other change
+    `approve` freezes the issue as the page showed it (the form names the SHA-256 of the email it
+    showed: ShownIssueChanged when the rebuild differs, as after the feeds brought news) and records
+    `approved_by`; any other change
     withdraws an earlier approval (the issue changed). Raises EditorialError when the change or the
     approval cannot be made; nothing is written then. The caller rebuilds `issue` afterwards.
     """
@@ -137,6 +152,8 @@ def apply_steering(issue: EditedIssue, fields: Mapping[str, str], approved_by: s
         current = current_version(folder, date)
         if version != current:
             raise StaleVersion(current)
+        if fields.get("shown", "") != issue.shown_digest():
+            raise ShownIssueChanged(current)
         approval = edition.approve_edition(settings, store, date, approved_by, issue.rendered)
         return Steered(action, approval=approval)
     if action == UNDO:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine
@@ -23,7 +22,7 @@ from .errors import ConfigError, NewsletterError, NoStoriesError, NotApprovedErr
 from .issue.editorial import Editorial, apply_editorial, load_editorial
 from .issue.feeds import FeedBatch, read_feeds
 from .issue.ranking import Ranking, Standing, learn_home_weight, standing_from_json
-from .issue.render import Issue, RenderedIssue, Renderer, issue_from_selection
+from .issue.render import Issue, RenderedIssue, Renderer, html_digest, issue_from_selection
 from .issue.selection import Selection, SentStory, select_stories
 from .issue.steering import current_version
 from .mail.confirmations import ConfirmationMailer, ConfirmationReport
@@ -236,7 +235,7 @@ def approve_edition(settings: Settings, store: Store, date: dt.date, approved_by
         rendered.check_size()
         stored = store.save_issue(date.isoformat(), rendered.subject, rendered.preheader, rendered.html,
                                   rendered.text, rendered.stories)
-    digest = hashlib.sha256(stored.html.encode("utf-8")).hexdigest()
+    digest = html_digest(stored.html)
     approval = store.approvals.record(date.isoformat(), digest, version, approved_by)
     log.info("issue %s approved by %s (HTML sha256 %s…)", date, approved_by, digest[:12])
     return approval
@@ -258,7 +257,7 @@ def approval_problem(settings: Settings, store: Store, date: dt.date, approval: 
     if approval.editorial_version != current_version(settings.editorial_dir, date):
         return f"the editorial file of {date} changed after {approval.approved_by} approved the issue: approve it again"
     frozen = store.get_issue(date.isoformat())
-    if frozen is None or hashlib.sha256(frozen.html.encode("utf-8")).hexdigest() != approval.html_sha256:
+    if frozen is None or html_digest(frozen.html) != approval.html_sha256:
         return f"the frozen issue of {date} is not the one {approval.approved_by} approved: approve it again"
     return ""
 

@@ -185,6 +185,27 @@ def test_a_change_made_on_an_older_version_is_refused_with_the_fresh_page(http, 
     assert [a for _, a, _ in actions(store) if a.startswith("issue-")] == ["issue-drop"]
 
 
+def test_an_approval_of_an_issue_the_page_no_longer_shows_is_refused(http, desk_settings, editors, store):
+    """The approve form names the email it showed: when the rebuilt issue differs (the feeds brought news
+    between the page and the click), nothing is approved and the page shows the issue as it is now."""
+    add_editor(editors)
+    token = signed_in(http)
+    page = http.get("/desk/today", headers=cookie(token)).text
+    version, csrf, [shown] = form_values(page, "version")[0], form_values(page, "csrf")[0], form_values(page, "shown")
+    assert len(shown) == 64
+
+    other = http.post("/desk/today/steer", headers=cookie(token),
+                      data={"csrf": csrf, "version": version, "shown": "0" * 64, "action": "approve"})
+    assert other.status_code == 409 and "تغيّرت الرسالة منذ فتحت الصفحة" in other.text
+    assert form_values(other.text, "shown") == [shown], "the fresh page names the issue it shows"
+    assert store.approvals.of(today_of(desk_settings)) is None and store.get_issue(today_of(desk_settings)) is None
+
+    approved = http.post("/desk/today/steer", headers=cookie(token),
+                         data={"csrf": csrf, "version": version, "shown": shown, "action": "approve"})
+    assert approved.status_code == 303
+    assert store.approvals.of(today_of(desk_settings)).html_sha256 == shown, "what was shown is what is frozen"
+
+
 def test_posts_without_the_sessions_token_or_from_another_site_change_nothing(http, desk_settings, editors, store,
                                                                              smtp_server):
     add_editor(editors)

@@ -7,6 +7,7 @@ the unsubscribe link is left as a slot that `message` fills per subscriber.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html as html_escaping
 import re
 import tomllib
@@ -120,6 +121,11 @@ def with_outlet_links(text: str, stories: list[dict], escape: bool) -> str:
         found = story_url(stories, int(match.group(1)))
         return html_escaping.escape(found) if escape else found
     return LINK_SLOT.sub(url, text)
+
+
+def html_digest(html: str) -> str:
+    """The SHA-256 of an issue's HTML: what an approval names, and what a page's approve form says it showed."""
+    return hashlib.sha256(html.encode("utf-8")).hexdigest()
 
 
 def shared_copy(html: str, stories: list[dict]) -> str:

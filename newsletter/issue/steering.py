@@ -33,9 +33,9 @@ ACTIONS = ("lead", "up", "down", "drop", "pin", "edit", "restore", "intro")
 class StaleVersion(NewsletterError):
     """The change was made on a version of the file that is no longer the current one."""
 
-    def __init__(self, current: str) -> None:
-        super().__init__("someone changed this issue meanwhile: the page now shows the latest version; "
-                         "make your change again")
+    def __init__(self, current: str, message: str = "someone changed this issue meanwhile: the page now shows "
+                                                   "the latest version; make your change again") -> None:
+        super().__init__(message)
         self.current = current
 
 

@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ... import edition
 from ...config import Settings
-from ...editing import APPROVE, EditedIssue, apply_steering, read_configured_feeds
+from ...editing import APPROVE, EditedIssue, ShownIssueChanged, apply_steering, read_configured_feeds
 from ...errors import NewsletterError
 from ...issue.editorial import EditorialError
 from ...issue.feeds import FeedBatch
@@ -149,6 +149,8 @@ def routes(desk: Desk) -> APIRouter:
         issue = await edited_issue(date)
         try:
             steered = await run_in_threadpool(apply_steering, issue, fields, session.email)
+        except ShownIssueChanged:
+            return await today_page(session, date, 409, Problem("changed"))
         except StaleVersion:
             return await today_page(session, date, 409, Problem("stale", url=url))
         except EditorialError as exc:
