@@ -13,7 +13,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from sqlalchemy import text
 from newsletter.store.database import Status
 
 from .conftest import PROJECT, SAMPLE_DATE, RecordingHandler, run_cli
+from .leftovers import server_folder
 from .test_unsubscribe_during_send import HeldRelay
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
@@ -39,7 +39,7 @@ class Sink:
 
     def __init__(self, *flags: str) -> None:
         # smtp-sink drops to user nobody, who cannot enter pytest's tmp_path.
-        self.folder = Path(tempfile.mkdtemp(prefix="smtp-sink-"))
+        self.folder = server_folder("smtp-sink")  # named with the run's id: an interrupted run's is removed
         self.folder.chmod(0o777)
         self.port = free_port()
         self.process = subprocess.Popen(
