@@ -336,11 +336,11 @@ class Space:
         gram_bags = [Counter(chain.from_iterable(map(_grams, rarer))) for rarer in gram_words]
         self.vectors = [{**w, **g} for w, g in zip(words, _unit_tfidf(gram_bags, half))]
         self.keys = [frozenset(v) for v in self.vectors]
-        # What two reports agree on: the same vectors, template words' agreement discounted (see `agreement`).
-        self.words, self.agreement = words, self.vectors
+        # What two reports agree on: the same vectors, template words' agreement discounted (see `_discounted`).
+        self.agreement = self.vectors
         if template_discount:
-            self.words, self.agreement = _discounted(self.texts, words, gram_words, gram_bags, self.vectors,
-                                                     template_shares(self.texts), template_discount)
+            self.agreement = _discounted(self.texts, gram_words, gram_bags, self.vectors,
+                                         template_shares(self.texts), template_discount)
 
     def _gram_words(self) -> list[list[str]]:
         """Each text's rarer words, whose n-grams it has: a common word's spelling variants tell events apart
@@ -481,11 +481,9 @@ def template_shares(texts: Sequence[Text]) -> dict[str, float]:
     return shares
 
 
-def _discounted(texts: Sequence[Text], words: list[dict[str, float]], gram_words: list[list[str]],
-                gram_bags: list[Counter[str]],
-                vectors: list[dict[str, float]], shares: dict[str, float],
-                discount: float) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    """The word vectors and the full vectors for agreement: each template term scaled by √(1 - discount × share),
+def _discounted(texts: Sequence[Text], gram_words: list[list[str]], gram_bags: list[Counter[str]],
+                vectors: list[dict[str, float]], shares: dict[str, float], discount: float) -> list[dict[str, float]]:
+    """The vectors for agreement: each template term scaled by √(1 - discount × share),
     so that the product of two reports' weights for it counts 1 - discount × share. A template word's n-grams
     are discounted as the word is, in proportion to how many of a gram's occurrences it gave.
 
@@ -497,16 +495,13 @@ def _discounted(texts: Sequence[Text], words: list[dict[str, float]], gram_words
     # The rarer words (those with n-grams) whose term is a template one, with the term's factor.
     word_scale = {word: scale[term] for word in set(chain.from_iterable(gram_words))
                   if (term := _word_term(word)) in scale}
-    agreed_words, agreement = [], []
-    for text, word_vector, rarer, bag, vector in zip(texts, words, gram_words, gram_bags, vectors):
+    agreement = []
+    for text, rarer, bag, vector in zip(texts, gram_words, gram_bags, vectors):
         template = [term for term in text.words if term in scale]
         if not template:
-            agreed_words.append(word_vector)
             agreement.append(vector)
             continue
-        adjusted = {term: word_vector[term] * scale[term] for term in template}
-        agreed = word_vector.copy()
-        agreed.update(adjusted)
+        adjusted = {term: vector[term] * scale[term] for term in template}  # a word term ("=stem") is no n-gram
         lost: Counter[str] = Counter()
         for word in rarer:
             factor = word_scale.get(word)
@@ -516,9 +511,8 @@ def _discounted(texts: Sequence[Text], words: list[dict[str, float]], gram_words
         full = vector.copy()
         full.update(adjusted)
         full.update({gram: vector[gram] * (1 - share / bag[gram]) for gram, share in lost.items()})
-        agreed_words.append(agreed)
         agreement.append(full)
-    return agreed_words, agreement
+    return agreement
 
 
 def _sum(vectors: Iterable[dict[str, float]]) -> dict[str, float]:
