@@ -12,10 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .store.clicks import ANY_STORY
-from .store.database import IssueOutline, Store, StoredIssue
-
-# An issue as the figures read it: its outline is enough (an issue's page has the whole of it at hand).
-Issue = IssueOutline | StoredIssue
+from .store.database import IssueOutline, Store
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ def issues_between(store: Store, first: dt.date, last: dt.date) -> list[IssueOut
     return store.issue_outlines(first.isoformat(), last.isoformat())
 
 
-def issue_stats(store: Store, issues: Sequence[Issue], after_last: str | None = None) -> Iterator[IssueStats]:
+def issue_stats(store: Store, issues: Sequence[IssueOutline], after_last: str | None = None) -> Iterator[IssueStats]:
     """Each issue's figures (`issues` oldest first, as issues_between gives them).
 
     `after_last`: the date of the issue that followed the last of them, if any (a page of the
@@ -68,7 +65,7 @@ def issue_stats(store: Store, issues: Sequence[Issue], after_last: str | None = 
                          clicks[top_place].unique_readers if top_place else 0)
 
 
-def outlet_clicks(store: Store, issues: Sequence[Issue]) -> list[OutletClicks]:
+def outlet_clicks(store: Store, issues: Sequence[IssueOutline]) -> list[OutletClicks]:
     """Per outlet, over `issues`: readers who clicked its stories; most read first."""
     stories, readers, clicks = Counter(), Counter(), Counter()
     for issue in issues:
