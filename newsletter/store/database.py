@@ -280,6 +280,12 @@ class Store:
                                                                      Status.unsubscribed.value])))
         return self.subscriber_by_id(subscriber_id) is not None
 
+    def leave_and_forget(self, subscriber_id: int, email: str, email_hash: str) -> bool:
+        """Erase a reader at their request (their manage page, or an editor acting for them): unsubscribed
+        first, so that forgetting keeps a keyed hash of the address and no import adds it again."""
+        self.unsubscribe(subscriber_id)
+        return self.forget(email, email_hash)
+
     def forget(self, email: str, email_hash: str) -> bool:
         """Erase a reader's data; keep only a hash to honour a past unsubscribe."""
         with self.engine.begin() as conn:

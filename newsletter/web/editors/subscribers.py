@@ -131,11 +131,10 @@ def routes(desk: Desk) -> APIRouter:
             return desk.page("reader_gone", session, 404, part="readers")
         named = reader_detail(reader.id, reader.email)
         if action is ReaderAction.forget:
-            # Unsubscribed first, as the manage page's "forget" does: forgetting then keeps a keyed hash of
-            # the address, so no import adds it again.
-            await run_in_threadpool(desk.store.unsubscribe, reader.id)
-            # Forgetting also takes the address out of the earlier audit lines about them; this one has none.
-            await run_in_threadpool(desk.store.forget, reader.email, tokens.email_hash(reader.email))
+            # As the reader's own manage page does; it also takes the address out of the earlier audit
+            # lines about them, and this one has none.
+            await run_in_threadpool(desk.store.leave_and_forget, reader.id, reader.email,
+                                    tokens.email_hash(reader.email))
             await desk.record(session, "reader-forgotten", f"#{reader.id}")
             return RedirectResponse(f"{READERS}?done=forgotten", status_code=303)
         if action is ReaderAction.remove:

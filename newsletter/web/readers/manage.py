@@ -87,9 +87,8 @@ def manage_routes(settings: Settings, store: Store, pages: Pages, tokens: Tokens
                 metrics.unsubscribes.inc()
             return page("unsubscribed")
         if action == "forget":
-            # Unsubscribed first: forget then keeps a keyed hash, so no import ever adds the address again.
-            await run_in_threadpool(store.unsubscribe, subscriber.id)
-            await run_in_threadpool(store.forget, subscriber.email, tokens.email_hash(subscriber.email))
+            await run_in_threadpool(store.leave_and_forget, subscriber.id, subscriber.email,
+                                    tokens.email_hash(subscriber.email))
             return notice("حُذفت بياناتك", "حذفنا عنوانك وكل ما احتفظنا به عنك، ولن تصلك منا رسائل بعد الآن.", 200)
         if action == "download":
             data = await run_in_threadpool(store.choices.export, subscriber.id, settings.tracking is Tracking.individual)
