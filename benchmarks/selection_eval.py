@@ -11,8 +11,8 @@ main events. Each morning's feeds are written out as RSS and read back through
 seeing what the day before sent.
 
 The figures are held out: what makes reports one event (`Tuning`: the
-same-event threshold, the measure and conflict penalties, the template
-discount) is chosen by leave-one-file-out
+same-event threshold, the measure and conflict penalties, the place
+bonus) is chosen by leave-one-file-out
 cross-validation over the files of both corpora. For each file, the tuning with
 the best pairwise F1 on all the other files is chosen, then that file is
 measured with it; a corpus's figures add up its files' held-out measures.
@@ -46,7 +46,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
-from itertools import combinations
+from itertools import combinations, takewhile
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -54,9 +54,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(PROJECT))
 
-from newsletter.issue.feeds import Story, link_key, parse_feed, site_of  # noqa: E402
+from newsletter.issue.feeds import Story, parse_feed, site_of  # noqa: E402
 from newsletter.issue.ranking import Ranking, Standing, learn_home_weight  # noqa: E402
-from newsletter.issue.selection import SentStory, Tuning, group_at_thresholds, select_stories  # noqa: E402
+from newsletter.issue.selection import SentStory, Tuning, joins_by_tuning, select_stories  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 CORPORA = (CORPUS, CORPUS / "real")
@@ -68,7 +68,8 @@ SPEED_TARGET = 2.0  # CPU seconds for a 3,000-item morning
 SAME_EVENT_THRESHOLDS = tuple(round(0.06 + 0.005 * n, 3) for n in range(49))
 MEASURE_PENALTIES = (0.0, 0.05, 0.1, 0.2)
 CONFLICT_PENALTIES = (0.0, 0.1, 0.2, 0.4)
-TEMPLATE_DISCOUNTS = (0.0, 0.25, 0.5, 1.0)
+TEMPLATE_DISCOUNTS = (0.0,)
+PLACE_BONUSES = (0.0, 0.05, 0.1, 0.15)
 TABLE_BEGIN = "<!-- selection-eval:begin -->"
 TABLE_END = "<!-- selection-eval:end -->"
 
@@ -299,15 +300,6 @@ def evaluate_in_crowd(days: list[Day], size: int, tuning: Tuning = Tuning(), sco
 # --- cross-validation ----------------------------------------------------------
 
 
-def _pairs_of(groups: list[list[Story]], day: Day) -> Counter:
-    """Pairwise true and false positives and false negatives of a grouping of the day's reports."""
-    labels = [Counter(day.event_of(r) for r in group) for group in groups]
-    together = sum(n * (n - 1) // 2 for group in groups for n in [len(group)])
-    right = sum(n * (n - 1) // 2 for counts in labels for n in counts.values())
-    gold = Counter(day.event_of(r) for group in groups for r in group)
-    return Counter(tp=right, fp=together - right, fn=sum(n * (n - 1) // 2 for n in gold.values()) - right)
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What one tuning made of one day's reports."""
@@ -320,11 +312,29 @@ class Outcome:
     margin: float
 
 
-def _join_kinds(articles: list[Story], merges: list[tuple[float, int, int]],
-                day: Day) -> tuple[list[float], list[float]]:
-    """The averages of the joins (`group_at_thresholds`' merges, in order) that put reports of labelled
-    different events together, and of those that join reports of one event only. Which joins those are
-    does not depend on the threshold: it only cuts the list."""
+@dataclass
+class Joins:
+    """What each of a tuning's joins (in order, `joins_by_tuning`) did, with the pairs made so far."""
+
+    averages: list[float] = field(default_factory=list)
+    wrong: list[float] = field(default_factory=list)  # averages of joins putting different events together
+    right: list[float] = field(default_factory=list)  # averages of joins of one event's reports only
+    together: list[int] = field(default_factory=lambda: [0])  # pairs in one group after each join (0: none yet)
+    same_event: list[int] = field(default_factory=lambda: [0])  # ... of which labelled one event
+
+    def outcome(self, threshold: float, gold_pairs: int, lowest: float) -> Outcome:
+        """The day's pairs and margin at `threshold`: the joins above it made the groups."""
+        made = sum(1 for _ in takewhile(lambda a: a >= threshold, self.averages))
+        tp, together = self.same_event[made], self.together[made]
+        kept_out = max((a for a in self.wrong if a < threshold), default=lowest)
+        closest = min((a for a in self.right if a >= threshold), default=math.inf)
+        return Outcome(Counter(tp=tp, fp=together - tp, fn=gold_pairs - tp),
+                       min(threshold - kept_out, closest - threshold))
+
+
+def _joins(articles: list[Story], merges: list[tuple[float, int, int]], day: Day) -> Joins:
+    """Which joins put reports of labelled different events together, and the pairs each made. Which
+    joins those are does not depend on the threshold: it only cuts the list."""
     parent = list(range(len(articles)))
     labels = [Counter([day.event_of(a)]) for a in articles]
 
@@ -334,35 +344,33 @@ def _join_kinds(articles: list[Story], merges: list[tuple[float, int, int]],
             i = parent[i]
         return i
 
-    wrong, right = [], []
+    joins = Joins()
     for average, i, j in merges:
         a, b = root(i), root(j)
         one_event = len(labels[a]) == 1 and labels[a].keys() == labels[b].keys()
-        (right if one_event else wrong).append(average)
+        (joins.right if one_event else joins.wrong).append(average)
+        joins.averages.append(average)
+        joins.together.append(joins.together[-1] + labels[a].total() * labels[b].total())
+        joins.same_event.append(joins.same_event[-1] + sum(n * labels[b][event] for event, n in labels[a].items()))
         parent[a] = b
         labels[b] += labels[a]
-    return wrong, right
+    return joins
 
 
 def tuning_counts(day: Day) -> dict[Tuning, Outcome]:
     """The day's pairwise counts and margin under every tuning cross-validation chooses among."""
     articles = [r for e in select_stories(day.stories, window_end=day.window_end, max_stories=10 ** 6).events
                 for r in e.reports]  # the reports that reach clustering: in the window, one per article
+    gold_pairs = sum(n * (n - 1) // 2 for n in Counter(map(day.event_of, articles)).values())
     lowest = min(SAME_EVENT_THRESHOLDS)
+    grid = [Tuning(measure_penalty=measure, conflict_penalty=conflict, template_discount=template, place_bonus=bonus)
+            for template in TEMPLATE_DISCOUNTS for measure in MEASURE_PENALTIES
+            for conflict in CONFLICT_PENALTIES for bonus in PLACE_BONUSES]
     counts = {}
-    for measure_penalty in MEASURE_PENALTIES:
-        for conflict_penalty in CONFLICT_PENALTIES:
-            for template_discount in TEMPLATE_DISCOUNTS:
-                penalties = Tuning(measure_penalty=measure_penalty, conflict_penalty=conflict_penalty,
-                                   template_discount=template_discount)
-                merges: list[tuple[float, int, int]] = []
-                grouped = group_at_thresholds(articles, SAME_EVENT_THRESHOLDS, penalties, merges)
-                wrong, right = _join_kinds(articles, merges, day)
-                for threshold, groups in grouped.items():
-                    kept_out = max((a for a in wrong if a < threshold), default=lowest)
-                    made = min((a for a in right if a >= threshold), default=math.inf)
-                    counts[replace(penalties, same_event=threshold)] = Outcome(
-                        _pairs_of(groups, day), min(threshold - kept_out, made - threshold))
+    for weights, merges in joins_by_tuning(articles, grid, lowest):
+        joins = _joins(articles, merges, day)
+        for threshold in SAME_EVENT_THRESHOLDS:
+            counts[replace(weights, same_event=threshold)] = joins.outcome(threshold, gold_pairs, lowest)
     return counts
 
 
@@ -382,7 +390,7 @@ def fit(counts: list[dict[Tuning, Outcome]]) -> Tuning:
     (docs/selection.md says so). Exact ties left (tunings that group the same
     way) go to the smallest conflict penalty, then the smallest template
     discount (the weighting closest to plain TF-IDF), then the middle (lower
-    middle) of the measure penalties and of the thresholds.
+    middle) of the place bonuses, of the measure penalties and of the thresholds.
     """
     totals: dict[Tuning, Counter] = defaultdict(Counter)
     margins: dict[Tuning, float] = {}
@@ -397,9 +405,10 @@ def fit(counts: list[dict[Tuning, Outcome]]) -> Tuning:
     conflict = min(t.conflict_penalty for t in winners)
     template = min(t.template_discount for t in winners if t.conflict_penalty == conflict)
     winners = [t for t in winners if (t.conflict_penalty, t.template_discount) == (conflict, template)]
-    measure = _middle([t.measure_penalty for t in winners])
-    threshold = _middle([t.same_event for t in winners if t.measure_penalty == measure])
-    return Tuning(threshold, measure, conflict, template)
+    bonus = _middle([t.place_bonus for t in winners])
+    measure = _middle([t.measure_penalty for t in winners if t.place_bonus == bonus])
+    threshold = _middle([t.same_event for t in winners if (t.place_bonus, t.measure_penalty) == (bonus, measure)])
+    return Tuning(threshold, measure, conflict, template, bonus)
 
 
 def _middle(values: list[float]) -> float:
@@ -548,7 +557,7 @@ def report(held_out: HeldOut, speed: tuple[int, float] | None, crowd: dict[str, 
                      _row(f"selection over {speed[0]:,} items (CPU, median of 5)", [f"{speed[1]:.2f} s"] * len(names),
                           f"< {SPEED_TARGET:g} s"))
     lines += ["", "Tuning chosen for each held-out file (same-event threshold, measure penalty, conflict penalty, "
-              "template discount):",
+              "template discount, place bonus):",
               *(f"- {name}: {_tuning(t)}" for name, t in held_out.folds.items()),
               f"- fitted on every file (shipped): {_tuning(held_out.everything)}",
               "", "Home weight each held-out file's desk learned from the leads of its corpus's other files (outlets a "
@@ -559,7 +568,7 @@ def report(held_out: HeldOut, speed: tuple[int, float] | None, crowd: dict[str, 
 
 def _tuning(tuning: Tuning) -> str:
     return (f"{tuning.same_event:.3f}, {tuning.measure_penalty:.2f}, {tuning.conflict_penalty:.2f}, "
-            f"{tuning.template_discount:.2f}")
+            f"{tuning.template_discount:.2f}, {tuning.place_bonus:.2f}")
 
 
 def missed_targets(held_out: HeldOut, speed: tuple[int, float] | None = None) -> list[str]:

@@ -14,10 +14,10 @@ cross-validation on the labelled corpora in benchmarks/corpus (`make eval`).
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import gc
 import heapq
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,10 +27,10 @@ from .ranking import Ranking, Standing, countries_most_about
 from .similarity import Space, describe, normalise_arabic
 
 __all__ = ["Dropped", "Event", "Ranking", "Selection", "SentStory", "Tuning", "cluster_events",
-           "group_at_thresholds", "normalise_arabic", "select_stories", "selection_json"]
+           "joins_by_tuning", "normalise_arabic", "select_stories", "selection_json"]
 
 # Two groups of reports are one event when their reports' average similarity reaches this.
-SAME_EVENT_THRESHOLD = 0.19
+SAME_EVENT_THRESHOLD = 0.09
 # Pairs below this are left out (as 0) of the averages: they are most pairs, and nearly 0.
 _PAIR_FLOOR = 0.05
 # An event continues a story an earlier issue carried when one of its reports is this close to it
@@ -39,6 +39,9 @@ FOLLOW_UP_THRESHOLD = 0.41
 # A report this close to that story only repeats it (repeats from 0.47, reports with news up to 0.53,
 # but no follow-up had all its reports above 0.45): an event of repeats alone is left out.
 REPEATS_SENT_THRESHOLD = 0.45
+# The weights of a shared place and of other measures those two thresholds were measured with (the
+# same-event ones are `Tuning`'s, fitted apart).
+_FOLLOW_UP_WEIGHTS = {"place_bonus": 0.1, "measure_penalty": 0.05}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class Tuning:
     conflict_penalty: float = Space.CONFLICT_PENALTY
     # How much less template words (shared by reports about different countries) count towards agreement.
     template_discount: float = Space.TEMPLATE_DISCOUNT
+    # Added to the similarity of two reports that name a country in common.
+    place_bonus: float = Space.PLACE_BONUS
 
 
 @dataclass(frozen=True)
@@ -231,8 +236,16 @@ class _Reports:
         self.stories = list(stories)
         self.sent = list(sent)
         texts = [describe(s.title, s.summary) for s in self.stories] + [describe(s.title, s.summary) for s in self.sent]
-        self.space = Space(texts, tuning.measure_penalty, tuning.conflict_penalty, tuning.template_discount)
+        self.space = Space(texts, tuning.measure_penalty, tuning.conflict_penalty, tuning.template_discount,
+                           tuning.place_bonus)
         self._pairs: dict[tuple[int, int], float] | None = None
+
+    def reweighed(self, tuning: Tuning) -> "_Reports":
+        """The same reports, places and measures weighed as `tuning` says (its template discount is not used)."""
+        reports = copy.copy(self)
+        reports.space = self.space.reweighed(tuning.place_bonus, tuning.measure_penalty, tuning.conflict_penalty)
+        reports._pairs = None
+        return reports
 
     def groups(self, threshold: float, merges: list[tuple[float, int, int]] | None = None) -> list[list[int]]:
         """The reports (by index) of each event (and the joins that made them, in `merges` if given)."""
@@ -254,7 +267,7 @@ class _Reports:
         """The earlier story these reports continue, and which of them only repeat it."""
         best, best_score = None, FOLLOW_UP_THRESHOLD
         for k in range(len(self.sent)):
-            scores = [self.space.similarity(i, len(self.stories) + k, discounted=False) for i in group]
+            scores = [self.space.plain_similarity(i, len(self.stories) + k, **_FOLLOW_UP_WEIGHTS) for i in group]
             if max(scores) >= best_score:
                 best, best_score = (k, scores), max(scores)
         if best is None:
@@ -284,37 +297,21 @@ def cluster_events(stories: list[Story], threshold: float = SAME_EVENT_THRESHOLD
     return [reports.event(group) for group in reports.groups(threshold)]
 
 
-def group_at_thresholds(stories: Sequence[Story], thresholds: Iterable[float], tuning: Tuning = Tuning(),
-                        merges: list[tuple[float, int, int]] | None = None) -> dict[float, list[list[Story]]]:
-    """The events the reports make at each same-event threshold (the tuning's own is not used): the pairs
-    are compared once for all, so `make eval` fits the threshold without rerunning the selection for each.
-    The joins down to the lowest threshold are added to `merges` if given (as `average_linkage` does)."""
-    reports = _Reports(stories, tuning=tuning)
-    merges = [] if merges is None else merges
-    reports.groups(min(thresholds), merges)
-    return {t: [[reports.stories[i] for i in group] for group in _joined_above(len(stories), merges, t)]
-            for t in thresholds}
-
-
-def _joined_above(size: int, merges: list[tuple[float, int, int]], threshold: float) -> list[list[int]]:
-    """The groups `average_linkage` makes at `threshold`, from its joins at a lower one: UPGMA joins
-    groups in order of decreasing average, so stopping at `threshold` is keeping the joins above it."""
-    parent = list(range(size))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for average, i, j in merges:
-        if average < threshold:
-            break
-        parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(size):
-        groups[root(i)].append(i)
-    return sorted(groups.values())
+def joins_by_tuning(stories: Sequence[Story], tunings: Iterable[Tuning],
+                    lowest: float) -> Iterator[tuple[Tuning, list[tuple[float, int, int]]]]:
+    """For each tuning (its same-event threshold not used), the joins average linkage makes of the reports
+    down to `lowest`, in order: (the average, a report of each side, by index). UPGMA joins groups in order
+    of decreasing average, so the events at any threshold above `lowest` are those joins above it: `make
+    eval` fits the threshold from one run. The reports are described and compared once per template
+    discount; for the other weights only places and measures are weighed again."""
+    described: dict[float, _Reports] = {}
+    for tuning in tunings:
+        reports = described.get(tuning.template_discount)
+        if reports is None:
+            reports = described[tuning.template_discount] = _Reports(stories, tuning=tuning)
+        merges: list[tuple[float, int, int]] = []
+        reports.reweighed(tuning).groups(lowest, merges)
+        yield tuning, merges
 
 
 def _unique_articles(stories: Iterable[Story]) -> tuple[dict[str, Story], list[Dropped]]:

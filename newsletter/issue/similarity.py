@@ -15,6 +15,7 @@ who sent help), and a country named in passing must not make two events one.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections import Counter, defaultdict
@@ -318,16 +319,21 @@ class Space:
     Weights chosen by `make eval`.
     """
 
-    PLACE_BONUS = 0.1
+    PLACE_BONUS = 0.0
     MEASURE_PENALTY = 0.05
     CONFLICT_PENALTY = 0.0
     TEMPLATE_DISCOUNT = 0.0
 
     def __init__(self, texts: Sequence[Text], measure_penalty: float = MEASURE_PENALTY,
-                 conflict_penalty: float = CONFLICT_PENALTY, template_discount: float = TEMPLATE_DISCOUNT) -> None:
+                 conflict_penalty: float = CONFLICT_PENALTY, template_discount: float = TEMPLATE_DISCOUNT,
+                 place_bonus: float = PLACE_BONUS) -> None:
         self.texts = list(texts)
         self.measure_penalty = measure_penalty
         self.conflict_penalty = conflict_penalty
+        self.place_bonus = place_bonus
+        # The neighbour pairs and their dot products, by how many texts were compared: shared with `reweighed`
+        # copies, which weigh places and measures otherwise but compare the same vectors.
+        self._dot_products: dict[int, tuple[list[int], list[int], list[float]]] = {}
         # Words and n-grams in one vector, each half of length 1/√2: one dot product is then the mean
         # of the two cosines.
         half = math.sqrt(0.5)
@@ -342,6 +348,13 @@ class Space:
             self.agreement = _discounted(self.texts, gram_words, gram_bags, self.vectors,
                                          template_shares(self.texts), template_discount)
 
+    def reweighed(self, place_bonus: float, measure_penalty: float, conflict_penalty: float) -> "Space":
+        """The same texts and vectors, places and measures weighed otherwise (`make eval` tries many weights:
+        the vectors and their products are made once)."""
+        space = copy.copy(self)
+        space.place_bonus, space.measure_penalty, space.conflict_penalty = place_bonus, measure_penalty, conflict_penalty
+        return space
+
     def _gram_words(self) -> list[list[str]]:
         """Each text's rarer words, whose n-grams it has: a common word's spelling variants tell events apart
         no better than the word does, and its n-grams would make up most of every vector."""
@@ -349,21 +362,21 @@ class Space:
         common = max(COMMON_TERM_MIN_REPORTS, COMMON_TERM_SHARE * len(self.texts))
         return [[w for w in t.content if documents[w] <= common] for t in self.texts]
 
-    def similarity(self, i: int, j: int, discounted: bool = True) -> float:
-        """How alike texts i and j are; `discounted=False` counts template words in full (a report against
-        a story sent before: the follow-up thresholds were measured so)."""
-        vectors = self.agreement if discounted else self.vectors
-        return self._adjusted(self.texts[i], self.texts[j],
-                              _keyed_dot(vectors[i], self.keys[i], vectors[j], self.keys[j]))
+    def plain_similarity(self, i: int, j: int, place_bonus: float, measure_penalty: float) -> float:
+        """How alike texts i and j are, template words counted in full and places and measures weighed as
+        given, whatever this space's weights (a report against a story sent before: the follow-up
+        thresholds were measured with weights of their own)."""
+        a, b = self.texts[i], self.texts[j]
+        if places_conflict(a, b):
+            return 0.0
+        dot_product = _keyed_dot(self.vectors[i], self.keys[i], self.vectors[j], self.keys[j])
+        return dot_product + _place_and_measure(a, b, place_bonus, measure_penalty)
 
     def _adjusted(self, a: Text, b: Text, dot_product: float) -> float:
         """Two texts' similarity from their vectors' dot product: places and measures weigh in."""
         if places_conflict(a, b):
             return -self.conflict_penalty
-        bonus = self.PLACE_BONUS if not a.places.isdisjoint(b.places) else 0.0
-        if measures_differ(a, b):
-            bonus -= self.measure_penalty
-        return dot_product + bonus
+        return dot_product + _place_and_measure(a, b, self.place_bonus, self.measure_penalty)
 
     def similar_pairs(self, among: int, floor: float) -> dict[tuple[int, int], float]:
         """Similarity of the pairs among the first `among` texts (i < j) that reach `floor`, and of those
@@ -376,24 +389,37 @@ class Space:
         matrix products (scipy): in Python loops they were most of a big
         morning's time.
         """
-        import numpy as np
-
-        agreement, terms = _sparse_rows(self.agreement[:among])
-        # The word vectors are the agreement vectors' word terms ("=stem"; the rest are n-grams).
-        words = agreement[:, [column for column, term in enumerate(terms) if term.startswith("=")]]
-        firsts, seconds = _neighbour_pairs(words, among)
-        dots = np.asarray(agreement[firsts].multiply(agreement[seconds]).sum(axis=1)).ravel()
         pairs = {}
-        for i, j, dot_product in zip(firsts.tolist(), seconds.tolist(), dots.tolist()):
+        for i, j, dot_product in zip(*self._neighbour_products(among)):
             similarity = self._adjusted(self.texts[i], self.texts[j], dot_product)
             if similarity >= floor or similarity < 0:
                 pairs[i, j] = similarity
         return pairs
 
+    def _neighbour_products(self, among: int) -> tuple[list[int], list[int], list[float]]:
+        """The neighbour pairs among the first `among` texts (two lists: i < j) and their dot products."""
+        products = self._dot_products.get(among)
+        if products is None:
+            import numpy as np
+
+            agreement, terms = _sparse_rows(self.agreement[:among])
+            # The word vectors are the agreement vectors' word terms ("=stem"; the rest are n-grams).
+            words = agreement[:, [column for column, term in enumerate(terms) if term.startswith("=")]]
+            firsts, seconds = _neighbour_pairs(words, among)
+            dots = np.asarray(agreement[firsts].multiply(agreement[seconds]).sum(axis=1)).ravel()
+            products = self._dot_products[among] = (firsts.tolist(), seconds.tolist(), dots.tolist())
+        return products
+
     def closeness_to_centre(self, group: Sequence[int]) -> dict[int, float]:
         """How close each member is to the group's centre (the sum of its vectors)."""
         middle = _sum(self.vectors[i] for i in group)
         return {i: dot(self.vectors[i], middle) for i in group}
+
+
+def _place_and_measure(a: Text, b: Text, place_bonus: float, measure_penalty: float) -> float:
+    """What two texts' places and measures add to their similarity (their places do not conflict)."""
+    bonus = place_bonus if not a.places.isdisjoint(b.places) else 0.0
+    return bonus - measure_penalty if measures_differ(a, b) else bonus
 
 
 def _sparse_rows(vectors: Sequence[dict[str, float]]) -> tuple["csr_matrix", list[str]]:
