@@ -70,6 +70,7 @@ MEASURE_PENALTIES = (0.0, 0.05, 0.1, 0.2)
 CONFLICT_PENALTIES = (0.0, 0.1, 0.2, 0.4)
 TEMPLATE_DISCOUNTS = (0.0,)
 PLACE_BONUSES = (0.0, 0.05, 0.1, 0.15)
+APART_FROM = (0, 1, 2, 3, 4, 5)
 TABLE_BEGIN = "<!-- selection-eval:begin -->"
 TABLE_END = "<!-- selection-eval:end -->"
 
@@ -363,9 +364,10 @@ def tuning_counts(day: Day) -> dict[Tuning, Outcome]:
                 for r in e.reports]  # the reports that reach clustering: in the window, one per article
     gold_pairs = sum(n * (n - 1) // 2 for n in Counter(map(day.event_of, articles)).values())
     lowest = min(SAME_EVENT_THRESHOLDS)
-    grid = [Tuning(measure_penalty=measure, conflict_penalty=conflict, template_discount=template, place_bonus=bonus)
+    grid = [Tuning(measure_penalty=measure, conflict_penalty=conflict, template_discount=template, place_bonus=bonus,
+                   apart_from=apart)
             for template in TEMPLATE_DISCOUNTS for measure in MEASURE_PENALTIES
-            for conflict in CONFLICT_PENALTIES for bonus in PLACE_BONUSES]
+            for conflict in CONFLICT_PENALTIES for bonus in PLACE_BONUSES for apart in APART_FROM]
     counts = {}
     for weights, merges in joins_by_tuning(articles, grid, lowest):
         joins = _joins(articles, merges, day)
@@ -405,10 +407,12 @@ def fit(counts: list[dict[Tuning, Outcome]]) -> Tuning:
     conflict = min(t.conflict_penalty for t in winners)
     template = min(t.template_discount for t in winners if t.conflict_penalty == conflict)
     winners = [t for t in winners if (t.conflict_penalty, t.template_discount) == (conflict, template)]
+    apart = min(t.apart_from for t in winners)
+    winners = [t for t in winners if t.apart_from == apart]
     bonus = _middle([t.place_bonus for t in winners])
     measure = _middle([t.measure_penalty for t in winners if t.place_bonus == bonus])
     threshold = _middle([t.same_event for t in winners if (t.place_bonus, t.measure_penalty) == (bonus, measure)])
-    return Tuning(threshold, measure, conflict, template, bonus)
+    return Tuning(threshold, measure, conflict, template, bonus, apart)
 
 
 def _middle(values: list[float]) -> float:
@@ -557,7 +561,7 @@ def report(held_out: HeldOut, speed: tuple[int, float] | None, crowd: dict[str, 
                      _row(f"selection over {speed[0]:,} items (CPU, median of 5)", [f"{speed[1]:.2f} s"] * len(names),
                           f"< {SPEED_TARGET:g} s"))
     lines += ["", "Tuning chosen for each held-out file (same-event threshold, measure penalty, conflict penalty, "
-              "template discount, place bonus):",
+              "template discount, place bonus, groups apart from):",
               *(f"- {name}: {_tuning(t)}" for name, t in held_out.folds.items()),
               f"- fitted on every file (shipped): {_tuning(held_out.everything)}",
               "", "Home weight each held-out file's desk learned from the leads of its corpus's other files (outlets a "
@@ -568,7 +572,7 @@ def report(held_out: HeldOut, speed: tuple[int, float] | None, crowd: dict[str, 
 
 def _tuning(tuning: Tuning) -> str:
     return (f"{tuning.same_event:.3f}, {tuning.measure_penalty:.2f}, {tuning.conflict_penalty:.2f}, "
-            f"{tuning.template_discount:.2f}, {tuning.place_bonus:.2f}")
+            f"{tuning.template_discount:.2f}, {tuning.place_bonus:.2f}, {tuning.apart_from}")
 
 
 def missed_targets(held_out: HeldOut, speed: tuple[int, float] | None = None) -> list[str]:

@@ -18,7 +18,7 @@ from newsletter.config import SAMPLE_FEEDS_DIR, Settings
 from newsletter.issue.feeds import Story, read_feeds
 from newsletter.issue.render import issue_from_selection
 from newsletter.issue.selection import (
-    Selection, SentStory, cluster_events, normalise_arabic, select_stories, selection_json,
+    Selection, SentStory, Tuning, average_linkage, cluster_events, normalise_arabic, select_stories, selection_json,
 )
 from newsletter.issue.similarity import Space, describe, places_conflict
 
@@ -671,6 +671,54 @@ def test_the_template_discount_lowers_twins_not_one_events_reports():
 
 def _dot(space: Space, i: int, j: int) -> float:
     return sum(w * space.agreement[j].get(t, 0.0) for t, w in space.agreement[i].items())
+
+
+# Two earthquakes on one morning, one in Japan and one in Taiwan; two Taiwanese reports name Japan's tsunami
+# warning in their first sentence, so their places do not conflict with the Japanese reports'.
+QUAKE_JAPAN = [
+    ("زلزال قوي يضرب غرب اليابان وتحذير من أمواج تسونامي",
+     "ضرب زلزال قوي شبه جزيرة نوتو في غرب اليابان عصر اليوم، ودعت السلطات السكان إلى الابتعاد عن السواحل."),
+    ("اليابان: قتلى ومنازل مدمرة بعد زلزال نوتو العنيف",
+     "أكدت سلطات إيشيكاوا سقوط قتلى تحت الأنقاض بعد زلزال نوتو، واندلع حريق في مدينة واجيما الساحلية."),
+    ("اليابان تستنفر فرق الإنقاذ إلى نوتو وتحذيرات من أمواج جديدة",
+     "أرسلت الحكومة اليابانية فرق إنقاذ إلى شبه جزيرة نوتو المنكوبة، وحذرت من أمواج تسونامي جديدة على السواحل."),
+]
+QUAKE_TAIWAN = [
+    ("زلزال هوالين: تايوان تبحث عن محاصرين تحت الأنقاض",
+     "أثار زلزال هوالين تحذيرات من أمواج تسونامي في جزر جنوب اليابان، فيما انهارت مبان في هوالين."),
+    ("تايوان: قتلى وجرحى في زلزال هوالين الأقوى منذ ربع قرن",
+     "أوقع زلزال هوالين قتلى وعشرات الجرحى وأطلق إنذاراً بأمواج تسونامي في جنوب اليابان، وفرق الإنقاذ تبحث عن عالقين."),
+    ("تايوان تعلق الدراسة في هوالين بعد الزلزال",
+     "علقت السلطات في تايوان الدراسة في هوالين ومقاطعات أخرى، وحذر خبراء الزلازل من هزات ارتدادية قوية."),
+]
+
+
+def test_groups_mostly_about_other_countries_stay_apart():
+    """Three reports about Japan and three about Taiwan: the majorities tell the groups apart where two
+    Taiwanese reports name Japan in their lead, which the comparison of two reports cannot see."""
+    taiwan_names_japan = describe(*QUAKE_TAIWAN[0])
+    assert not places_conflict(describe(*QUAKE_JAPAN[0]), taiwan_names_japan)
+    reports = [report(*r, source=f"وكالة {i}") for i, r in enumerate(QUAKE_JAPAN + QUAKE_TAIWAN)]
+
+    def events(tuning: Tuning) -> set[frozenset[str]]:
+        chosen = select_stories(reports, window_end=SAMPLE_WINDOW_END, max_stories=10, tuning=tuning).events
+        return {frozenset(r.title for r in e.reports) for e in chosen}
+
+    assert events(Tuning()) == {titles(QUAKE_JAPAN), titles(QUAKE_TAIWAN)}
+    assert events(replace(Tuning(), apart_from=0)) == {titles(QUAKE_JAPAN) | titles(QUAKE_TAIWAN)}
+
+
+def test_groups_apart_is_a_rule_of_the_joins_not_of_the_similarities():
+    """average_linkage never joins two groups its `apart` rule says are apart, however close; their members
+    still join their own groups."""
+    close = {(i, j): 0.5 for i in range(6) for j in range(i + 1, 6)}
+    halves = [{0, 1, 2}, {3, 4, 5}]
+
+    def apart(one: list[int], other: list[int]) -> bool:
+        return any(set(one) <= half for half in halves) and not any(set(one + other) <= half for half in halves)
+
+    assert sorted(map(sorted, average_linkage(6, close, 0.1))) == [[0, 1, 2, 3, 4, 5]]
+    assert sorted(map(sorted, average_linkage(6, close, 0.1, apart=apart))) == [[0, 1, 2], [3, 4, 5]]
 
 
 def test_muscat_is_omans_capital_but_a_birthplace_is_no_place():

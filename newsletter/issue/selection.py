@@ -18,7 +18,7 @@ import copy
 import datetime as dt
 import gc
 import heapq
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,7 +30,9 @@ __all__ = ["Dropped", "Event", "Ranking", "Selection", "SentStory", "Tuning", "c
            "joins_by_tuning", "normalise_arabic", "select_stories", "selection_json"]
 
 # Two groups of reports are one event when their reports' average similarity reaches this.
-SAME_EVENT_THRESHOLD = 0.09
+SAME_EVENT_THRESHOLD = 0.07
+# Groups of this many reports or more, mostly about different countries, stay apart (`Tuning.apart_from`).
+GROUPS_APART_FROM = 3
 # Pairs below this are left out (as 0) of the averages: they are most pairs, and nearly 0.
 _PAIR_FLOOR = 0.05
 # An event continues a story an earlier issue carried when one of its reports is this close to it
@@ -57,6 +59,9 @@ class Tuning:
     template_discount: float = Space.TEMPLATE_DISCOUNT
     # Added to the similarity of two reports that name a country in common.
     place_bonus: float = Space.PLACE_BONUS
+    # Two groups of at least this many reports each (0: any size may join) whose reports are mostly about
+    # different countries are two events, whatever their words share.
+    apart_from: int = GROUPS_APART_FROM
 
 
 @dataclass(frozen=True)
@@ -190,13 +195,15 @@ def _is_international(story: Story, sections: frozenset[str]) -> bool:
 
 
 def average_linkage(size: int, pairs: dict[tuple[int, int], float], threshold: float,
-                    merges: list[tuple[float, int, int]] | None = None) -> list[list[int]]:
+                    merges: list[tuple[float, int, int]] | None = None,
+                    apart: Callable[[list[int], list[int]], bool] | None = None) -> list[list[int]]:
     """Groups of items whose members' average pairwise similarity reaches `threshold` (UPGMA).
 
     Pairs missing from `pairs` count as 0. Two groups join only when they are
     close on average, so one shared phrase between two reports cannot chain
     two events together as it does under single linkage. Each join is added
-    to `merges` if given: (the average, an item of each side).
+    to `merges` if given: (the average, an item of each side). Two groups
+    `apart` says are apart never join (their groups may, once grown).
     """
     members: dict[int, list[int]] = {i: [i] for i in range(size)}
     totals: dict[int, dict[int, float]] = {i: {} for i in range(size)}
@@ -211,6 +218,8 @@ def average_linkage(size: int, pairs: dict[tuple[int, int], float], threshold: f
         negative_average, a, b = heapq.heappop(heap)
         if a not in members or b not in members:
             continue  # one side was merged since: its new group has its own entries
+        if apart is not None and apart(members[a], members[b]):
+            continue
         group, next_id = next_id, next_id + 1
         if merges is not None:
             merges.append((-negative_average, members[a][0], members[b][0]))
@@ -238,20 +247,33 @@ class _Reports:
         texts = [describe(s.title, s.summary) for s in self.stories] + [describe(s.title, s.summary) for s in self.sent]
         self.space = Space(texts, tuning.measure_penalty, tuning.conflict_penalty, tuning.template_discount,
                            tuning.place_bonus)
+        self.apart_from = tuning.apart_from
         self._pairs: dict[tuple[int, int], float] | None = None
 
     def reweighed(self, tuning: Tuning) -> "_Reports":
         """The same reports, places and measures weighed as `tuning` says (its template discount is not used)."""
         reports = copy.copy(self)
         reports.space = self.space.reweighed(tuning.place_bonus, tuning.measure_penalty, tuning.conflict_penalty)
+        reports.apart_from = tuning.apart_from
         reports._pairs = None
         return reports
+
+    def about_other_countries(self, one: list[int], other: list[int]) -> bool:
+        """Two groups of at least `apart_from` reports each, mostly about different countries: the majority
+        of a group outweighs a report that names another group's country in its lead (a Taiwanese report
+        on Japan's tsunami warning)."""
+        if not self.apart_from or min(len(one), len(other)) < self.apart_from:
+            return False
+        texts = self.space.texts
+        one_about = countries_most_about([texts[i].subject for i in one])
+        other_about = countries_most_about([texts[i].subject for i in other])
+        return bool(one_about and other_about and one_about.isdisjoint(other_about))
 
     def groups(self, threshold: float, merges: list[tuple[float, int, int]] | None = None) -> list[list[int]]:
         """The reports (by index) of each event (and the joins that made them, in `merges` if given)."""
         if self._pairs is None:
             self._pairs = self.space.similar_pairs(len(self.stories), _PAIR_FLOOR)
-        return average_linkage(len(self.stories), self._pairs, threshold, merges)
+        return average_linkage(len(self.stories), self._pairs, threshold, merges, self.about_other_countries)
 
     def event(self, group: list[int]) -> Event:
         return Event([self.stories[i] for i in group], central=self.central(group))
