@@ -30,9 +30,9 @@ __all__ = ["Dropped", "Event", "Ranking", "Selection", "SentStory", "Tuning", "c
            "joins_by_tuning", "normalise_arabic", "select_stories", "selection_json"]
 
 # Two groups of reports are one event when their reports' average similarity reaches this.
-SAME_EVENT_THRESHOLD = 0.07
+SAME_EVENT_THRESHOLD = 0.115
 # Groups of this many reports or more, mostly about different countries, stay apart (`Tuning.apart_from`).
-GROUPS_APART_FROM = 3
+GROUPS_APART_FROM = 0
 # Pairs below this are left out (as 0) of the averages: they are most pairs, and nearly 0.
 _PAIR_FLOOR = 0.05
 # An event continues a story an earlier issue carried when one of its reports is this close to it

@@ -144,7 +144,7 @@ class Gazetteer:
             if not line.strip() or line.startswith("#"):
                 continue
             key, _, names = line.partition("\t")
-            for name in names.split("|"):
+            for name in _with_plural_demonyms(names.split("|")):
                 words = tuple(normalise_arabic(name).split())
                 if not words:
                     continue
@@ -189,6 +189,16 @@ class Gazetteer:
                     best = (key, size)
                     break
         return best
+
+
+def _with_plural_demonyms(names: list[str]) -> list[str]:
+    """The names, and the sound plurals of the demonyms among them: a word ending in ي listed with its
+    feminine in ية is a demonym (ألماني, ألمانية), and news also names a people by its plurals
+    (الألمانيون, التايلانديين), which the file need not list line by line."""
+    listed = set(names)
+    plurals = [name + ending for name in names if name.endswith("ي") and name + "ة" in listed and " " not in name
+               for ending in ("ون", "ين")]
+    return names + plurals
 
 
 @cache
@@ -319,9 +329,9 @@ class Space:
     Weights chosen by `make eval`.
     """
 
-    PLACE_BONUS = 0.0
+    PLACE_BONUS = 0.05
     MEASURE_PENALTY = 0.05
-    CONFLICT_PENALTY = 0.0
+    CONFLICT_PENALTY = 0.1
     TEMPLATE_DISCOUNT = 0.0
 
     def __init__(self, texts: Sequence[Text], measure_penalty: float = MEASURE_PENALTY,
