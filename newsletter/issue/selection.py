@@ -262,7 +262,7 @@ class _Reports:
         """Two groups of at least `apart_from` reports each, mostly about different countries: the majority
         of a group outweighs a report that names another group's country in its lead (a Taiwanese report
         on Japan's tsunami warning)."""
-        if not self.apart_from or min(len(one), len(other)) < self.apart_from:
+        if min(len(one), len(other)) < self.apart_from:
             return False
         texts = self.space.texts
         one_about = countries_most_about([texts[i].subject for i in one])
@@ -273,7 +273,8 @@ class _Reports:
         """The reports (by index) of each event (and the joins that made them, in `merges` if given)."""
         if self._pairs is None:
             self._pairs = self.space.similar_pairs(len(self.stories), _PAIR_FLOOR)
-        return average_linkage(len(self.stories), self._pairs, threshold, merges, self.about_other_countries)
+        apart = self.about_other_countries if self.apart_from else None
+        return average_linkage(len(self.stories), self._pairs, threshold, merges, apart)
 
     def event(self, group: list[int]) -> Event:
         return Event([self.stories[i] for i in group], central=self.central(group))
