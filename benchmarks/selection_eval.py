@@ -31,7 +31,7 @@ Measured:
 - follow-ups: continuing stories marked follow-up, rehashes left out, and no new
   event mistaken for either;
 - bigger mornings: the clustering of each morning among the other files' reports
-  (real news, about 470 items), and among N synthetic items (`--speed`);
+  (real news, about 540 items), and among N synthetic items (`--speed`);
 - speed: the selection over N synthetic items (`--speed 3000`).
 """
 

@@ -17,22 +17,24 @@ from benchmarks import selection_eval
 # the mark goes, and every other target stays asserted.
 REAL_TWINS_MERGED = pytest.mark.xfail(
     strict=True,
-    reason="issue 27: held out, real template twins about one place or with reports naming both still merge: "
-           "the Security Council's resolutions 2728 and 2735 on Gaza (same place, same template, 14 votes "
-           "each), the US strike on Fordow and Israel's strikes on Iran (both about Iran), one Hualien quake "
-           "report with the Noto quake (it names Japan's tsunami warning, and joins Noto's reports before "
-           "Taiwan's make a group), the ECB and the Bank of England (one report gives both), the Fed with the "
-           "Gulf banks (two reports, both naming the Fed): precision about 0.89",
+    reason="issue 27: held out, real template twins about one place, or with reports naming both, still merge. "
+           "Same place: the Security Council's resolutions 2728 and 2735 on Gaza (14 votes each), the US strike "
+           "on Fordow and Israel's strikes on Iran, Israel's killings of al-Arouri in Beirut and of al-Tawil in "
+           "south Lebanon six days apart, its two strikes on Beirut's southern suburb four days apart, the first "
+           "and third US-UK waves on the Houthis, Egypt's rate hikes of February and March 2024, two quakes off "
+           "Crete eight days apart. Named in both: one Hualien quake report with the Noto quake, the ECB and the "
+           "Bank of England (one report gives both), the Fed with the Gulf banks: precision about 0.82",
 )
 LEADS_BY_NEWS_JUDGMENT = pytest.mark.xfail(
     strict=True,
-    reason="issue 27: the lead learned from the desk's other mornings (a home-region weight) gets 7 of 8 real "
-           "mornings right; on 2024-11-08, resolutions 2728 and 2735 merged make one event of 10 outlets that "
-           "outranks the US election",
+    reason="issue 27: the lead learned from the desk's other mornings (a home-region weight) gets 7 of 10 real "
+           "mornings right; on the other three, merged same-place twins make one bigger event that outranks the "
+           "lead (resolutions 2728 and 2735 over the US election; the two Yemen waves over al-Arouri's killing; "
+           "the two Crete quakes over the end of US sanctions on Syria)",
 )
 # Today's held-out figures, a floor a change must not fall below (the targets themselves are above).
 FLOORS = {"made-up": {"precision": 0.99, "recall": 0.98, "lead": 1.0},
-          "real": {"precision": 0.88, "recall": 0.96, "lead": 0.875}}
+          "real": {"precision": 0.81, "recall": 0.95, "lead": 0.7}}
 
 
 @pytest.fixture(scope="module")
