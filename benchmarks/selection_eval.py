@@ -68,7 +68,7 @@ TARGETS = {"precision": 0.99, "recall": 0.93, "purity": 1.0, "lead": 1.0}
 SPEED_TARGET = 2.0  # CPU seconds for a 3,000-item morning
 # The tunings cross-validation chooses among.
 SAME_EVENT_THRESHOLDS = tuple(round(0.06 + 0.005 * n, 3) for n in range(49))
-MEASURE_PENALTIES = (0.0, 0.05, 0.1, 0.2)
+MEASURE_PENALTIES = (0.0, 0.05, 0.1, 0.2, 0.4, 1.0)
 CONFLICT_PENALTIES = (0.0, 0.1, 0.2, 0.4)
 TEMPLATE_DISCOUNTS = (0.0,)
 PLACE_BONUSES = (0.0, 0.05, 0.1, 0.15)

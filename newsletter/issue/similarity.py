@@ -330,7 +330,7 @@ class Space:
     """
 
     PLACE_BONUS = 0.05
-    MEASURE_PENALTY = 0.2
+    MEASURE_PENALTY = 0.4
     CONFLICT_PENALTY = 0.1
     TEMPLATE_DISCOUNT = 0.0
 
