@@ -722,6 +722,14 @@ def test_groups_apart_is_a_rule_of_the_joins_not_of_the_similarities():
     assert sorted(map(sorted, average_linkage(6, close, 0.1, apart=apart))) == [[0, 1, 2], [3, 4, 5]]
 
 
+def test_sofia_is_bulgarias_capital_but_a_queen_is_no_place():
+    resignation = describe("جيليازكوف يستقيل قبل دخول صوفيا منطقة اليورو", "تظاهر الآلاف في العاصمة ضد الفساد.")
+    queen = describe("الملكة صوفيا تفتتح معرضاً للفن", "حضرت الملكة الافتتاح مع حفيدتها.")
+
+    assert "bulgaria" in resignation.subject
+    assert queen.places == frozenset()
+
+
 def test_muscat_is_omans_capital_but_a_birthplace_is_no_place():
     """«مسقط» is Oman's capital; «مسقط رأسه» is someone's birthplace: a "-" line of places.tsv says so."""
     talks = describe("جولة تفاوض إيرانية أمريكية في مسقط", "وصل الوفدان إلى العاصمة بعد أسابيع من التهديد.")
