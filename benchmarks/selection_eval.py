@@ -12,7 +12,7 @@ seeing what the day before sent.
 
 The figures are held out: what makes reports one event (`Tuning`: the
 same-event threshold, the measure and conflict penalties, the place
-bonus) is chosen by leave-one-file-out
+bonus, the size of groups kept apart) is chosen by leave-one-file-out
 cross-validation over the files of both corpora. For each file, the tuning with
 the best pairwise F1 on all the other files is chosen, then that file is
 measured with it; a corpus's figures add up its files' held-out measures.
@@ -31,7 +31,7 @@ Measured:
 - follow-ups: continuing stories marked follow-up, rehashes left out, and no new
   event mistaken for either;
 - bigger mornings: the clustering of each morning among the other files' reports
-  (real news, about 540 items), and among N synthetic items (`--speed`);
+  (both corpora's, about 540 items), and among N synthetic items (`--speed`);
 - speed: the selection over N synthetic items (`--speed 3000`).
 """
 
@@ -320,17 +320,19 @@ class Joins:
     """What each of a tuning's joins (in order, `joins_by_tuning`) did, with the pairs made so far."""
 
     averages: list[float] = field(default_factory=list)
-    wrong: list[float] = field(default_factory=list)  # averages of joins putting different events together
-    right: list[float] = field(default_factory=list)  # averages of joins of one event's reports only
+    one_event: list[bool] = field(default_factory=list)  # whether each join is of one event's reports only
     together: list[int] = field(default_factory=lambda: [0])  # pairs in one group after each join (0: none yet)
     same_event: list[int] = field(default_factory=lambda: [0])  # ... of which labelled one event
 
     def outcome(self, threshold: float, gold_pairs: int, lowest: float) -> Outcome:
-        """The day's pairs and margin at `threshold`: the joins above it made the groups."""
+        """The day's pairs and margin at `threshold`: the joins before the first one below it made the
+        groups (a join below it stops average linkage there; a rule that keeps two groups apart may let a
+        later join come out above it, never made at this threshold)."""
         made = sum(1 for _ in takewhile(lambda a: a >= threshold, self.averages))
         tp, together = self.same_event[made], self.together[made]
-        kept_out = max((a for a in self.wrong if a < threshold), default=lowest)
-        closest = min((a for a in self.right if a >= threshold), default=math.inf)
+        joined, left = zip(self.averages, self.one_event), zip(self.averages[made:], self.one_event[made:])
+        kept_out = max((a for a, one in left if not one and a < threshold), default=lowest)
+        closest = min((a for a, one in list(joined)[:made] if one), default=math.inf)
         return Outcome(Counter(tp=tp, fp=together - tp, fn=gold_pairs - tp),
                        min(threshold - kept_out, closest - threshold))
 
@@ -350,8 +352,7 @@ def _joins(articles: list[Story], merges: list[tuple[float, int, int]], day: Day
     joins = Joins()
     for average, i, j in merges:
         a, b = root(i), root(j)
-        one_event = len(labels[a]) == 1 and labels[a].keys() == labels[b].keys()
-        (joins.right if one_event else joins.wrong).append(average)
+        joins.one_event.append(len(labels[a]) == 1 and labels[a].keys() == labels[b].keys())
         joins.averages.append(average)
         joins.together.append(joins.together[-1] + labels[a].total() * labels[b].total())
         joins.same_event.append(joins.same_event[-1] + sum(n * labels[b][event] for event, n in labels[a].items()))
@@ -393,8 +394,9 @@ def fit(counts: list[dict[Tuning, Outcome]]) -> Tuning:
     closest join it decides right. This rule was chosen after seeing the ties
     (docs/selection.md says so). Exact ties left (tunings that group the same
     way) go to the smallest conflict penalty, then the smallest template
-    discount (the weighting closest to plain TF-IDF), then the middle (lower
-    middle) of the place bonuses, of the measure penalties and of the thresholds.
+    discount (the weighting closest to plain TF-IDF), the groups-apart rule off, else
+    its weakest (the biggest groups), then the middle (lower middle) of the place
+    bonuses, of the measure penalties and of the thresholds.
     """
     totals: dict[Tuning, Counter] = defaultdict(Counter)
     margins: dict[Tuning, float] = {}
@@ -409,7 +411,7 @@ def fit(counts: list[dict[Tuning, Outcome]]) -> Tuning:
     conflict = min(t.conflict_penalty for t in winners)
     template = min(t.template_discount for t in winners if t.conflict_penalty == conflict)
     winners = [t for t in winners if (t.conflict_penalty, t.template_discount) == (conflict, template)]
-    apart = min(t.apart_from for t in winners)
+    apart = min((t.apart_from for t in winners), key=lambda n: (n != 0, -n))  # off, else the weakest rule
     winners = [t for t in winners if t.apart_from == apart]
     bonus = _middle([t.place_bonus for t in winners])
     measure = _middle([t.measure_penalty for t in winners if t.place_bonus == bonus])
@@ -466,8 +468,8 @@ def crowd_scores(held_out: HeldOut, size: int) -> dict[str, Scores]:
 
 def other_files_scores(held_out: HeldOut) -> tuple[dict[str, Scores], int]:
     """Each corpus's clustering when each morning's reports come among all the reports of the other files
-    (both corpora, moved into its window): a bigger morning of real news, whose template words are
-    common, as they are in a newsroom's feeds. Each file with its held-out tuning; only the labels of the
+    (both corpora's, moved into its window): a bigger morning of news in Arabic, whose template words
+    are common, as they are in a newsroom's feeds. Each file with its held-out tuning; only the labels of the
     morning measured are read. Returns the scores and the median size of those mornings."""
     days = [day for corpus in held_out.corpora.values() for day in corpus]
     scores, sizes = {}, []

@@ -8,9 +8,12 @@ eval` only: CPU time on a machine shared with other work is no test's business.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from benchmarks import selection_eval
+from newsletter.issue.selection import Tuning, select_stories
 
 # What the held-out evaluation shows the selection cannot do yet (docs/selection.md, "What the held-out
 # figures say"). Each is a strict expected failure: a change that mends one makes its test fail until
@@ -87,3 +90,21 @@ def test_every_file_is_measured_with_a_tuning_fitted_without_it(held_out):
     assert set(held_out.folds) == files and len(files) >= 4
     for name, days in held_out.corpora.items():
         assert len(held_out.scores[name].leads) == len(days), f"{name}: every morning measured once"
+
+
+def test_the_fit_counts_each_thresholds_pairs_as_the_selection_groups_them():
+    """`make eval` counts every threshold's pairs from one run's joins (`Joins`), the places and measures
+    reweighed on one set of vectors: the same counts as grouping the morning afresh with each tuning."""
+    day = selection_eval.load_days(selection_eval.CORPUS / "real")[0]
+    counts = selection_eval.tuning_counts(day)
+    for tuning in [Tuning(), Tuning(0.08, 0.0, 0.0, 0.0, 0.15, 0), Tuning(0.15, 1.0, 0.4, 0.0, 0.0, 1),
+                   Tuning(0.1, 0.05, 0.1, 0.0, 0.05, 3)]:
+        events = select_stories(day.stories, window_end=day.window_end, max_stories=10 ** 6, tuning=tuning).events
+        together = [(day.event_of(a), day.event_of(b), n == m) for n, e in enumerate(events) for a in e.reports
+                    for m, f in enumerate(events) for b in f.reports if id(a) < id(b)]
+
+        assert counts[tuning].pairs == Counter(
+            tp=sum(same and one for a, b, one in together for same in [a == b]),
+            fp=sum(a != b and one for a, b, one in together),
+            fn=sum(a == b and not one for a, b, one in together)), tuning
+

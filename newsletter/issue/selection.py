@@ -2,8 +2,8 @@
 
 Reports of one event by several outlets are merged: average-linkage clustering
 of TF-IDF vectors (`similarity`), which does not chain distinct events through
-shared template words as single linkage did, and never joins reports that name
-different countries. Events are ranked by how many outlets (not feeds) cover
+shared template words as single linkage did; two reports about different
+countries never make one pair, and count against joining their groups. Events are ranked by how many outlets (not feeds) cover
 them, then by the best position any outlet gave them, then by recency; the
 lead among the chosen is the desk's (`ranking`: a home-region weight learned
 from the leads it sent). An event
@@ -41,8 +41,8 @@ FOLLOW_UP_THRESHOLD = 0.41
 # A report this close to that story only repeats it (repeats from 0.47, reports with news up to 0.53,
 # but no follow-up had all its reports above 0.45): an event of repeats alone is left out.
 REPEATS_SENT_THRESHOLD = 0.45
-# The weights of a shared place and of other measures those two thresholds were measured with (the
-# same-event ones are `Tuning`'s, fitted apart).
+# The weights of a shared place and of other measures those two thresholds were measured with (a
+# conflict of places counts 0; the same-event weights are `Tuning`'s, fitted apart).
 _FOLLOW_UP_WEIGHTS = {"place_bonus": 0.1, "measure_penalty": 0.05}
 
 
@@ -253,7 +253,8 @@ class _Reports:
     def reweighed(self, tuning: Tuning) -> "_Reports":
         """The same reports, places and measures weighed as `tuning` says (its template discount is not used)."""
         reports = copy.copy(self)
-        reports.space = self.space.reweighed(tuning.place_bonus, tuning.measure_penalty, tuning.conflict_penalty)
+        reports.space = self.space.reweighed(place_bonus=tuning.place_bonus, measure_penalty=tuning.measure_penalty,
+                                             conflict_penalty=tuning.conflict_penalty)
         reports.apart_from = tuning.apart_from
         reports._pairs = None
         return reports

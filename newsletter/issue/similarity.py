@@ -318,15 +318,15 @@ def _keyed_dot(a: dict[str, float], a_keys: frozenset[str], b: dict[str, float],
 class Space:
     """Texts compared with one another: words and n-grams weighted by how rare they are among them all.
 
-    Similarity is the mean of the word and the n-gram cosines, plus PLACE_BONUS
-    when the two name a place in common, less MEASURE_PENALTY when their
-    measures differ. When their places conflict it is -CONFLICT_PENALTY: not
+    Similarity is the mean of the word and the n-gram cosines, plus a place
+    bonus when the two name a place in common, less a measure penalty when their
+    measures differ. When their places conflict it is -the conflict penalty: not
     only are the two not one event, they count against joining their groups,
     as one report about the Gulf banks' cut keeps the Fed's reports apart from
     another Gulf report close to both. Template words (`template_shares`) agree
     for less: each term's product counts 1 - TEMPLATE_DISCOUNT × its template
     share, while what each report says (the vectors' lengths) keeps its weight.
-    Weights chosen by `make eval`.
+    The class's weights are the defaults, chosen by `make eval`.
     """
 
     PLACE_BONUS = 0.05
@@ -358,7 +358,7 @@ class Space:
             self.agreement = _discounted(self.texts, gram_words, gram_bags, self.vectors,
                                          template_shares(self.texts), template_discount)
 
-    def reweighed(self, place_bonus: float, measure_penalty: float, conflict_penalty: float) -> "Space":
+    def reweighed(self, *, place_bonus: float, measure_penalty: float, conflict_penalty: float) -> "Space":
         """The same texts and vectors, places and measures weighed otherwise (`make eval` tries many weights:
         the vectors and their products are made once)."""
         space = copy.copy(self)
