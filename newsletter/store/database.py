@@ -445,12 +445,12 @@ class Store:
 
     def issue_outlines(self, first_date: str, last_date: str) -> list[IssueOutline]:
         """Every frozen issue dated from `first_date` to `last_date`, oldest first, without its HTML and text."""
-        query = (select(issues.c.id, issues.c.issue_date, issues.c.subject, issues.c.stories)
+        query = (select(issues.c.id, issues.c.issue_date, issues.c.subject, issues.c.stories, issues.c.log_folded_at)
                  .where(issues.c.issue_date >= first_date, issues.c.issue_date <= last_date)
                  .order_by(issues.c.issue_date))
         with self.engine.connect() as conn:
-            return [IssueOutline(i, day, subject, json.loads(stories))
-                    for i, day, subject, stories in conn.execute(query)]
+            return [IssueOutline(i, day, subject, json.loads(stories), folded_at)
+                    for i, day, subject, stories, folded_at in conn.execute(query)]
 
     def list_issue_dates(self) -> list[tuple[str, str]]:
         """(date, subject) of every frozen issue, newest first."""

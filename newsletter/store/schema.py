@@ -356,12 +356,13 @@ class StoredIssue:
 
 @dataclass(frozen=True)
 class IssueOutline:
-    """What an issue's history and figures read of it: not its HTML and text, the bulk of its row."""
+    """What an issue's history, figures and send progress read of it: not its HTML and text, the bulk of its row."""
 
     id: int
     issue_date: str
     subject: str
     stories: list[dict]
+    log_folded_at: dt.datetime | None = None
 
 
 def upsert_insert(engine: Engine, table: Table):
