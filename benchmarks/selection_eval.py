@@ -30,6 +30,8 @@ Measured:
   NEWSLETTER_MAX_STORIES of them);
 - follow-ups: continuing stories marked follow-up, rehashes left out, and no new
   event mistaken for either;
+- real days: each real event on the morning after the day it happened, those mornings one after
+  another (twins days apart must stay apart, the later one told as new);
 - bigger mornings: the clustering of each morning among the other files' reports
   (both corpora's, about 540 items), and among N synthetic items (`--speed`);
 - speed: the selection over N synthetic items (`--speed 3000`).
@@ -58,7 +60,8 @@ if __package__ in (None, ""):
 
 from newsletter.issue.feeds import Story, parse_feed, site_of  # noqa: E402
 from newsletter.issue.ranking import Ranking, Standing, learn_home_weight  # noqa: E402
-from newsletter.issue.selection import SentStory, Tuning, joins_by_tuning, select_stories  # noqa: E402
+from newsletter.edition import FOLLOW_UP_DAYS  # noqa: E402
+from newsletter.issue.selection import Event, SentStory, Tuning, joins_by_tuning, select_stories  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 CORPORA = (CORPUS, CORPUS / "real")
@@ -221,7 +224,6 @@ def _score_issue(day: Day, sent: list[SentStory], scores: Scores, tuning: Tuning
     """The issue as it would go out, after the days before it; returns what it sent."""
     issue = select_stories(day.stories, window_end=day.window_end, max_stories=MAX_STORIES, sent=sent, tuning=tuning,
                            ranking=ranking)
-    everything = select_stories(day.stories, window_end=day.window_end, max_stories=10 ** 6, sent=sent, tuning=tuning)
     shown = [day.event_of(e.story) for e in issue.events]
     for event in issue.events:
         labels = Counter(day.event_of(r) for r in event.reports)
@@ -238,6 +240,18 @@ def _score_issue(day: Day, sent: list[SentStory], scores: Scores, tuning: Tuning
     scores.main_total += len(main)
     if len(main) <= MAX_STORIES and len(found) < len(main):
         scores.days_missing_main.append(f"{day.date}: {', '.join(sorted(set(main) - set(found)))}")
+    _score_follow_ups(day, sent, scores, tuning)
+    return _sent(day, issue.events)
+
+
+def _sent(day: Day, events: list[Event]) -> list[SentStory]:
+    return [SentStory(e.story.url, e.story.title, e.story.summary, day.date.isoformat()) for e in events]
+
+
+def _score_follow_ups(day: Day, sent: list[SentStory], scores: Scores, tuning: Tuning) -> list[Event]:
+    """Whether each labelled event is told as new, marked a follow-up or left out as a rehash, as labelled;
+    returns the events told."""
+    everything = select_stories(day.stories, window_end=day.window_end, max_stories=10 ** 6, sent=sent, tuning=tuning)
     kept = {}
     for event in sorted(everything.events, key=lambda e: len(e.reports)):
         kept[day.event_of(event.story)] = event  # a gold event split in parts is judged by its biggest
@@ -254,7 +268,7 @@ def _score_issue(day: Day, sent: list[SentStory], scores: Scores, tuning: Tuning
         if not right:
             what = "left out" if event is None else ("marked follow-up" if event.follow_up_of else "kept as new")
             scores.mistakes.append(f"{day.date}: {event_id} ({kind}) was {what}")
-    return [SentStory(e.story.url, e.story.title, e.story.summary, day.date.isoformat()) for e in issue.events]
+    return list(kept.values())
 
 
 def evaluate(days: list[Day], tuning: Tuning = Tuning(), scores: Scores | None = None,
@@ -298,6 +312,54 @@ def evaluate_in_crowd(days: list[Day], size: int, tuning: Tuning = Tuning(), sco
                  for s in synthetic[:size - len(day.stories)]]
         _score_clustering(day, scores, tuning, crowd)
     return scores
+
+
+def on_their_real_days(day: Day) -> list[Day]:
+    """The morning's events each on the morning after the day it happened (its label's `happened`), as a
+    newsroom's feeds would have brought them: twins weeks apart no longer meet, and the later one comes
+    while the earlier one is in the last week's issues. [] when the events carry no date (the made-up
+    corpus's mornings are already consecutive)."""
+    happened = {event: labels.get("happened") for event, labels in day.events.items()}
+    if None in happened.values():
+        return []
+    by_date: dict[str, list[Story]] = defaultdict(list)
+    for story in day.stories:
+        by_date[happened[day.event_of(story)]].append(story)
+    mornings = []
+    for date, stories in sorted(by_date.items()):
+        morning = dt.date.fromisoformat(date) + dt.timedelta(days=1)
+        window_end = dt.datetime.combine(morning, day.window_end.timetz())
+        moved = [replace(s, published=window_end - (day.window_end - s.published)) if s.published else s
+                 for s in stories]
+        label = {id(new): day.event_of(old) for new, old in zip(moved, stories)}
+        repeats = {id(new) for new, old in zip(moved, stories) if id(old) in day.repeats}
+        events = {event: labels for event, labels in day.events.items() if happened[event] == date}
+        mornings.append(Day(morning, window_end, day.lead if day.lead in events else "", events, moved, label,
+                            repeats, day.sequence))
+    return mornings
+
+
+def evaluate_on_real_days(days: list[Day], tuning: Tuning = Tuning(), scores: Scores | None = None) -> Scores:
+    """Each morning's clustering and follow-ups with its events on their real days (`on_their_real_days`), each
+    of those mornings seeing the week before it: its events were all sent (the harder case for telling a
+    new event from one told before). Those mornings hold the corpus's events of their day alone, one to
+    three: among other news (the same other files' reports every morning) a later twin met the earlier
+    one's crowd again and the row measured the crowd's repeating."""
+    scores = scores or Scores()
+    for day in days:
+        sent: list[SentStory] = []
+        for morning in on_their_real_days(day):
+            recent = [s for s in sent if (morning.date - dt.date.fromisoformat(s.issue_date)).days <= FOLLOW_UP_DAYS]
+            _score_clustering(morning, scores, tuning)
+            sent += _sent(morning, _score_follow_ups(morning, recent, scores, tuning))
+    return scores
+
+
+def crowd_of_other_files(day: Day, days: list[Day]) -> list[Story]:
+    """The reports of the files other than `day`'s among `days`, moved into its window: a bigger morning of
+    real news in Arabic, whose template words are common, as they are in a newsroom's feeds."""
+    return [replace(s, published=day.window_end - (other.window_end - s.published))
+            for other in days if other.sequence != day.sequence for s in other.stories if s.published]
 
 
 # --- cross-validation ----------------------------------------------------------
@@ -466,18 +528,27 @@ def crowd_scores(held_out: HeldOut, size: int) -> dict[str, Scores]:
     return scores
 
 
+def real_days_scores(held_out: HeldOut) -> dict[str, Scores]:
+    """Each corpus's mornings with their events on their real days (`evaluate_on_real_days`), each file with its
+    held-out tuning; a corpus whose events carry no date is left out."""
+    scores = {}
+    for name, corpus in held_out.corpora.items():
+        scores[name] = Scores()
+        for day in corpus:
+            evaluate_on_real_days([day], held_out.folds[day.sequence], scores[name])
+    return {name: s for name, s in scores.items() if s.pairs or s.follow_ups}
+
+
 def other_files_scores(held_out: HeldOut) -> tuple[dict[str, Scores], int]:
     """Each corpus's clustering when each morning's reports come among all the reports of the other files
-    (both corpora's, moved into its window): a bigger morning of news in Arabic, whose template words
-    are common, as they are in a newsroom's feeds. Each file with its held-out tuning; only the labels of the
+    (both corpora's, `crowd_of_other_files`). Each file with its held-out tuning; only the labels of the
     morning measured are read. Returns the scores and the median size of those mornings."""
     days = [day for corpus in held_out.corpora.values() for day in corpus]
     scores, sizes = {}, []
     for name, corpus in held_out.corpora.items():
         scores[name] = Scores()
         for day in corpus:
-            crowd = [replace(s, published=day.window_end - (other.window_end - s.published))
-                     for other in days if other.sequence != day.sequence for s in other.stories if s.published]
+            crowd = crowd_of_other_files(day, days)
             sizes.append(len(day.stories) + len(crowd))
             _score_clustering(day, scores[name], held_out.folds[day.sequence], crowd)
     return scores, sorted(sizes)[len(sizes) // 2]
@@ -550,7 +621,7 @@ def _count(follow: Counter, kind: str) -> str:
 
 
 def report(held_out: HeldOut, speed: tuple[int, float] | None, crowd: dict[str, Scores] | None = None,
-           other_files: tuple[dict[str, Scores], int] | None = None) -> str:
+           other_files: tuple[dict[str, Scores], int] | None = None, real_days: dict[str, Scores] | None = None) -> str:
     names = list(held_out.corpora)
     scores = [held_out.scores[n] for n in names]
     bcubed = [s.bcubed_scores() for s in scores]
@@ -574,6 +645,14 @@ def report(held_out: HeldOut, speed: tuple[int, float] | None, crowd: dict[str, 
         _row("rehashes left out", [_count(s.follow_ups, "rehash") for s in scores]),
         _row("new events kept as new", [_count(s.follow_ups, "new") for s in scores]),
     ]
+    if real_days:
+        on_days = [real_days.get(n) for n in names]
+        lines += [
+            _row("each event on the morning after its real day: precision / recall",
+                 [f"{s.ratio('precision'):.3f} / {s.ratio('recall'):.3f}" if s else "–" for s in on_days]),
+            _row("… and told as new, not as a follow-up or repeat of the week's issues",
+                 [_count(s.follow_ups, "new") if s else "–" for s in on_days]),
+        ]
     if other_files:
         lines.append(_row(f"precision / recall, each morning among the other files' reports (about {other_files[1]} "
                           "items)", [f"{other_files[0][n].ratio('precision'):.3f} / {other_files[0][n].ratio('recall'):.3f}"
@@ -645,11 +724,14 @@ def main(argv: list[str] | None = None) -> int:
     made_up = next(iter(corpora.values()))
     speed = (args.speed, time_selection(made_up, args.speed)) if args.speed else None
     crowd = crowd_scores(held_out, args.speed) if args.speed else None
-    table = report(held_out, speed, crowd, other_files_scores(held_out))
+    real_days = real_days_scores(held_out)
+    table = report(held_out, speed, crowd, other_files_scores(held_out), real_days)
     print(table)
     if args.mistakes:
         for name, scores in held_out.scores.items():
             print("\n".join(["", f"Mistakes ({name}):", *dict.fromkeys(scores.mistakes)]))
+        for name, scores in real_days.items():
+            print("\n".join(["", f"Mistakes ({name}, each event on its real day):", *dict.fromkeys(scores.mistakes)]))
     missed = missed_targets(held_out, speed)
     for line in missed:
         print(f"target missed: {line}")
