@@ -94,7 +94,7 @@ def test_an_editor_steers_approves_and_tests_the_issue_from_a_phone(browser, des
     assert page.get_by_role("link", name="التحرير والموافقة").get_attribute("aria-current") == "page"
     check_page(page, "today")
     first = page.locator("#headline-1").inner_text()
-    first_url = page.locator('#story-1 input[name="url"]').first.get_attribute("value")
+    first_url = page.locator("#headline-1").get_attribute("href")
     assert first in frame_text(page), "the email shows the lead story"
 
     with page.expect_navigation():
@@ -105,7 +105,7 @@ def test_an_editor_steers_approves_and_tests_the_issue_from_a_phone(browser, des
     assert page.locator("#headline-1").inner_text() in frame_text(page)
 
     headline = "عنوان كتبه المحرّر على المكتب"
-    page.locator("#story-1 summary").click()
+    page.locator("#story-1").get_by_text("عدّل العنوان والملخص").click()
     page.locator("#story-1").get_by_label("العنوان").fill(headline)
     with page.expect_navigation():
         page.locator("#story-1").get_by_role("button", name="احفظ التعديل").click()

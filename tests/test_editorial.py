@@ -115,3 +115,28 @@ def test_send_test_reaches_only_the_given_addresses_and_leaves_the_log_empty(env
     assert real.returncode == 0 and "Sent 1," in real.stdout, "the reader still gets the issue, once"
     issue = store.get_issue(SAMPLE_DATE.isoformat())
     assert issue.stories[0]["url"] == KOREA, "edits made after a test send count"
+
+
+def test_an_editor_tells_apart_two_real_quakes_the_words_merged(tmp_path):
+    """Two quakes off Crete eight days apart (real coverage, benchmarks/corpus/real): the selection makes them
+    one story; the editor names the second quake's reports and the issue tells both."""
+    from benchmarks.selection_eval import CORPUS, load_days
+    from newsletter.issue.editorial import apply_editorial, parse_editorial
+    from newsletter.issue.selection import select_stories
+
+    day = next(d for d in load_days(CORPUS / "real") if str(d.date) == "2025-06-02")
+    selection = select_stories(day.stories, window_end=day.window_end, max_stories=6)
+    merged = [e for e in selection.events if {day.event_of(r) for r in e.reports} >= {"r10-quake-crete-a",
+                                                                                        "r10-quake-crete-b"}]
+    assert merged, "the words alone merge them (issue 27): otherwise this test has nothing to show"
+    second = [r.url for r in merged[0].reports if day.event_of(r) == "r10-quake-crete-b"]
+    editorial = parse_editorial(tmp_path / "2025-06-02.toml", "apart = [%s]\n" % ", ".join(map(json.dumps, second)))
+
+    issue = apply_editorial(selection, day.stories, editorial, max_stories=6)
+
+    labels = [{day.event_of(r) for r in e.reports} for e in issue.events]
+    assert not [found for found in labels if {"r10-quake-crete-a", "r10-quake-crete-b"} <= found], labels
+    at = labels.index({"r10-quake-crete-b"})
+    assert labels[at - 1] == {"r10-quake-crete-a"}, "told apart right after the story it was taken from"
+    assert issue.events[at].reasons().startswith("told apart by the editor")
+    assert len(issue.events) == 6 and any("after the editor's changes" in d.reason for d in issue.dropped)

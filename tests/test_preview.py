@@ -268,6 +268,34 @@ def test_an_editor_steers_the_issue_by_clicking_and_the_file_follows(steering):
     assert file.read_text(encoding="utf-8").startswith("# The night desk's notes"), "still the editor's file"
 
 
+def test_an_editor_tells_a_merged_report_apart_by_clicking(steering):
+    """The selection grouped a report with a story it does not tell: one click makes it a story of its own."""
+    import tomllib
+
+    app, browser, file = steering
+    page = browser.new_page()
+    page.goto(app.url + "/")
+    before = _chosen_titles(page)
+    reports = page.locator("#chosen details.merged li")
+    candidates = [n for n in range(reports.count())
+                  if reports.nth(n).locator("span").text_content().split("«", 1)[1].rstrip("»") not in before]
+    assert candidates, "the sample issue has a story with another outlet's report merged into it"
+    report = reports.nth(candidates[0])
+    title = report.locator("span").text_content().split("«", 1)[1].rstrip("»")
+    url = report.locator("input[name=url]").get_attribute("value")
+    story_title = report.locator("xpath=ancestor::li[starts-with(@id, 'story-')]").locator("a").first.inner_text()
+    report.locator("xpath=ancestor::details").locator("summary").click()
+
+    with page.expect_navigation():
+        report.get_by_role("button", name="خبر آخر: افصله").click()
+
+    assert tomllib.loads(file.read_text(encoding="utf-8"))["apart"] == [url]
+    after = _chosen_titles(page)
+    assert after[after.index(story_title) + 1] == title, "a story of its own, right after the one it left"
+    assert "told apart by the editor" in page.locator("#chosen ol > li").nth(after.index(title)).inner_text()
+    assert title in httpx.get(app.url + "/email.html").text
+
+
 def test_two_editors_at_once_never_overwrite_each_other(steering):
     app, browser, file = steering
     first, second = browser.new_page(), browser.new_page()

@@ -114,3 +114,11 @@ def test_pinning_more_stories_than_the_issue_holds_is_refused_as_the_file_would_
     with pytest.raises(EditorialError, match="3 stories pinned, more than NEWSLETTER_MAX_STORIES=2"):
         steer(folder, DAY, Change("pin", C), version, SHOWN, OFFERED, max_stories=2)
     assert load_editorial(folder, DAY).pin == [A, B]
+
+
+def test_telling_reports_apart_gathers_them_in_the_file(folder):
+    version = steer(folder, DAY, Change("apart", B), NO_FILE, SHOWN, OFFERED)
+    version = steer(folder, DAY, Change("apart", C), version, SHOWN, OFFERED)
+    steer(folder, DAY, Change("apart", B), version, SHOWN, OFFERED)
+
+    assert load_editorial(folder, DAY).apart == [B, C], "each report named once: together, another story"

@@ -5,6 +5,7 @@
     order = ["https://…", "https://…"]  # these come first, in this order
     pin = ["https://…"]             # in the issue whatever the ranking says
     drop = ["https://…"]            # never in this issue
+    apart = ["https://…"]           # not the story it was grouped with: together, another one
 
     [[override]]
     url = "https://…"
@@ -25,9 +26,10 @@ from pathlib import Path
 
 from ..errors import NewsletterError
 from .feeds import Story, without_tracking
-from .selection import Dropped, Event, Selection
+from .selection import Dropped, Event, Selection, tell_apart
 
-KNOWN_KEYS = {"intro", "lead", "order", "pin", "drop", "override"}
+KNOWN_KEYS = {"intro", "lead", "order", "pin", "drop", "apart", "override"}
+PINNED = "pinned by the editor"
 
 
 class EditorialError(NewsletterError):
@@ -48,6 +50,7 @@ class Editorial:
     order: list[str] = field(default_factory=list)
     pin: list[str] = field(default_factory=list)
     drop: list[str] = field(default_factory=list)
+    apart: list[str] = field(default_factory=list)
     overrides: dict[str, Override] = field(default_factory=dict)
 
     source: str = ""
@@ -62,7 +65,7 @@ class Editorial:
         return EditorialError(f"{self.path}:{self.line_of(near) if near else 1}: {message}")
 
     def referenced_urls(self) -> list[str]:
-        return [u for u in [self.lead, *self.order, *self.pin, *self.drop, *self.overrides] if u]
+        return [u for u in [self.lead, *self.order, *self.pin, *self.drop, *self.apart, *self.overrides] if u]
 
 
 def editorial_path(folder: Path, date: dt.date) -> Path:
@@ -109,6 +112,7 @@ def parse_editorial(path: Path, text: str) -> Editorial:
     editorial.order = _string_list(editorial, data, "order")
     editorial.pin = _string_list(editorial, data, "pin")
     editorial.drop = _string_list(editorial, data, "drop")
+    editorial.apart = _string_list(editorial, data, "apart")
     overrides = data.get("override", [])
     if not isinstance(overrides, list):
         raise editorial.error("write overrides as [[override]] tables", near="override")
@@ -143,7 +147,7 @@ def _event_with(events: list[Event], url: str) -> Event | None:
 
 def apply_editorial(selection: Selection, offered: list[Story], editorial: Editorial,
                     max_stories: int) -> Selection:
-    """The selection as the editor wants it: pins, drops, lead, order."""
+    """The selection as the editor wants it: stories told apart, drops, pins, lead, order."""
     by_url = {s.url: s for s in offered}
     for url in editorial.referenced_urls():
         if url not in by_url:
@@ -152,6 +156,9 @@ def apply_editorial(selection: Selection, offered: list[Story], editorial: Edito
     events = list(selection.events)
     dropped = list(selection.dropped)
 
+    for event in list(events):
+        if (other := tell_apart(event, editorial.apart)) is not None:
+            events.insert(events.index(event) + 1, other)
     for url in editorial.drop:
         event = _event_with(events, url)
         if event is not None:
@@ -163,13 +170,14 @@ def apply_editorial(selection: Selection, offered: list[Story], editorial: Edito
             event = Event([by_url[url]])
             events.append(event)
             dropped = [d for d in dropped if d.story.url != url]
-        event.editor_note = "pinned by the editor"
+        event.editor_note = PINNED
     while len(events) > max_stories:
-        victim = next((e for e in reversed(events) if not e.editor_note), None)
+        victim = next((e for e in reversed(events) if e.editor_note != PINNED), None)
         if victim is None:
             break  # only pins left (at most the limit: check_pin_count)
         events.remove(victim)
-        dropped.extend(Dropped(r, f"over the limit of {max_stories} stories (after pins)") for r in victim.reports)
+        dropped.extend(Dropped(r, f"over the limit of {max_stories} stories (after the editor's changes)")
+                       for r in victim.reports)
 
     wanted = [u for u in ([editorial.lead] if editorial.lead else []) + editorial.order]
     placed = [e for u in wanted if (e := _event_with(events, u)) is not None]

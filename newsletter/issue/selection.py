@@ -315,6 +315,30 @@ def _cycle_collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def tell_apart(event: Event, urls: Iterable[str]) -> Event | None:
+    """The reports of `event` at `urls`, which an editor says tell another story, taken out of it as one event of
+    their own; None when they are none of its reports, or all of them.
+
+    The selection merges what its words cannot tell apart (two strikes on one suburb days apart, two quakes
+    off one island), and no rule of words splits them reliably afterwards either: the editor names each
+    report of the other story.
+    """
+    named = set(urls)
+    apart = [r for r in event.reports if r.url in named]
+    if not apart or len(apart) == len(event.reports):
+        return None
+    taken = {id(r) for r in apart}
+    event.reports = [r for r in event.reports if id(r) not in taken]
+    event.central = [r for r in event.central if id(r) not in taken]
+    event.repeats = [r for r in event.repeats if id(r) not in taken]
+    if event.chosen is not None and id(event.chosen) in taken:
+        event.chosen = None
+    event.about = None  # found again from the reports it keeps
+    closeness = Space([describe(r.title, r.summary) for r in apart]).closeness_to_centre(range(len(apart)))
+    central = [apart[i] for i in sorted(closeness, key=lambda i: (-closeness[i], apart[i].position))]
+    return Event(apart, editor_note="told apart by the editor", central=central)
+
+
 def cluster_events(stories: list[Story], threshold: float = SAME_EVENT_THRESHOLD) -> list[Event]:
     """Group reports of the same event."""
     reports = _Reports(stories)

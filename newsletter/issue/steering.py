@@ -27,7 +27,7 @@ NO_FILE = "none"  # the version of a day without an editorial file
 MAX_TITLE = 300
 MAX_SUMMARY = 2000
 MAX_INTRO = 2000
-ACTIONS = ("lead", "up", "down", "drop", "pin", "edit", "restore", "intro")
+ACTIONS = ("lead", "up", "down", "drop", "pin", "apart", "edit", "restore", "intro")
 
 
 class StaleVersion(NewsletterError):
@@ -136,6 +136,8 @@ def _apply(document: tomlkit.TOMLDocument, change: Change, shown: list[str]) -> 
     elif change.action == "pin":
         _remove(document, "drop", url)
         _add(document, "pin", url)
+    elif change.action == "apart":
+        _add(document, "apart", url)
     elif change.action == "edit":
         _set_override(document, url, change.title.strip(), change.summary.strip())
     elif change.action == "restore":
