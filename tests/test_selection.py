@@ -737,3 +737,18 @@ def test_muscat_is_omans_capital_but_a_birthplace_is_no_place():
 
     assert talks.subject == {"iran", "united-states", "oman"}
     assert birthplace.places == frozenset()
+
+
+def test_a_movement_or_an_institution_in_a_headline_stands_for_its_country():
+    """Headlines name Hezbollah, the Houthis or the Kremlin where the country is meant: a report of Israel's
+    killing of al-Tawil whose headline names Israel and Hezbollah is about Lebanon too, so it is not about
+    "another country" than the reports headlined «جنوب لبنان» (real coverage split it so)."""
+    hezbollah = describe("إسرائيل تقتل وسام طويل أبرز قادة حزب الله الميدانيين منذ طوفان الأقصى",
+                         "نشر الحزب صورا لطويل مع قاسم سليماني وعماد مغنية.")
+    south = describe("ضربة هزت حزب الله.. مقتل القيادي وسام الطويل بغارة على سيارته جنوب لبنان",
+                     "قتلت المسيرة اثنين على طريق الدبشة على بعد 11 كيلومترا تقريبا من الحدود.")
+
+    assert hezbollah.subject == {"israel", "lebanon"} and not places_conflict(hezbollah, south)
+    assert describe("الحوثيون يتوعدون بالرد", "").subject == {"yemen"}
+    assert describe("الكرملين: لا قمة قريبة", "").subject == {"russia"}
+    assert describe("عبد الله الثاني يستقبل وفداً", "").places == frozenset(), "«الله» alone names no place"

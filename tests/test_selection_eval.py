@@ -23,10 +23,10 @@ REAL_TWINS_MERGED = pytest.mark.xfail(
     strict=True,
     reason="issue 27: held out, real template twins about one place, or with reports naming both, still merge. "
            "Same place: the Security Council's resolutions 2728 and 2735 on Gaza (14 votes each), the US strike "
-           "on Fordow and Israel's strikes on Iran, Israel's killings of al-Arouri in Beirut and of al-Tawil in "
-           "south Lebanon six days apart, its two strikes on Beirut's southern suburb four days apart, the first "
+           "on Fordow and Israel's strikes on Iran, Israel's two strikes on Beirut's southern suburb four days "
+           "apart, the first "
            "and third US-UK waves on the Houthis, two quakes off Crete eight days apart. Named in both: the ECB "
-           "and the Bank of England (one report gives both), the Fed with the Gulf banks: precision about 0.84"
+           "and the Bank of England (one report gives both), the Fed with the Gulf banks: precision about 0.85"
 )
 LEADS_BY_NEWS_JUDGMENT = pytest.mark.xfail(
     strict=True,
@@ -37,7 +37,7 @@ LEADS_BY_NEWS_JUDGMENT = pytest.mark.xfail(
 )
 # Today's held-out figures, a floor a change must not fall below (the targets themselves are above).
 FLOORS = {"made-up": {"precision": 0.99, "recall": 0.98, "lead": 1.0},
-          "real": {"precision": 0.84, "recall": 0.95, "lead": 0.7}}
+          "real": {"precision": 0.85, "recall": 0.96, "lead": 0.7}}
 
 
 @pytest.fixture(scope="module")
