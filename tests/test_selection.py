@@ -752,3 +752,11 @@ def test_a_movement_or_an_institution_in_a_headline_stands_for_its_country():
     assert describe("الحوثيون يتوعدون بالرد", "").subject == {"yemen"}
     assert describe("الكرملين: لا قمة قريبة", "").subject == {"russia"}
     assert describe("عبد الله الثاني يستقبل وفداً", "").places == frozenset(), "«الله» alone names no place"
+
+
+def test_pope_leo_is_no_french_city():
+    """«ليون» is Lyon, and also Pope Leo XIV: the American pope's election is about the Vatican and the US."""
+    pope = describe("الفاتيكان: الأميركي بريفوست بابا جديد باسم ليون الرابع عشر", "تصاعد الدخان الأبيض مساء الخميس.")
+
+    assert pope.subject == {"vatican", "united-states"}
+    assert describe("احتجاجات في ليون وباريس", "").subject == {"france"}
