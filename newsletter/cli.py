@@ -146,6 +146,7 @@ def select(
         out.print(f"   score {event.score}: {event.reasons()}", markup=False)
         for merged in event.merged:
             out.print(f"   + same event: {merged.source}: {merged.title}", markup=False)
+            out.print(f"     {merged.url}", markup=False)  # for the editorial file's `apart`, if it is not
     out.print("\n[bold]Left out[/bold]")
     for dropped in selection.dropped:
         out.print(f"- {dropped.story.source}: {dropped.story.title}", markup=False)

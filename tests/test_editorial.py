@@ -140,3 +140,19 @@ def test_an_editor_tells_apart_two_real_quakes_the_words_merged(tmp_path):
     assert labels[at - 1] == {"r10-quake-crete-a"}, "told apart right after the story it was taken from"
     assert issue.events[at].reasons().startswith("told apart by the editor")
     assert len(issue.events) == 6 and any("after the editor's changes" in d.reason for d in issue.dropped)
+
+
+def test_select_gives_each_merged_reports_url_and_apart_makes_it_a_story(env, editorial_file):
+    before = run_cli("select", "--date", SAMPLE_DATE.isoformat(), env=env).stdout.split("Left out")[0]
+    lines = before.splitlines()
+    merged = [lines[n + 1].strip() for n, line in enumerate(lines) if line.strip().startswith("+ same event:")]
+    assert merged and all(url.startswith("https://") for url in merged), "each merged report with its URL"
+    editorial_file(f'apart = ["{merged[0]}"]\n')
+
+    after = run_cli("select", "--date", SAMPLE_DATE.isoformat(), env=env)
+
+    assert after.returncode == 0, after.stderr
+    chosen = after.stdout.split("Left out")[0].splitlines()
+    story = next(n for n, line in enumerate(chosen) if line.strip() == merged[0])
+    assert chosen[story - 1].lstrip()[:2].rstrip(".").isdigit(), "a story of its own, not a merged line"
+    assert "told apart by the editor" in chosen[story + 1]
