@@ -101,6 +101,7 @@ class EditedIssue:
             "selection": draft.selection if draft else None,
             "issue_stories": draft.issue.stories if draft else [],
             "overridden": set(draft.editorial.overrides) if draft and draft.editorial else set(),
+            "apart": set(draft.editorial.apart) if draft and draft.editorial else set(),
             "failures": self.feeds.failures if self.feeds else [],
             "size_kb": round(size / 1024, 1),
             "clip_kb": GMAIL_CLIP_BYTES // 1024,

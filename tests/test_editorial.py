@@ -117,29 +117,65 @@ def test_send_test_reaches_only_the_given_addresses_and_leaves_the_log_empty(env
     assert issue.stories[0]["url"] == KOREA, "edits made after a test send count"
 
 
-def test_an_editor_tells_apart_two_real_quakes_the_words_merged(tmp_path):
-    """Two quakes off Crete eight days apart (real coverage, benchmarks/corpus/real): the selection makes them
-    one story; the editor names the second quake's reports and the issue tells both."""
+def _real_morning_and_quakes():
     from benchmarks.selection_eval import CORPUS, load_days
-    from newsletter.issue.editorial import apply_editorial, parse_editorial
     from newsletter.issue.selection import select_stories
 
     day = next(d for d in load_days(CORPUS / "real") if str(d.date) == "2025-06-02")
     selection = select_stories(day.stories, window_end=day.window_end, max_stories=6)
     merged = [e for e in selection.events if {day.event_of(r) for r in e.reports} >= {"r10-quake-crete-a",
                                                                                         "r10-quake-crete-b"}]
-    assert merged, "the words alone merge them (issue 27): otherwise this test has nothing to show"
+    assert merged, "the words alone merge them (issue 27): otherwise these tests have nothing to show"
     second = [r.url for r in merged[0].reports if day.event_of(r) == "r10-quake-crete-b"]
-    editorial = parse_editorial(tmp_path / "2025-06-02.toml", "apart = [%s]\n" % ", ".join(map(json.dumps, second)))
+    return day, selection, second
 
-    issue = apply_editorial(selection, day.stories, editorial, max_stories=6)
 
-    labels = [{day.event_of(r) for r in e.reports} for e in issue.events]
+def _apply(tmp_path, selection, day, text: str, max_stories: int):
+    from newsletter.issue.editorial import apply_editorial, parse_editorial
+
+    issue = apply_editorial(selection, day.stories, parse_editorial(tmp_path / "2025-06-02.toml", text), max_stories)
+    return issue, [{day.event_of(r) for r in e.reports} for e in issue.events]
+
+
+def test_an_editor_tells_apart_two_real_quakes_the_words_merged(tmp_path):
+    """Two quakes off Crete eight days apart (real coverage, benchmarks/corpus/real): the selection makes them
+    one story; the editor names the second quake's reports and the issue tells both."""
+    day, selection, second = _real_morning_and_quakes()
+    apart = "apart = [%s]\n" % ", ".join(map(json.dumps, second))
+
+    issue, labels = _apply(tmp_path, selection, day, apart, max_stories=7)
+
     assert not [found for found in labels if {"r10-quake-crete-a", "r10-quake-crete-b"} <= found], labels
     at = labels.index({"r10-quake-crete-b"})
     assert labels[at - 1] == {"r10-quake-crete-a"}, "told apart right after the story it was taken from"
     assert issue.events[at].reasons().startswith("told apart by the editor")
-    assert len(issue.events) == 6 and any("after the editor's changes" in d.reason for d in issue.dropped)
+
+    # The issue was full: the least covered story goes, not the lead, a story the editor placed, or the one
+    # told apart.
+    lead = selection.events[0]
+    last = selection.events[-1]
+    ordered = 'lead = %s\norder = [%s]\n' % (json.dumps(lead.story.url), json.dumps(last.story.url))
+    issue, labels = _apply(tmp_path, selection, day, apart + ordered, max_stories=6)
+    assert len(issue.events) == 6 and issue.events[0] is lead and issue.events[1] is last
+    gone = [d for d in issue.dropped if "after the editor's changes" in d.reason]
+    assert gone, "one story over the limit"
+    assert {"r10-quake-crete-b"} in labels
+    others = [e for e in issue.events[2:] if e.editor_note != "told apart by the editor"]
+    assert all(e.outlets >= len({d.story.outlet_key for d in gone}) for e in others), "the least covered goes"
+
+
+def test_a_story_told_apart_follows_its_origin_when_the_editor_ordered_the_issue(tmp_path):
+    """Clicking a lead or an arrow writes every shown story into `order`: a story told apart afterwards still
+    comes right after the one it left, not at the bottom."""
+    day, selection, second = _real_morning_and_quakes()
+    urls = [e.story.url for e in selection.events]
+    text = "lead = %s\norder = [%s]\napart = [%s]\n" % (json.dumps(urls[-1]), ", ".join(map(json.dumps, urls[:-1])),
+                                                         ", ".join(map(json.dumps, second)))
+
+    issue, labels = _apply(tmp_path, selection, day, text, max_stories=7)
+
+    at = labels.index({"r10-quake-crete-b"})
+    assert labels[at - 1] == {"r10-quake-crete-a"} and issue.events[0].story.url == urls[-1]
 
 
 def test_select_gives_each_merged_reports_url_and_apart_makes_it_a_story(env, editorial_file):

@@ -292,8 +292,14 @@ def test_an_editor_tells_a_merged_report_apart_by_clicking(steering):
     assert tomllib.loads(file.read_text(encoding="utf-8"))["apart"] == [url]
     after = _chosen_titles(page)
     assert after[after.index(story_title) + 1] == title, "a story of its own, right after the one it left"
-    assert "told apart by the editor" in page.locator("#chosen ol > li").nth(after.index(title)).inner_text()
+    told_apart = page.locator("#chosen ol > li").nth(after.index(title))
+    assert "told apart by the editor" in told_apart.inner_text()
     assert title in httpx.get(app.url + "/email.html").text
+
+    with page.expect_navigation():  # not another story after all: back where it was
+        told_apart.get_by_role("button", name="أعده إلى الخبر الذي فُصل منه").click()
+    assert tomllib.loads(file.read_text(encoding="utf-8"))["apart"] == []
+    assert _chosen_titles(page) == before
 
 
 def test_two_editors_at_once_never_overwrite_each_other(steering):

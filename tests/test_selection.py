@@ -752,6 +752,8 @@ def test_a_movement_or_an_institution_in_a_headline_stands_for_its_country():
     assert describe("الحوثيون يتوعدون بالرد", "").subject == {"yemen"}
     assert describe("الكرملين: لا قمة قريبة", "").subject == {"russia"}
     assert describe("عبد الله الثاني يستقبل وفداً", "").places == frozenset(), "«الله» alone names no place"
+    assert describe("حركة طالبان باكستان تتبنى الهجوم", "").places == {"pakistan"}, "the longest name wins"
+    assert describe("كتائب حزب الله العراقية تعلن مسؤوليتها", "").places == {"iraq"}
 
 
 def test_pope_leo_is_no_french_city():

@@ -116,9 +116,14 @@ def test_pinning_more_stories_than_the_issue_holds_is_refused_as_the_file_would_
     assert load_editorial(folder, DAY).pin == [A, B]
 
 
-def test_telling_reports_apart_gathers_them_in_the_file(folder):
+def test_telling_reports_apart_gathers_them_in_the_file_and_together_puts_one_back(folder):
     version = steer(folder, DAY, Change("apart", B), NO_FILE, SHOWN, OFFERED)
     version = steer(folder, DAY, Change("apart", C), version, SHOWN, OFFERED)
-    steer(folder, DAY, Change("apart", B), version, SHOWN, OFFERED)
+    history = sorted((folder / ".history").rglob("*"))
 
+    again = steer(folder, DAY, Change("apart", B), version, SHOWN, OFFERED)
+
+    assert again == version and sorted((folder / ".history").rglob("*")) == history, "no change, no undo step"
     assert load_editorial(folder, DAY).apart == [B, C], "each report named once: together, another story"
+    steer(folder, DAY, Change("together", B), version, SHOWN, OFFERED)
+    assert load_editorial(folder, DAY).apart == [C]

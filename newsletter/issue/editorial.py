@@ -156,9 +156,11 @@ def apply_editorial(selection: Selection, offered: list[Story], editorial: Edito
     events = list(selection.events)
     dropped = list(selection.dropped)
 
-    for event in list(events):
-        if (other := tell_apart(event, editorial.apart)) is not None:
-            events.insert(events.index(event) + 1, other)
+    told_apart = {}  # id(the story told apart) -> the event it was taken from
+    for at, event in reversed(list(enumerate(events))):
+        if (split := tell_apart(event, editorial.apart)) is not None:
+            events[at:at + 1] = split
+            told_apart[id(split[1])] = split[0]
     for url in editorial.drop:
         event = _event_with(events, url)
         if event is not None:
@@ -171,17 +173,24 @@ def apply_editorial(selection: Selection, offered: list[Story], editorial: Edito
             events.append(event)
             dropped = [d for d in dropped if d.story.url != url]
         event.editor_note = PINNED
-    while len(events) > max_stories:
-        victim = next((e for e in reversed(events) if e.editor_note != PINNED), None)
-        if victim is None:
-            break  # only pins left (at most the limit: check_pin_count)
-        events.remove(victim)
-        dropped.extend(Dropped(r, f"over the limit of {max_stories} stories (after the editor's changes)")
-                       for r in victim.reports)
 
     wanted = [u for u in ([editorial.lead] if editorial.lead else []) + editorial.order]
-    placed = [e for u in wanted if (e := _event_with(events, u)) is not None]
-    ordered = list(dict.fromkeys(placed)) + [e for e in events if e not in placed]
+    placed = list(dict.fromkeys(e for u in wanted if (e := _event_with(events, u)) is not None))
+    ordered = placed + [e for e in events if e not in placed and id(e) not in told_apart]
+    for event in [e for e in events if id(e) in told_apart and e not in placed]:
+        origin = told_apart[id(event)]  # right after the story it was taken from, wherever that is now
+        ordered.insert(ordered.index(origin) + 1 if origin in ordered else len(ordered), event)
+    # Over the limit (pins, stories told apart): the least covered story goes, never a pinned or placed
+    # one, nor the lead; a story the editor told apart only when no other is left to go.
+    while len(ordered) > max_stories:
+        spare = [e for e in ordered[1:] if e.editor_note != PINNED and e not in placed]
+        if not spare:
+            break  # only pins and placed stories left (pins at most the limit: check_pin_count)
+        victim = max(spare, key=lambda e: (id(e) not in told_apart, selection.ranking.coverage_key(e.standing),
+                                           ordered.index(e)))
+        ordered.remove(victim)
+        dropped.extend(Dropped(r, f"over the limit of {max_stories} stories (after the editor's changes)")
+                       for r in victim.reports)
     for event in ordered:
         event.lead_candidate = False
         if event in placed and not event.editor_note:

@@ -20,7 +20,7 @@ import gc
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .feeds import Story, link_key, site_of
 from .ranking import Ranking, Standing, countries_most_about
@@ -315,9 +315,9 @@ def _cycle_collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def tell_apart(event: Event, urls: Iterable[str]) -> Event | None:
-    """The reports of `event` at `urls`, which an editor says tell another story, taken out of it as one event of
-    their own; None when they are none of its reports, or all of them.
+def tell_apart(event: Event, urls: Iterable[str]) -> tuple[Event, Event] | None:
+    """`event` without its reports at `urls`, which an editor says tell another story, and those reports as one
+    event of their own; None when they are none of its reports, or all of them.
 
     The selection merges what its words cannot tell apart (two strikes on one suburb days apart, two quakes
     off one island), and no rule of words splits them reliably afterwards either: the editor names each
@@ -328,15 +328,16 @@ def tell_apart(event: Event, urls: Iterable[str]) -> Event | None:
     if not apart or len(apart) == len(event.reports):
         return None
     taken = {id(r) for r in apart}
-    event.reports = [r for r in event.reports if id(r) not in taken]
-    event.central = [r for r in event.central if id(r) not in taken]
-    event.repeats = [r for r in event.repeats if id(r) not in taken]
-    if event.chosen is not None and id(event.chosen) in taken:
-        event.chosen = None
-    event.about = None  # found again from the reports it keeps
+
+    def kept(reports: list[Story]) -> list[Story]:
+        return [r for r in reports if id(r) not in taken]
+
+    rest = replace(event, reports=kept(event.reports), central=kept(event.central), repeats=kept(event.repeats),
+                   chosen=None if event.chosen is not None and id(event.chosen) in taken else event.chosen,
+                   about=None)  # found again from the reports it keeps
     closeness = Space([describe(r.title, r.summary) for r in apart]).closeness_to_centre(range(len(apart)))
     central = [apart[i] for i in sorted(closeness, key=lambda i: (-closeness[i], apart[i].position))]
-    return Event(apart, editor_note="told apart by the editor", central=central)
+    return rest, Event(apart, editor_note="told apart by the editor", central=central)
 
 
 def cluster_events(stories: list[Story], threshold: float = SAME_EVENT_THRESHOLD) -> list[Event]:

@@ -27,7 +27,7 @@ NO_FILE = "none"  # the version of a day without an editorial file
 MAX_TITLE = 300
 MAX_SUMMARY = 2000
 MAX_INTRO = 2000
-ACTIONS = ("lead", "up", "down", "drop", "pin", "apart", "edit", "restore", "intro")
+ACTIONS = ("lead", "up", "down", "drop", "pin", "apart", "together", "edit", "restore", "intro")
 
 
 class StaleVersion(NewsletterError):
@@ -74,6 +74,8 @@ def steer(folder: Path, date: dt.date, change: Change, version: str, shown: list
         raise EditorialError(f"{path}: fix the file first: {exc}") from None
     _apply(document, change, shown)
     new_text = tomlkit.dumps(document)
+    if new_text == (text or ""):
+        return version  # nothing changed (a story already told apart, pinned…): no new version to undo
     editorial = parse_editorial(path, new_text)
     for url in editorial.referenced_urls():
         if url not in offered:
@@ -138,6 +140,8 @@ def _apply(document: tomlkit.TOMLDocument, change: Change, shown: list[str]) -> 
         _add(document, "pin", url)
     elif change.action == "apart":
         _add(document, "apart", url)
+    elif change.action == "together":
+        _remove(document, "apart", url)
     elif change.action == "edit":
         _set_override(document, url, change.title.strip(), change.summary.strip())
     elif change.action == "restore":
