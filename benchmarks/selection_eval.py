@@ -261,7 +261,8 @@ def _score_follow_ups(day: Day, sent: list[SentStory], scores: Scores, tuning: T
     `crowd`, whose reports are not judged); returns the events told that hold the day's labelled reports."""
     everything = select_stories([*day.stories, *crowd], window_end=day.window_end, max_stories=10 ** 6, sent=sent,
                                 tuning=tuning)
-    kept: dict[str, tuple[int, Event]] = {}
+    kept: dict[str, Event] = {}
+    held: Counter = Counter()  # how many of its reports the event kept for each label holds
     for event in everything.events:
         labels = Counter(day.label[id(r)] for r in event.reports if id(r) in day.label)
         if not labels:
@@ -270,9 +271,8 @@ def _score_follow_ups(day: Day, sent: list[SentStory], scores: Scores, tuning: T
         # that report is another morning's), and a labelled event split in parts by its biggest: of two
         # labelled events merged, the one not shown counts as not told.
         label = day.label.get(id(event.story)) or labels.most_common(1)[0][0]
-        if labels[label] > kept.get(label, (0, None))[0]:
-            kept[label] = (labels[label], event)
-    kept = {label: event for label, (_, event) in kept.items()}
+        if labels[label] > held[label]:
+            kept[label], held[label] = event, labels[label]
     for event_id, labels in day.events.items():
         kind = labels.get("kind", "new")
         event = kept.get(event_id)
@@ -326,8 +326,7 @@ def evaluate_in_crowd(days: list[Day], size: int, tuning: Tuning = Tuning(), sco
     crowd_from = crowd_from or days
     synthetic = synthetic_morning(crowd_from, size)
     for day in days:
-        crowd = [replace(s, published=day.window_end - (crowd_from[0].window_end - s.published))
-                 for s in synthetic[:size - len(day.stories)]]
+        crowd = _retimed(synthetic[:size - len(day.stories)], crowd_from[0].window_end, day.window_end)
         _score_clustering(day, scores, tuning, crowd)
     return scores
 
@@ -347,8 +346,7 @@ def on_their_real_days(day: Day) -> list[Day]:
     for date, stories in sorted(by_date.items()):
         morning = dt.date.fromisoformat(date) + dt.timedelta(days=1)
         window_end = dt.datetime.combine(morning, day.window_end.timetz())
-        moved = [replace(s, published=window_end - (day.window_end - s.published)) if s.published else s
-                 for s in stories]
+        moved = _retimed(stories, day.window_end, window_end)
         label = {id(new): day.event_of(old) for new, old in zip(moved, stories)}
         repeats = {id(new) for new, old in zip(moved, stories) if id(old) in day.repeats}
         events = {event: labels for event, labels in day.events.items() if happened[event] == date}
@@ -386,10 +384,14 @@ def crowd_of_other_files(day: Day, days: list[Day]) -> list[Story]:
 
 
 def _moved(other: Day, day: Day) -> list[Story]:
-    """Another morning's reports moved into `day`'s window, each as long before its end as it was before its
-    own; reports without a time are left out."""
-    return [replace(s, published=day.window_end - (other.window_end - s.published)) for s in other.stories
-            if s.published]
+    """Another morning's reports moved into `day`'s window; reports without a time are left out."""
+    return _retimed([s for s in other.stories if s.published], other.window_end, day.window_end)
+
+
+def _retimed(stories: list[Story], source_end: dt.datetime, target_end: dt.datetime) -> list[Story]:
+    """Reports moved from a window ending at `source_end` into one ending at `target_end`, each as long before
+    its end as it was; reports without a time as they are."""
+    return [replace(s, published=target_end - (source_end - s.published)) if s.published else s for s in stories]
 
 
 # --- cross-validation ----------------------------------------------------------

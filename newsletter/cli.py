@@ -312,7 +312,7 @@ def status(date: DateOption = None) -> None:
             raise typer.Exit(NotApprovedError.exit_code)
         err.print(f"No issue for {issue_date} yet: `newsletter send --date {issue_date}` builds and sends it.")
         raise typer.Exit(1)
-    [issue] = store.issue_outlines(progress.issue_date, progress.issue_date)
+    issue = store.issue_outline(progress.issue_date)
     out.print(f"Issue {progress.issue_date}: {progress.subject}", markup=False)
     if progress.approved_at is not None:
         out.print(f"approved by {progress.approved_by} at {progress.approved_at:%Y-%m-%d %H:%M} UTC", markup=False)

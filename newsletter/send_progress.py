@@ -72,7 +72,7 @@ def send_progress(store: Store, date: dt.date, stale_after: dt.timedelta) -> Sen
     """How the send of `date`'s issue stands, and whether a run (its heartbeat newer than `stale_after`) is at work."""
     day = date.isoformat()
     # The outline, not the issue: /desk/send asks every few seconds, and the HTML is the bulk of the row.
-    issue = next(iter(store.issue_outlines(day, day)), None)
+    issue = store.issue_outline(day)
     if issue is None:
         return SendProgress(day, "none")
     approval = store.approvals.of(day)

@@ -277,11 +277,10 @@ def test_an_editor_tells_a_merged_report_apart_by_clicking(steering):
     page.goto(app.url + "/")
     before = _chosen_titles(page)
     reports = page.locator("#chosen details.merged li")
-    candidates = [n for n in range(reports.count())
-                  if reports.nth(n).locator("span").text_content().split("«", 1)[1].rstrip("»") not in before]
+    titles = [text.split("«", 1)[1].rstrip("»") for text in reports.locator("span").all_text_contents()]
+    candidates = [n for n, title in enumerate(titles) if title not in before]
     assert candidates, "the sample issue has a story with another outlet's report merged into it"
-    report = reports.nth(candidates[0])
-    title = report.locator("span").text_content().split("«", 1)[1].rstrip("»")
+    report, title = reports.nth(candidates[0]), titles[candidates[0]]
     url = report.locator("input[name=url]").get_attribute("value")
     story_title = report.locator("xpath=ancestor::li[starts-with(@id, 'story-')]").locator("a").first.inner_text()
     report.locator("xpath=ancestor::details").locator("summary").click()

@@ -335,8 +335,7 @@ def tell_apart(event: Event, urls: Iterable[str]) -> tuple[Event, Event] | None:
     rest = replace(event, reports=kept(event.reports), central=kept(event.central), repeats=kept(event.repeats),
                    chosen=None if event.chosen is not None and id(event.chosen) in taken else event.chosen,
                    about=None)  # found again from the reports it keeps
-    closeness = Space([describe(r.title, r.summary) for r in apart]).closeness_to_centre(range(len(apart)))
-    central = [apart[i] for i in sorted(closeness, key=lambda i: (-closeness[i], apart[i].position))]
+    central = _Reports(apart).central(list(range(len(apart))))
     return rest, Event(apart, editor_note="told apart by the editor", central=central)
 
 

@@ -452,6 +452,10 @@ class Store:
             return [IssueOutline(i, day, subject, json.loads(stories), folded_at)
                     for i, day, subject, stories, folded_at in conn.execute(query)]
 
+    def issue_outline(self, issue_date: str) -> IssueOutline | None:
+        """The frozen issue of `issue_date` without its HTML and text; None when there is none."""
+        return next(iter(self.issue_outlines(issue_date, issue_date)), None)
+
     def list_issue_dates(self) -> list[tuple[str, str]]:
         """(date, subject) of every frozen issue, newest first."""
         with self.engine.connect() as conn:

@@ -68,11 +68,10 @@ class IssueResult:
 
 def issue_result(store: Store, day: str) -> IssueResult | None:
     """One issue's figures and its stories' clicks (the lead first); None when no issue has that date."""
-    outlines = store.issue_outlines(day, day)
-    if not outlines:
+    issue = store.issue_outline(day)
+    if issue is None:
         return None
-    [issue] = outlines
-    [stats] = issue_stats(store, outlines, IssueHistory(store.engine).date_after(day))
+    [stats] = issue_stats(store, [issue], IssueHistory(store.engine).date_after(day))
     counted = store.clicks.by_story(issue.id)
     stories = [StoryResult(place, str(story.get("title", "")), str(story.get("source", "")),
                            str(story.get("url", "")), counted.get(place, StoryClicks(place, 0, 0, 0)))
