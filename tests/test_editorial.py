@@ -192,3 +192,33 @@ def test_select_gives_each_merged_reports_url_and_apart_makes_it_a_story(env, ed
     story = next(n for n, line in enumerate(chosen) if line.strip() == merged[0])
     assert chosen[story - 1].lstrip()[:2].rstrip(".").isdigit(), "a story of its own, not a merged line"
     assert "told apart by the editor" in chosen[story + 1]
+
+
+def test_each_part_told_apart_is_judged_against_the_issues_sent_before(tmp_path):
+    """Yesterday's issue told Israel's first strike on Beirut's suburb; today's reports of the second strike
+    merge with that strike's late reports, and the story is marked a follow-up. Told apart, the late reports
+    are the follow-up, and the second strike is news again (real coverage, four days apart)."""
+    from benchmarks.selection_eval import CORPUS, load_days
+    from newsletter.issue.selection import SentStory, select_stories
+
+    day = next(d for d in load_days(CORPUS / "real") if str(d.date) == "2025-06-02")
+    strikes = {"r10-strike-dahiyeh-a", "r10-strike-dahiyeh-b"}
+
+    def merged_strikes(selection):
+        return next(e for e in selection.events if {day.event_of(r) for r in e.reports} == strikes)
+
+    # Yesterday's issue showed the first strike's most central report, as the issue shows every story.
+    alone = merged_strikes(select_stories(day.stories, window_end=day.window_end, max_stories=6))
+    first = next(r for r in alone.central if day.event_of(r) == "r10-strike-dahiyeh-a")
+    sent = [SentStory(first.url, first.title, first.summary, "2025-03-29")]
+    selection = select_stories(day.stories, window_end=day.window_end, max_stories=6, sent=sent)
+    merged = merged_strikes(selection)
+    assert merged.follow_up_of == sent[0], "the words merge the two strikes and the first was sent (issue 27)"
+    late = [r.url for r in merged.reports if day.event_of(r) == "r10-strike-dahiyeh-a"]
+
+    issue, labels = _apply(tmp_path, selection, day, "apart = [%s]\n" % ", ".join(map(json.dumps, late)), 7)
+
+    second = issue.events[labels.index({"r10-strike-dahiyeh-b"})]
+    told_apart = issue.events[labels.index({"r10-strike-dahiyeh-a"})]
+    assert second.follow_up_of is None and not second.repeats, "the second strike is news"
+    assert told_apart.follow_up_of == sent[0] and "follow-up of" in told_apart.reasons()

@@ -158,7 +158,7 @@ def apply_editorial(selection: Selection, offered: list[Story], editorial: Edito
 
     told_apart = {}  # id(the story told apart) -> the event it was taken from
     for at, event in reversed(list(enumerate(events))):
-        if (split := tell_apart(event, editorial.apart)) is not None:
+        if (split := tell_apart(event, editorial.apart, selection.sent, selection.compared)) is not None:
             events[at:at + 1] = split
             told_apart[id(split[1])] = split[0]
     for url in editorial.drop:
@@ -197,4 +197,5 @@ def apply_editorial(selection: Selection, offered: list[Story], editorial: Edito
             event.editor_note = "placed by the editor"
     if ordered:
         ordered[0].lead_candidate = True
-    return Selection(ordered, dropped, selection.window_start, selection.window_end, selection.ranking)
+    return Selection(ordered, dropped, selection.window_start, selection.window_end, selection.ranking,
+                     selection.sent, selection.compared)

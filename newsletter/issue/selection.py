@@ -182,6 +182,8 @@ class Selection:
     window_start: dt.datetime | None = None
     window_end: dt.datetime | None = None
     ranking: Ranking = Ranking()  # how the lead was chosen (the home weight the desk's leads taught)
+    sent: Sequence[SentStory] = ()  # the earlier issues' stories it was chosen against (follow-ups)
+    compared: Sequence[Story] = ()  # the reports it compared (in the window, one per article, not sent before)
 
     @property
     def stories(self) -> list[Story]:
@@ -315,13 +317,18 @@ def _cycle_collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def tell_apart(event: Event, urls: Iterable[str]) -> tuple[Event, Event] | None:
+def tell_apart(event: Event, urls: Iterable[str], sent: Sequence[SentStory] = (),
+               morning: Sequence[Story] = ()) -> tuple[Event, Event] | None:
     """`event` without its reports at `urls`, which an editor says tell another story, and those reports as one
     event of their own; None when they are none of its reports, or all of them.
 
     The selection merges what its words cannot tell apart (two strikes on one suburb days apart, two quakes
     off one island), and no rule of words splits them reliably afterwards either: the editor names each
-    report of the other story.
+    report of the other story. Each part is then judged against the stories `sent` before, as the selection
+    judges an event, among the `morning`'s reports it compared (a word's weight is how rare it is among
+    them; the event's own reports alone would make every shared word common): the late reports of
+    yesterday's strike, told apart from today's, continue yesterday's story, and today's no longer does. A
+    part made of repeats only stays (the editor asked for it), marked as the follow-up it is.
     """
     named = set(urls)
     apart = [r for r in event.reports if r.url in named]
@@ -332,11 +339,23 @@ def tell_apart(event: Event, urls: Iterable[str]) -> tuple[Event, Event] | None:
     def kept(reports: list[Story]) -> list[Story]:
         return [r for r in reports if id(r) not in taken]
 
-    rest = replace(event, reports=kept(event.reports), central=kept(event.central), repeats=kept(event.repeats),
+    compared = list(morning) if {id(r) for r in event.reports} <= {id(r) for r in morning} else event.reports
+    reports = _Reports(compared, sent)
+    index = {id(r): i for i, r in enumerate(compared)}
+
+    def told(part: list[Story]) -> tuple[SentStory | None, list[Story]]:
+        """The earlier story the part continues, and its reports that only repeat it."""
+        return reports.told_before([index[id(r)] for r in part]) or (None, [])
+
+    rest_continues, rest_repeats = told(kept(event.reports))
+    rest = replace(event, reports=kept(event.reports), central=kept(event.central), repeats=rest_repeats,
+                   follow_up_of=rest_continues,
                    chosen=None if event.chosen is not None and id(event.chosen) in taken else event.chosen,
                    about=None)  # found again from the reports it keeps
+    continues, repeats = told(apart)
     central = _Reports(apart).central(list(range(len(apart))))
-    return rest, Event(apart, editor_note="told apart by the editor", central=central)
+    return rest, Event(apart, editor_note="told apart by the editor", central=central, follow_up_of=continues,
+                       repeats=repeats)
 
 
 def cluster_events(stories: list[Story], threshold: float = SAME_EVENT_THRESHOLD) -> list[Event]:
@@ -450,7 +469,7 @@ def select_stories(
             lead.home_weight = ranking.home_weight
         chosen = [lead, *(e for e in chosen if e is not lead)]
         lead.lead_candidate = True
-    return Selection(chosen, dropped, window_start, window_end, ranking)
+    return Selection(chosen, dropped, window_start, window_end, ranking, tuple(sent), tuple(fresh))
 
 
 def _report_json(story: Story) -> dict[str, object]:
