@@ -133,6 +133,39 @@ def test_hard_rejects_bounce_the_reader_and_end_the_job(env, sinks, readers, sto
     assert healthy.recipients() == [], "a bounced reader receives nothing more"
 
 
+def test_a_relay_that_refuses_our_sender_stops_the_send_and_changes_no_reader(env, sinks, readers, store):
+    """A relay that wants TLS or a login refuses MAIL FROM for every message: that is ours to fix, not the
+    readers' addresses; bouncing them would empty the list."""
+    refusing = sinks("-f", "MAIL", "-B", "530 5.7.0 Must issue a STARTTLS command first")
+
+    result = send(env, refusing.port)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if "refuses the sender" in line]
+    assert len(lines) == 1 and "530 5.7.0 Must issue a STARTTLS command first" in lines[0], result.stderr
+    assert "NEWSLETTER_SMTP_TLS" in lines[0] and "Traceback" not in result.stderr
+    assert store.count_subscribers(Status.active) == len(readers)
+    healthy = sinks()
+    assert send(env, healthy.port).returncode == 0
+    assert sorted(healthy.recipients()) == sorted(readers), "once fixed, everyone gets the issue"
+
+
+def test_a_relay_that_refuses_by_policy_bounces_nobody(env, sinks, readers, store):
+    """«Relay access denied» (5.7.1) to every recipient: our relay will not take our mail. The readers are left
+    for the next run, not bounced."""
+    refusing = sinks("-f", "RCPT", "-B", "554 5.7.1 Relay access denied")
+
+    result = send(env, refusing.port, send_attempts="1")
+
+    assert result.returncode == 75, result.stdout + result.stderr
+    assert f"failed {len(readers)}" in result.stdout
+    assert store.count_subscribers(Status.active) == len(readers)
+    assert "554 5.7.1 Relay access denied" in status(env)
+    healthy = sinks()
+    assert send(env, healthy.port).returncode == 0
+    assert sorted(healthy.recipients()) == sorted(readers)
+
+
 def test_a_relay_that_hangs_up_at_data_loses_nobody(env, sinks, readers):
     hanging_up = sinks("-q", "DATA")
 

@@ -158,7 +158,8 @@ def test_the_scenarios_end_as_delivery_expects():
         "RCPT 450": ("SMTPRecipientsRefused", Outcome.failed, True),
         "MAIL 451": ("SMTPSenderRefused", Outcome.failed, True),
         "DATA 554 after a good RCPT": ("SMTPDataError", Outcome.refused, True),
-        "end of data 552": ("SMTPDataError", Outcome.refused, True),
+        "end of data 552": ("SMTPDataError", Outcome.failed, True),  # the message is too big: no reader's fault
+        "MAIL 553": ("SMTPSenderRefused", Outcome.failed, True),  # our sender: delivery stops the send
         "MAIL 421": ("SMTPSenderRefused", Outcome.failed, False),
         "DATA 421": ("SMTPDataError", Outcome.failed, False),
         "drop at RCPT": ("SMTPServerDisconnected", Outcome.failed, False),

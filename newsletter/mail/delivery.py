@@ -30,7 +30,8 @@ from ..store.database import Outcome, Store, Subscriber
 from ..store.deliverylog import Clearance
 from .message import MessageTemplate, Recipient, ascii_address
 from .pacing import DomainPacing, domain_of, is_domain_deferral
-from .smtp import CONNECT_ATTEMPTS, RelayBusy, SmtpConnection, SmtpUnavailableError, Throttle, backoff, classify, is_busy, reply_of
+from .smtp import (CONNECT_ATTEMPTS, RelayBusy, SmtpConnection, SmtpUnavailableError, Throttle, backoff, classify,
+                   is_busy, reply_of, sender_refused)
 
 log = logging.getLogger(__name__)
 
@@ -530,6 +531,8 @@ class Sender:
                 return None
             if is_busy(exc):
                 raise RelayBusy(reply_of(exc)) from None
+            if (refusal := sender_refused(exc, envelope_from, self.settings)) is not None:
+                raise refusal from None
             outcome, reply = classify(exc), reply_of(exc)
             if outcome is Outcome.failed and job.attempt < self.settings.send_attempts:
                 self.report.retried += 1

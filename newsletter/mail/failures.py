@@ -135,6 +135,12 @@ def _prose_kind(status: str, words: str, gave_up: bool) -> FailureKind:
     return _final_kind(status, words)
 
 
+def reply_kind(reply: str) -> FailureKind:
+    """The kind of a permanent refusal a server gave during the send ("550 5.1.1 User unknown": hard;
+    "554 5.7.1 Relay access denied": blocked), read as a report's words about one recipient are."""
+    return _final_kind(_status_in(reply), reply)
+
+
 def _final_kind(status: str, words: str) -> FailureKind:
     """The kind of a failure the relay will not retry, from its status and the server's words."""
     reply = _REPLY.search(words)

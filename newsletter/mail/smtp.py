@@ -5,9 +5,11 @@ A message goes in two round trips when the relay offers PIPELINING
 same aiosmtplib errors for the same replies.
 
 Failures are classified by reply code, as aiosmtplib's own errors are:
-5xx is permanent (the reader bounced), 4xx and dropped or timed-out
-connections are transient (try again later), and 421 or "too many
-connections" means the relay wants fewer of us at once.
+5xx is permanent (the reader bounced) when it is about the reader's address,
+4xx and dropped or timed-out connections are transient (try again later), and
+421 or "too many connections" means the relay wants fewer of us at once. A
+permanent refusal that is about us, not the reader (a policy block, a message
+too big, a refused sender), bounces nobody: it would bounce the whole list.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aiosmtplib.protocol import SMTPProtocol
 from ..config import Settings, SmtpTls
 from ..errors import ConfigError, NewsletterError
 from ..store.schema import Outcome
+from .failures import FailureKind, reply_kind
 from .transaction import PreparedDataProtocol, plain_envelope, send_pipelined
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,10 @@ class SmtpUnavailableError(NewsletterError):
     """The SMTP server cannot be reached at all; nothing more can be sent now."""
 
     exit_code = 75
+
+
+class SenderRefusedError(ConfigError):
+    """The relay refuses our sender (MAIL FROM) for good: no reader can get the issue until a setting changes."""
 
 
 class RelayBusy(Exception):
@@ -59,11 +66,27 @@ def reply_of(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> Outcome:
-    """Transient (`failed`, retry) or permanent (`refused`), by reply code."""
+    """Permanent (`refused`: the reader's address is refused for good) or transient (`failed`, retry).
+
+    A 5xx about us rather than the reader's address is `failed`: a refusal by policy (x.7.x, spam,
+    authentication, "Relay access denied": the relay will not take our mail), a full mailbox or a message
+    too big (x.2.2, x.3.4). The same reply for every reader would otherwise bounce the whole list.
+    """
     exc = _the_refusal(exc)
     if isinstance(exc, aiosmtplib.SMTPResponseException) and 500 <= exc.code < 600:
-        return Outcome.refused
+        return Outcome.refused if reply_kind(reply_of(exc)) is FailureKind.hard else Outcome.failed
     return Outcome.failed
+
+
+def sender_refused(exc: BaseException, sender: str, settings: Settings) -> SenderRefusedError | None:
+    """The error that stops a send when the relay refuses our sender for good (MAIL FROM 5xx), else None."""
+    if not (isinstance(exc, aiosmtplib.SMTPSenderRefused) and 500 <= exc.code < 600):
+        return None
+    return SenderRefusedError(
+        f"the SMTP server {settings.smtp_host}:{settings.smtp_port} refuses the sender <{sender}> "
+        f"({reply_of(exc)}); nobody was sent the issue and no reader was changed: check "
+        "NEWSLETTER_FROM_ADDRESS, NEWSLETTER_BOUNCE_ADDRESS, NEWSLETTER_SMTP_TLS and the SMTP login"
+    )
 
 
 def is_busy(exc: BaseException) -> bool:
