@@ -9,6 +9,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import re
 import secrets
 from enum import Enum
 from pathlib import Path
@@ -33,6 +34,9 @@ MIN_SECRET_KEY_LENGTH = 32
 MIN_METRICS_TOKEN_LENGTH = 16
 # Keys that were ever shipped as examples: whoever knows them forges every link.
 KNOWN_PLACEHOLDER_KEYS = frozenset({"change-me", "changeme", "secret", "test-secret"})
+# A sender's mailbox as MAIL FROM and the From header carry it unquoted: an ASCII dot-atom, one @, a host name.
+_MAILBOX = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
 
 
 def _sample_feeds() -> list[str]:
@@ -321,8 +325,10 @@ class Settings(BaseSettings):
     @field_validator("from_address")
     @classmethod
     def _plausible_address(cls, value: str) -> str:
-        if "@" not in value:
-            raise ValueError(f"{value!r} is not an email address")
+        value = value.strip()
+        if not _MAILBOX.fullmatch(value):
+            raise ValueError(f"{value!r} is not an email address like newsletter@news.example (ASCII, one @, "
+                             "no spaces): it goes into every message's From and the relay's MAIL FROM")
         return value
 
     @field_validator("bounce_address")
@@ -340,6 +346,14 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 (urlsplit checks the port when asked for it)
+        except ValueError:
+            raise ValueError(f"{value!r} has a port outside 1-65535") from None
+        if not parts.hostname or any(c.isspace() for c in value):
+            raise ValueError(f"{value!r} is not an address such as https://news.example: every link in the "
+                             "email starts with it")
         if value.startswith("http://") and not _is_local_host(urlsplit(value).hostname or ""):
             # RFC 8058: mail providers only make a one-click unsubscribe request to an https:// URL.
             raise ValueError(f"{value!r} must start with https:// for a public host (one-click unsubscribe "

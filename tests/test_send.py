@@ -228,7 +228,13 @@ def test_unreachable_smtp_server_is_one_line_and_exit_75(env, store):
 @pytest.mark.parametrize(
     ("name", "value"),
     [("SMTP_TLS", "sometimes"), ("SMTP_PORT", "abc"), ("TIMEZONE", "Mars/Olympus"), ("FEEDS", "[not json"),
-     ("EVENT_LOOP", "gevent")],
+     ("EVENT_LOOP", "gevent"),
+     # A sender the relay would refuse for every reader, or that crashed the message's headers.
+     ("FROM_ADDRESS", "a@"), ("FROM_ADDRESS", "@news.example"), ("FROM_ADDRESS", "a@b@news.example"),
+     ("FROM_ADDRESS", "news letter@news.example"),
+     # Links that would be dead in every reader's email.
+     ("BASE_URL", "https://"), ("BASE_URL", "https:///path"), ("BASE_URL", "https://news.example:99999"),
+     ("BASE_URL", "https://news.example/sub path")],
 )
 def test_a_wrong_setting_stops_with_one_line_naming_it(env, name, value):
     result = run_cli("send", env={**env, f"NEWSLETTER_{name}": value})
