@@ -83,8 +83,10 @@ summary = "ملخص كتبه المحرر."
         ('intro = "ok"\n\npin = [ "unterminated\n', 3, "invalid TOML"),
         ('intro = "ok"\nheadline = "x"\n', 2, "unknown key `headline`"),
         (f'drop = ["{COPENHAGEN}"]\nlead = "{COPENHAGEN}"\n', 1, "both dropped and kept"),
+        (f'intro = "ok"\n[[override]]\nurl = "{COPENHAGEN}"\ntitle = "  "\n', 3, "`title` must be text, not empty"),
+        (f'[[override]]\nurl = "{COPENHAGEN}"\ntitle = 5\nsummary = "ملخص"\n', 2, "`title` must be text"),
     ],
-    ids=["unknown-url", "bad-syntax", "unknown-key", "contradiction"],
+    ids=["unknown-url", "bad-syntax", "unknown-key", "contradiction", "blank-headline", "headline-not-text"],
 )
 def test_a_broken_editorial_file_is_reported_with_file_and_line_and_send_refuses(
     env, store, smtp_server, editorial_file, content, line, message

@@ -120,8 +120,12 @@ def parse_editorial(path: Path, text: str) -> Editorial:
         url = entry.get("url") if isinstance(entry, dict) else None
         if not isinstance(url, str) or not url.strip():
             raise editorial.error("each [[override]] needs a `url`", near="[[override]]")
-        if not any(isinstance(entry.get(k), str) for k in ("title", "summary")):
+        if "title" not in entry and "summary" not in entry:
             raise editorial.error("an [[override]] changes `title`, `summary` or both", near=url)
+        for key in ("title", "summary"):
+            # A blank headline would go out as the issue's subject: an empty one.
+            if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
+                raise editorial.error(f"the [[override]]'s `{key}` must be text, not empty", near=url)
         editorial.overrides[without_tracking(url.strip())] = Override(entry.get("title"), entry.get("summary"))
     conflict = set(editorial.drop) & ({editorial.lead} | set(editorial.pin) | set(editorial.order))
     if conflict:
