@@ -678,7 +678,8 @@ def subscribers_add(
 
 @subscribers_app.command("import")
 def subscribers_import(
-    file: Annotated[Path, typer.Argument(help="CSV with an email column (and optionally name), header optional.")],
+    file: Annotated[Path, typer.Argument(help="CSV with an email column (and optionally name), header optional; "
+                                                   "Mailchimp's Email Address / First Name / Last Name are read too.")],
 ) -> None:
     """Import subscribers from CSV; bad rows are reported by line, the rest go in."""
     settings = _settings()

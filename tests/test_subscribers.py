@@ -36,6 +36,29 @@ def test_import_reports_each_bad_row_by_line_and_imports_the_rest(env, tmp_path,
     assert store.count_subscribers(Status.active) == 3
 
 
+def test_import_reads_the_columns_other_tools_export_and_names_a_header_it_cannot(env, tmp_path, store):
+    mailchimp = tmp_path / "mailchimp.csv"
+    mailchimp.write_text("Email Address,First Name,Last Name,MEMBER_RATING\n"
+                         "layla@example.com,ليلى,حداد,2\nomar@example.org,عمر,,5\n", encoding="utf-8")
+    # No header, and an address that holds the word "email": a row, not a header.
+    plain = tmp_path / "plain.csv"
+    plain.write_text("emailme@example.com,آن\nbob2@example.com,بوب\n", encoding="utf-8")
+
+    assert run_cli("subscribers", "import", str(mailchimp), env=env).returncode == 0
+    assert run_cli("subscribers", "import", str(plain), env=env).returncode == 0
+    assert store.get_subscriber("layla@example.com").name == "ليلى حداد"
+    assert store.get_subscriber("omar@example.org").name == "عمر"
+    assert store.get_subscriber("emailme@example.com").name == "آن" and store.get_subscriber("bob2@example.com")
+
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("Contact,Full Name\nsara@example.com,سارة\n", encoding="utf-8")
+    result = run_cli("subscribers", "import", str(unknown), env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{unknown}:1: no column of addresses in the header (Contact, Full Name)" in line and "`email`" in line
+    assert store.get_subscriber("sara@example.com") is None
+
+
 def test_import_twice_adds_nobody_twice(env, tmp_path, store):
     path = tmp_path / "list.csv"
     path.write_text("a@example.com\nb@example.com,بشير\n", encoding="utf-8")

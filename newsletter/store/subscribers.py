@@ -62,20 +62,52 @@ class ImportReport:
     rejected: list[str] = field(default_factory=list)
 
 
-def _rows(handle: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
-    sample = handle.read(4096)
-    handle.seek(0)
-    has_header = "email" in sample.splitlines()[0].lower() if sample.strip() else False
-    if has_header:
-        reader = csv.DictReader(handle)
-        reader.fieldnames = [(f or "").strip().lower() for f in reader.fieldnames or []]
-        for row in reader:
-            yield reader.line_num, {k: (v or "") for k, v in row.items() if k}
-    else:
-        reader = csv.reader(handle)
-        for row in reader:
+# Header names of the address and name columns, as lists exported by other tools spell them (Mailchimp's
+# "Email Address", "First Name", "Last Name"; listmonk's "email", "name").
+EMAIL_COLUMNS = ("email", "email address", "e-mail", "e-mail address", "mail", "البريد الإلكتروني", "البريد")
+NAME_COLUMNS = ("name", "full name", "الاسم")
+GIVEN_AND_FAMILY_COLUMNS = (("first name", "last name"), ("fname", "lname"), ("given name", "family name"))
+
+
+def _rows(handle: TextIO, path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Each row's line and its `email` and `name`: a first line that names an address column is a header;
+    one that holds an address is a row; one that does neither is a header this does not understand."""
+    reader = csv.reader(handle)
+    first = next(reader, None)
+    if first is None:
+        return
+    columns = [cell.strip().lower() for cell in first]
+    email_at = next((columns.index(c) for c in EMAIL_COLUMNS if c in columns), None)
+    if email_at is None:
+        if not any("@" in cell for cell in first):
+            raise SubscriberError(f"{path}:1: no column of addresses in the header ({', '.join(first)}): name it "
+                                  "`email` (and the readers' names `name`), or leave the header out")
+        yield reader.line_num, _plain_row(first)
+        for row in reader:  # streamed: a list of a million readers is never in memory
             if row:
-                yield reader.line_num, {"email": row[0], "name": row[1] if len(row) > 1 else ""}
+                yield reader.line_num, _plain_row(row)
+        return
+    names = _name_columns(columns)
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            cells = row + [""] * (len(columns) - len(row))
+            yield reader.line_num, {"email": cells[email_at], "name": " ".join(cells[i] for i in names).strip()}
+
+
+def _name_columns(columns: list[str]) -> list[int]:
+    """Where the readers' names are: a name column, else given and family name columns."""
+    for name in NAME_COLUMNS:
+        if name in columns:
+            return [columns.index(name)]
+    for given, family in GIVEN_AND_FAMILY_COLUMNS:
+        if given in columns:
+            return [columns.index(given)] + ([columns.index(family)] if family in columns else [])
+    return []
+
+
+def _plain_row(row: list[str]) -> dict[str, str]:
+    """A row of a file without a header: the address, then the name."""
+    return {"email": row[0], "name": row[1] if len(row) > 1 else ""}
 
 
 def import_csv(store: Store, path: Path, email_hash: Callable[[str], str],
@@ -106,7 +138,7 @@ def import_csv(store: Store, path: Path, email_hash: Callable[[str], str],
         raise SubscriberError(f"{path}: cannot read file: {exc.strerror or exc}") from None
     with handle:
         try:
-            for line, row in _rows(handle):
+            for line, row in _rows(handle, path):
                 try:
                     email = normalise_email(row.get("email", ""))
                 except SubscriberError as exc:
