@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+from sqlalchemy.exc import OperationalError
 
 from . import logs
 from .config import PROJECT_DIR, Settings, load_settings, write_env_file
@@ -784,6 +785,13 @@ def editors_remove(email: str) -> None:
     out.print(f"Removed {address}; their sessions are ended.", markup=False)
 
 
+def _os_error_line(exc: OSError) -> str:
+    """What an OSError says about its paths, as one line: "/proc/x: No such file or directory"."""
+    reason = exc.strerror or str(exc)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
 def main() -> None:
     try:
         app()
@@ -793,6 +801,17 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except OSError as exc:
+        # A path given on the command line or in a setting that cannot be made, read or written (a missing or
+        # read-only folder, a directory where a file was meant): the user's to fix, in one line.
+        err.print(f"error: {_os_error_line(exc)}", markup=False)
+        sys.exit(1)
+    except OperationalError as exc:
+        # The database refused mid-command (a read-only file, a lock held too long, a server gone).
+        reason = " ".join(str(exc.orig).split())
+        err.print(f"error: the database (NEWSLETTER_DATABASE_URL) refused: {reason}; check that the file or server "
+                  "is writable and reachable, then run the command again", markup=False)
+        sys.exit(75)
     except Exception as exc:
         # A bug, not a user's mistake: the traceback goes to the log for whoever fixes it, and a
         # send has already handed back its claims, so a rerun (once fixed) sends only to who is missing.

@@ -47,3 +47,24 @@ def test_help_is_written_for_the_person_at_the_terminal(env):
     result = run_cli("send", "--help", env=env)
     assert result.returncode == 0
     assert "Exit codes" in result.stdout and "--date" in result.stdout
+
+
+def test_paths_that_cannot_be_made_or_read_are_one_line_naming_them(env, tmp_path):
+    """A folder that is a file, one that does not exist, a database that is some other file: the user's
+    mistakes, each told in one line with the path, never as a bug's traceback."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder, not a database", encoding="utf-8")
+    cases = [
+        (["render", "--date", SAMPLE_DATE.isoformat(), "--out", str(a_file / "issue")], env,
+         f"{a_file / 'issue'}: Not a directory", 1),
+        (["init", "--path", str(tmp_path / "no" / "such" / ".env")], env,
+         f"{tmp_path / 'no' / 'such' / '.env'}: No such file or directory", 1),
+        (["subscribers", "list"], {**env, "NEWSLETTER_DATABASE_URL": f"sqlite:///{a_file}"},
+         "NEWSLETTER_DATABASE_URL: cannot open the database: file is not a database", 2),
+    ]
+    for command, command_env, words, code in cases:
+        result = run_cli(*command, env=command_env)
+
+        assert result.returncode == code, (command, result.stderr)
+        (line,) = result.stderr.strip().splitlines()
+        assert words in line and "bug" not in line, line

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from ..errors import ConfigError
 from .approvals import ApprovalLog
@@ -93,7 +93,11 @@ class Store:
         except ArgumentError:
             raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: cannot parse {database_url!r}") from None
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: cannot make the folder of {url.database}: "
+                                  f"{exc.strerror or exc}") from None
         connect_args = {}
         if url.get_backend_name() == "postgresql":
             # The PostgreSQL counterpart of SQLite's busy timeout: wait this long for a lock, then fail.
@@ -128,9 +132,11 @@ class Store:
         """Run `work(engine)`, turning a database that cannot be reached into one line about the setting."""
         try:
             return work(self.engine)
-        except OperationalError as exc:
+        except (OperationalError, DatabaseError) as exc:  # DatabaseError: "file is not a database"
             reason = " ".join(str(exc.orig).split())  # drivers write several lines; one is enough
             raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: cannot open the database: {reason}") from None
+        except OSError as exc:  # the lock file beside an SQLite database, in a read-only folder
+            raise ConfigError(f"setting NEWSLETTER_DATABASE_URL: {exc.filename}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         self.engine.dispose()
