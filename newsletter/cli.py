@@ -421,7 +421,7 @@ def _print_clicks(store: Store, issue, delivered: int, settings: Settings) -> No
 @app.command()
 def preview(
     date: DateOption = None,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8001,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=65535)] = 8001,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in a browser.")] = True,
 ) -> None:
     """Preview the issue locally, re-rendered whenever templates/ or the editorial file change."""
@@ -445,7 +445,7 @@ def preview(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes; they share the store and its rate limits.")] = 1,
 ) -> None:
     """Run the signup, confirm, unsubscribe and archive pages (put a TLS proxy in front)."""
@@ -594,7 +594,7 @@ def init(
 @app.command(hidden=True)
 def outbox(
     folder: Annotated[Path, typer.Option("--outbox", help="Folder for received .eml files.")] = Path("outbox"),
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 2525,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=65535)] = 2525,
 ) -> None:
     """Run a local SMTP server that saves every message as an .eml file (for demos)."""
     from .mail.outbox import start_outbox  # aiosmtpd: only the demos need it, not every command's start-up

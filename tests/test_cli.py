@@ -68,3 +68,10 @@ def test_paths_that_cannot_be_made_or_read_are_one_line_naming_them(env, tmp_pat
         assert result.returncode == code, (command, result.stderr)
         (line,) = result.stderr.strip().splitlines()
         assert words in line and "bug" not in line, line
+
+
+def test_a_port_outside_the_range_is_a_usage_error(env):
+    for command in (["serve", "--port", "70000"], ["preview", "--port", "0"]):
+        result = run_cli(*command, env=env)
+
+        assert result.returncode == 2 and "--port" in result.stderr, result.stderr

@@ -169,6 +169,17 @@ def test_atom_entry_without_image_has_none_and_uses_published_date():
     assert iran.published == dt.datetime(2017, 5, 9, 1, 10, tzinfo=UTC)
 
 
+def test_an_item_dated_past_year_9999_is_undated_and_the_rest_of_the_feed_is_read():
+    atom = SABAH.read_bytes().replace(b"<published>2017-05-09T01:10:00Z</published>",
+                                      b"<published>9999-12-31T23:59:59-14:00</published>", 1)
+    assert atom != SABAH.read_bytes()
+
+    stories = parse_feed(atom, str(SABAH))
+
+    assert len(stories) == len(parse_file(SABAH)), "one bad date loses no story"
+    assert stories[0].published is None and all(s.published for s in stories[1:])
+
+
 def test_html_descriptions_become_plain_text_and_images_are_found_everywhere():
     stories = parse_file(MARSAD)
     syria, mattis, korea, pentagon, moscow = stories[:5]

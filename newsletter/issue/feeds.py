@@ -154,7 +154,10 @@ def _published_of(entry: feedparser.FeedParserDict) -> dt.datetime | None:
     parsed = entry.get("published_parsed") or entry.get("updated_parsed")
     if not parsed:
         return None
-    return dt.datetime.fromtimestamp(calendar.timegm(parsed), tz=dt.timezone.utc)
+    try:
+        return dt.datetime.fromtimestamp(calendar.timegm(parsed), tz=dt.timezone.utc)
+    except (ValueError, OverflowError, OSError):  # year 10000 and the like: that item is undated, the feed goes on
+        return None
 
 
 def _is_safe_link(url: str) -> bool:
