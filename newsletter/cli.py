@@ -27,7 +27,7 @@ from .errors import ConfigError, NewsletterError, NotApprovedError
 from .store.database import Status, Store
 from .store.feedback import blocked_warning
 from .store.migrate import SCHEMA_HEAD, describe_mismatch, schema_revision, upgrade_schema
-from .store.subscribers import clean_name, export_csv, import_csv, normalise_email
+from .store.subscribers import add_unless_forgotten, clean_name, export_csv, import_csv, normalise_email
 from .tokens import Tokens
 
 # The morning edition (feeds, selection, rendering, delivery) loads inside the commands that use it:
@@ -671,7 +671,8 @@ def subscribers_add(
     """Add one subscriber (active unless told otherwise)."""
     settings = _settings()
     address = normalise_email(email)
-    if Store(settings.database_url).add_subscriber(address, clean_name(name), status):
+    if add_unless_forgotten(Store(settings.database_url), address, clean_name(name), status,
+                            Tokens(settings.secret_key).email_hash):
         out.print(f"Added {address} ({status.value}).")
     else:
         out.print(f"{address} is already on the list; nothing changed.")

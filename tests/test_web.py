@@ -281,6 +281,9 @@ def test_forget_erases_but_keeps_an_unsubscribed_reader_unsubscribed(env, store,
     imported = run_cli("subscribers", "import", str(old_list), env=env)
     assert "1 previously unsubscribed" in imported.stdout
     assert store.get_subscriber("gone@example.com") is None
+    by_hand = run_cli("subscribers", "add", "Gone@Example.com", env=env)
+    assert by_hand.returncode == 1 and "forgotten at their request" in by_hand.stderr, by_hand.stderr
+    assert store.get_subscriber("gone@example.com") is None, "nor by hand"
 
 
 @pytest.mark.sqlite_only

@@ -110,6 +110,17 @@ def _plain_row(row: list[str]) -> dict[str, str]:
     return {"email": row[0], "name": row[1] if len(row) > 1 else ""}
 
 
+def add_unless_forgotten(store: Store, address: str, name: str, status: Status,
+                         email_hash: Callable[[str], str]) -> bool:
+    """Add one reader (False: already on the list), unless they unsubscribed and asked to be forgotten: a list
+    kept by hand must not bring them back, as an import does not; the signup page (with its confirmation)
+    is their way back."""
+    if store.suppressed_hashes([email_hash(address)]):
+        raise SubscriberError(f"{address} unsubscribed and was forgotten at their request; not added again "
+                              "(they can subscribe again on the signup page)")
+    return store.add_subscriber(address, name, status)
+
+
 def import_csv(store: Store, path: Path, email_hash: Callable[[str], str],
                status: Status = Status.active) -> ImportReport:
     """Import `email[,name]` rows (header optional); skip duplicates, report bad rows.
