@@ -97,10 +97,7 @@ def _issue_date(settings: Settings, value: str | None) -> dt.date:
         from . import edition
 
         return edition.today(settings)
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date like 2026-11-24", param_hint="--date") from None
+    return _date_option(value, "--date")
 
 
 @app.callback()
@@ -360,6 +357,8 @@ def stats(
     store = Store(settings.database_url)
     to_date = _date_option(last, "--to") if last else _issue_date(settings, None)
     from_date = _date_option(first, "--from") if first else to_date - dt.timedelta(days=30)
+    if from_date > to_date:
+        raise typer.BadParameter(f"{from_date} is after --to {to_date}", param_hint="--from")
     frozen = issues_between(store, from_date, to_date)  # each issue read once, for both tables
     issues = list(issue_stats(store, frozen))
     outlets = outlet_clicks(store, frozen)
@@ -392,9 +391,12 @@ def stats(
 
 def _date_option(value: str, option: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value)
+        date = dt.date.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date like 2026-11-24", param_hint=option) from None
+    if not 1970 <= date.year <= 9000:  # the issues of the months around a date are looked at: keep them datable
+        raise typer.BadParameter(f"{value!r} is not a date of this newsletter's issues", param_hint=option)
+    return date
 
 
 def _print_clicks(store: Store, issue, delivered: int, settings: Settings) -> None:

@@ -75,3 +75,10 @@ def test_a_port_outside_the_range_is_a_usage_error(env):
         result = run_cli(*command, env=env)
 
         assert result.returncode == 2 and "--port" in result.stderr, result.stderr
+
+
+def test_dates_outside_the_issues_and_a_backwards_range_are_usage_errors(env):
+    for command in (["select", "--date", "0001-01-01"], ["stats", "--from", "2017-05-10", "--to", "2017-05-01"]):
+        result = run_cli(*command, env=env)
+
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
