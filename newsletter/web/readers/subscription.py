@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from ...config import Settings
 from ...errors import SubscriberError
@@ -282,7 +283,10 @@ async def _read_fields(request: Request, wants_json: bool) -> dict[str, str] | N
             data = json.loads(body or b"null")
         else:
             if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                form = await request.form()
+                try:
+                    form = await request.form()
+                except HTTPException:  # Starlette's own English 400 for a broken multipart body: ours is Arabic
+                    return None
                 data = {k: v for k, v in form.items() if isinstance(v, str)}
             else:
                 data = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
