@@ -48,15 +48,18 @@ class EditedIssue:
     draft: edition.Draft | None = None
     rendered: RenderedIssue | None = None
     error: str = ""
+    # The error is the editorial file's: the buttons, which write that file, wait until it is mended. Other
+    # errors (no story in the window, an issue too big) are mended with the buttons: pull a story in, drop one.
+    editorial_broken: bool = False
 
     def rebuild(self) -> None:
         """Select and render again from the feeds already read (templates or the editorial file changed)."""
         try:
             self.draft = edition.draft_edition(self.settings, self.store, self.date, self.feeds)
             self.rendered = edition.render_draft(self.settings, self.draft)
-            self.error = ""
+            self.error, self.editorial_broken = "", False
         except NewsletterError as exc:  # the last good build stays on the page, under the error
-            self.error = str(exc)
+            self.error, self.editorial_broken = str(exc), isinstance(exc, EditorialError)
             log.warning("issue of %s cannot be built: %s", self.date, exc)
 
     def email_html(self, sample_picture_url: Callable[[Path], str]) -> str:
@@ -97,6 +100,7 @@ class EditedIssue:
         size = rendered.html_bytes if rendered else 0
         return {
             "build_error": self.error,
+            "editorial_broken": self.editorial_broken,
             "rendered": rendered,
             "selection": draft.selection if draft else None,
             "issue_stories": draft.issue.stories if draft else [],

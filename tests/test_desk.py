@@ -475,3 +475,16 @@ def test_the_first_page_says_how_todays_issue_stands(http, editors, store, desk_
     assert f'<time datetime="{today}">' in page
     assert "مجمَّد" in page and "chief@news.example" in page
     assert "وصل إلى 1،" in page and "رُفض 1" in page
+
+
+def test_a_day_without_stories_says_so_and_leaves_the_buttons_that_mend_it(http, editors):
+    """The sample feeds hold no story of today: the issue cannot be built, and that is not the editorial file's
+    fault. Pulling a left-out story in is how the editor mends it, so those buttons stay."""
+    add_editor(editors)
+    page = http.get("/desk/today", headers=cookie(signed_in(http))).text
+
+    assert "تعذّر بناء الرسالة" in page and "no international story" in page
+    assert "حتى يُصلح ملف التحرير" not in page
+    assert "أضف خبراً من المتروكة" in page
+    pull_in = re.findall(r'<button name="action" value="pin"[^>]*>', page)
+    assert pull_in and not [b for b in pull_in if "disabled" in b]
