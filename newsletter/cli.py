@@ -164,7 +164,11 @@ def render(
     settings = _settings()
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
+    frozen = store.get_issue(issue_date.isoformat()) is not None
     rendered = edition.current_issue(settings, store, issue_date)
+    if frozen:  # what readers got: the feeds and the editorial file of today no longer change it
+        err.print(f"note: the issue of {issue_date} was sent (frozen): written as sent; feeds and "
+                  "the editorial file were not read", markup=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "issue.html").write_text(rendered.with_outlet_links(rendered.html, escape=True), encoding="utf-8")
     (out_dir / "issue.txt").write_text(rendered.with_outlet_links(rendered.text, escape=False), encoding="utf-8")

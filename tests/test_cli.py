@@ -82,3 +82,12 @@ def test_dates_outside_the_issues_and_a_backwards_range_are_usage_errors(env):
         result = run_cli(*command, env=env)
 
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_render_of_a_sent_issue_says_it_writes_it_as_sent(env, store, smtp_server, tmp_path):
+    store.add_subscriber("reader@example.com")
+    assert run_cli("send", "--date", SAMPLE_DATE.isoformat(), env=env).returncode == 0
+
+    result = run_cli("render", "--date", SAMPLE_DATE.isoformat(), "--out", str(tmp_path / "out"), env=env)
+
+    assert result.returncode == 0 and "was sent (frozen): written as sent" in result.stderr, result.stderr
