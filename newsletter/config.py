@@ -34,9 +34,10 @@ MIN_SECRET_KEY_LENGTH = 32
 MIN_METRICS_TOKEN_LENGTH = 16
 # Keys that were ever shipped as examples: whoever knows them forges every link.
 KNOWN_PLACEHOLDER_KEYS = frozenset({"change-me", "changeme", "secret", "test-secret"})
+# A host name in ASCII (an IDN in its xn-- form): labels of letters, digits and inner hyphens.
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
 # A sender's mailbox as MAIL FROM and the From header carry it unquoted: an ASCII dot-atom, one @, a host name.
-_MAILBOX = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_MAILBOX = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@" + _HOST)
 
 
 def _sample_feeds() -> list[str]:
@@ -329,6 +330,14 @@ class Settings(BaseSettings):
         if not _MAILBOX.fullmatch(value):
             raise ValueError(f"{value!r} is not an email address like newsletter@news.example (ASCII, one @, "
                              "no spaces): it goes into every message's From and the relay's MAIL FROM")
+        return value
+
+    @field_validator("dkim_domain")
+    @classmethod
+    def _dkim_host(cls, value: str) -> str:
+        value = value.strip().rstrip(".")
+        if value and not re.fullmatch(_HOST, value):
+            raise ValueError(f"{value!r} is not a domain such as news.example: it names the DNS record of the key")
         return value
 
     @field_validator("bounce_address")

@@ -89,10 +89,18 @@ def test_a_weak_or_unreadable_key_is_one_line_before_anything_is_sent(env, store
     weak = write_key(tmp_path / "weak.pem", rsa.generate_private_key(65537, 1024))
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a key")
+    edwards = write_key(tmp_path / "ed.pem", ed25519.Ed25519PrivateKey.generate())
+    strong = write_key(tmp_path / "strong.pem", rsa.generate_private_key(65537, 2048))
     cases = [({"NEWSLETTER_DKIM_RSA_SELECTOR": "s", "NEWSLETTER_DKIM_RSA_KEY_FILE": weak}, "1024-bit RSA key"),
              ({"NEWSLETTER_DKIM_RSA_SELECTOR": "s", "NEWSLETTER_DKIM_RSA_KEY_FILE": str(garbage)},
               "is not an unencrypted PEM private key"),
-             ({"NEWSLETTER_DKIM_RSA_KEY_FILE": weak}, "NEWSLETTER_DKIM_RSA_SELECTOR is empty")]
+             ({"NEWSLETTER_DKIM_RSA_KEY_FILE": weak}, "NEWSLETTER_DKIM_RSA_SELECTOR is empty"),
+             # An Ed25519 key in the RSA slot would sign with ed25519 only, which many receivers do not check.
+             ({"NEWSLETTER_DKIM_RSA_SELECTOR": "s", "NEWSLETTER_DKIM_RSA_KEY_FILE": edwards}, "is not an RSA key"),
+             ({"NEWSLETTER_DKIM_RSA_SELECTOR": "bad selector!", "NEWSLETTER_DKIM_RSA_KEY_FILE": strong},
+              "'bad selector!' is not a DNS name"),
+             ({"NEWSLETTER_DKIM_DOMAIN": "bad domain", "NEWSLETTER_DKIM_RSA_SELECTOR": "s",
+               "NEWSLETTER_DKIM_RSA_KEY_FILE": strong}, "NEWSLETTER_DKIM_DOMAIN")]
     for settings, words in cases:
         result = run_cli("send", "--date", SAMPLE_DATE.isoformat(), env={**env, **settings})
         assert result.returncode == 2 and words in result.stderr, result.stderr

@@ -63,10 +63,18 @@ class DkimKey:
         return f'{self.selector}._domainkey.{domain}. IN TXT "v=DKIM1; k={kind}; p={public}"'
 
 
-def load_key(path: Path, selector: str, setting: str) -> DkimKey:
-    """A DKIM private key from a PEM file (RSA of at least 2048 bits, or Ed25519)."""
+# A selector is one or more DNS labels: it names the record <selector>._domainkey.<domain>.
+_SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+KEY_TYPES = {"rsa": (rsa.RSAPrivateKey, "an RSA"), "ed25519": (ed25519.Ed25519PrivateKey, "an Ed25519")}
+
+
+def load_key(path: Path, selector: str, setting: str, algorithm: str | None = None) -> DkimKey:
+    """A DKIM private key from a PEM file (RSA of at least 2048 bits, or Ed25519; the one `algorithm` names)."""
     if not selector:
         raise ConfigError(f"setting {setting}_SELECTOR is empty: a DKIM key needs its selector")
+    if not _SELECTOR.fullmatch(selector):
+        raise ConfigError(f"setting {setting}_SELECTOR: {selector!r} is not a DNS name such as s1 or 2026a "
+                          "(letters, digits and hyphens)")
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
@@ -78,6 +86,9 @@ def load_key(path: Path, selector: str, setting: str) -> DkimKey:
                           f"at least {MIN_RSA_BITS} bits (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048)")
     if not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
         raise ConfigError(f"setting {setting}_KEY_FILE: {path} is neither an RSA nor an Ed25519 key")
+    if algorithm is not None and not isinstance(key, KEY_TYPES[algorithm][0]):
+        # An Ed25519 key in the RSA slot signs only ed25519-sha256, which many receivers do not check yet.
+        raise ConfigError(f"setting {setting}_KEY_FILE: {path} is not {KEY_TYPES[algorithm][1]} key")
     return DkimKey(selector, key)
 
 
@@ -89,7 +100,7 @@ def dkim_keys(settings: Settings) -> list[DkimKey]:
         if path is not None or selector:
             if path is None:
                 raise ConfigError(f"setting NEWSLETTER_DKIM_{algorithm.upper()}_KEY_FILE is empty but its selector is set")
-            keys.append(load_key(path, selector, f"NEWSLETTER_DKIM_{algorithm.upper()}"))
+            keys.append(load_key(path, selector, f"NEWSLETTER_DKIM_{algorithm.upper()}", algorithm))
     return keys
 
 
