@@ -486,4 +486,11 @@ def load_settings(**overrides: object) -> Settings:
             message += f": {first['input']!r}"
         raise ConfigError(f"setting {name}: {message}") from None
     except (json.JSONDecodeError, ValueError) as exc:
+        # pydantic-settings names the field, not the variable, of a value that is not JSON.
+        field = re.search(r'error parsing value for field "(\w+)"', str(exc))
+        if field:
+            raise ConfigError(f"setting NEWSLETTER_{field.group(1).upper()}: not valid JSON "
+                              f"({exc.__cause__ or exc})") from None
+        if isinstance(exc, UnicodeDecodeError):
+            raise ConfigError(f"settings: the .env file is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
         raise ConfigError(f"settings: {exc}") from None
