@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import math
 import os
 import re
 import secrets
@@ -92,7 +93,8 @@ MAX_STORIES_LIMIT = 12
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="NEWSLETTER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="NEWSLETTER_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        allow_inf_nan=False,  # "inf" seconds or "nan" messages a second are no setting anyone means
     )
 
     feeds: Annotated[list[str], NoDecode] = Field(default_factory=_sample_feeds)
@@ -237,7 +239,7 @@ class Settings(BaseSettings):
                 rates[domain.strip().lower()] = float(rate)
             except ValueError:
                 raise ValueError(f"{item!r} is not domain=number, like gmail.com=20") from None
-            if not equals or not domain.strip() or rates[domain.strip().lower()] <= 0:
+            if not equals or not domain.strip() or not 0 < rates[domain.strip().lower()] < math.inf:
                 raise ValueError(f"{item!r} is not domain=number, like gmail.com=20")
         return rates
 

@@ -228,7 +228,8 @@ def test_unreachable_smtp_server_is_one_line_and_exit_75(env, store):
 @pytest.mark.parametrize(
     ("name", "value"),
     [("SMTP_TLS", "sometimes"), ("SMTP_PORT", "abc"), ("TIMEZONE", "Mars/Olympus"), ("FEEDS", "[not json"),
-     ("EVENT_LOOP", "gevent"), ("FEED_OUTLETS", "{not json"),
+     ("EVENT_LOOP", "gevent"), ("FEED_OUTLETS", "{not json"), ("RETRY_BASE_SECONDS", "inf"),
+     ("DOMAIN_RATE_LIMITS", "example.com=nan"),
      # A sender the relay would refuse for every reader, or that crashed the message's headers.
      ("FROM_ADDRESS", "a@"), ("FROM_ADDRESS", "@news.example"), ("FROM_ADDRESS", "a@b@news.example"),
      ("FROM_ADDRESS", "news letter@news.example"),
