@@ -50,7 +50,7 @@ app = typer.Typer(
 )
 subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
-db_app = typer.Typer(help="The store's schema: see where it stands, upgrade it.", no_args_is_help=True)
+db_app = typer.Typer(help="The store: see where its schema stands, upgrade it, compact it.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 editors_app = typer.Typer(help="The editors who may sign in to the desk (/desk of `newsletter serve`).",
                           no_args_is_help=True)
@@ -114,7 +114,10 @@ def select(
     as_json: Annotated[bool, typer.Option("--json", help="Print every event with all its reports, and what was "
                                                           "left out and why, as JSON.")] = False,
 ) -> None:
-    """Show which stories the issue would carry, why, and what was left out."""
+    """Show which stories the issue would carry, why, and what was left out.
+
+    Exit codes: 0 stories chosen, 3 no international story in the window.
+    """
     from . import edition
     from .issue.selection import selection_json
 
@@ -291,7 +294,8 @@ def approve(
     settings = _settings()
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
-    approval = edition.approve_edition(settings, store, issue_date, by or getpass.getuser())
+    approver = clean_name(by or "") or getpass.getuser()  # one line in the log and the audit, whatever was typed
+    approval = edition.approve_edition(settings, store, issue_date, approver)
     out.print(f"Approved the issue of {issue_date} as {approval.approved_by} (HTML sha256 {approval.html_sha256[:16]}…): "
               "`newsletter send` sends exactly this. Changing the editorial file withdraws the approval.",
               markup=False)
@@ -454,7 +458,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes; they share the store and its rate limits.")] = 1,
 ) -> None:
-    """Run the signup, confirm, unsubscribe and archive pages (put a TLS proxy in front)."""
+    """Run the readers' pages (signup, confirm, manage, unsubscribe, archive) and the editors' desk at /desk
+    (put a TLS proxy in front)."""
     import uvicorn
 
     from .web.app import create_app, uvicorn_options
