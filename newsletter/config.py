@@ -36,9 +36,9 @@ MIN_METRICS_TOKEN_LENGTH = 16
 # Keys that were ever shipped as examples: whoever knows them forges every link.
 KNOWN_PLACEHOLDER_KEYS = frozenset({"change-me", "changeme", "secret", "test-secret"})
 # A host name in ASCII (an IDN in its xn-- form): labels of letters, digits and inner hyphens.
-_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+HOST_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
 # A sender's mailbox as MAIL FROM and the From header carry it unquoted: an ASCII dot-atom, one @, a host name.
-_MAILBOX = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@" + _HOST)
+_MAILBOX = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@" + HOST_NAME)
 
 
 def _sample_feeds() -> list[str]:
@@ -338,7 +338,7 @@ class Settings(BaseSettings):
     @classmethod
     def _dkim_host(cls, value: str) -> str:
         value = value.strip().rstrip(".")
-        if value and not re.fullmatch(_HOST, value):
+        if value and not re.fullmatch(HOST_NAME, value):
             raise ValueError(f"{value!r} is not a domain such as news.example: it names the DNS record of the key")
         return value
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from ..config import Settings
+from ..config import HOST_NAME, Settings
 from ..errors import ConfigError
 
 # What is signed, in this order; a header the message lacks is still listed, so that nobody can add it.
@@ -64,7 +64,7 @@ class DkimKey:
 
 
 # A selector is one or more DNS labels: it names the record <selector>._domainkey.<domain>.
-_SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_SELECTOR = re.compile(HOST_NAME)
 KEY_TYPES = {"rsa": (rsa.RSAPrivateKey, "an RSA"), "ed25519": (ed25519.Ed25519PrivateKey, "an Ed25519")}
 
 
