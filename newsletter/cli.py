@@ -167,7 +167,8 @@ def render(
     settings = _settings()
     store = Store(settings.database_url)
     issue_date = _issue_date(settings, date)
-    frozen = store.get_issue(issue_date.isoformat()) is not None
+    # The outline, not the issue: current_issue reads the stored HTML itself, and it is the bulk of the row.
+    frozen = store.issue_outline(issue_date.isoformat()) is not None
     rendered = edition.current_issue(settings, store, issue_date)
     if frozen:  # what readers got: the feeds and the editorial file of today no longer change it
         err.print(f"note: the issue of {issue_date} was sent (frozen): written as sent; feeds and "
