@@ -566,13 +566,9 @@ def ceiling(counts: list[dict[Tuning, Outcome]]) -> tuple[float, float]:
     for day in counts:
         for tuning, outcome in day.items():
             totals[tuning] += outcome.pairs
-    return max((ratios for ratios in map(_ratios, totals.values()) if ratios[1] >= TARGETS["recall"]),
+    scored = [Scores(pairs=pairs) for pairs in totals.values()]
+    return max(((s.ratio("precision"), s.ratio("recall")) for s in scored if s.ratio("recall") >= TARGETS["recall"]),
                default=(0.0, 0.0))
-
-
-def _ratios(pairs: Counter) -> tuple[float, float]:
-    tp, fp, fn = pairs["tp"], pairs["fp"], pairs["fn"]
-    return tp / (tp + fp) if tp + fp else 1.0, tp / (tp + fn) if tp + fn else 1.0
 
 
 def crowd_scores(held_out: HeldOut, size: int) -> dict[str, Scores]:
